@@ -1,0 +1,196 @@
+import type { FastifyRequest } from 'fastify'
+import type { WebsocketPluginOptions } from '@fastify/websocket'
+import type { Broker } from './broker/types.js'
+import { RT_ERR_OPTIONS } from './errors.js'
+
+/** Where a session token may come from, tried in the order listed. */
+export type TokenSource = 'header' | 'protocol' | 'cookie' | 'query'
+
+/** Which browser origins may open a socket. */
+export type OriginsOption =
+  | '*'
+  | readonly string[]
+  | RegExp
+  | ((origin: string, request: FastifyRequest) => boolean | Promise<boolean>)
+
+/** How the session is checked before the upgrade. */
+export interface AuthOptions {
+  /**
+   * Where the token is looked for, in this order. `query` (`?token=`) is never used unless listed.
+   * @default ['header', 'protocol', 'cookie']
+   */
+  sources?: readonly TokenSource[]
+  /**
+   * The cookie holding the token (read through @fastify/cookie when it is registered).
+   * @default 'token'
+   */
+  cookieName?: string
+  /**
+   * Replaces JWT verification: return the user, or throw (a `HandshakeError` to choose the code; anything else is
+   * `INVALID_TOKEN`). A user with a numeric `exp` (seconds since the epoch) expires like a JWT session.
+   */
+  authenticate?: (request: FastifyRequest) => unknown
+  /**
+   * The user id that indexes connections (`byUser`, `maxConnectionsPerUser`).
+   * @default the token's `sub`
+   */
+  userId?: (user: any) => string | undefined
+  /**
+   * Close the connection with 4401 when the session's `exp` passes.
+   * @default true
+   */
+  closeOnExpiry?: boolean
+  /**
+   * JWT algorithms accepted. `none` is never accepted.
+   * @default every signing algorithm that fits the key (fast-jwt matches them to the key type)
+   */
+  algorithms?: readonly string[]
+}
+
+/** Limits that keep one client from growing the server's memory or flooding it. */
+export interface LimitsOptions {
+  /** Largest accepted frame in bytes; bigger ones close with 1009. @default 65536 */
+  maxPayload?: number
+  /** Messages a second per connection. @default 100 */
+  rate?: number
+  /** Messages a connection may send at once before the rate applies. @default the rate */
+  burst?: number
+  /** Rejected messages (rate-limited or invalid) in a row before the connection is closed with 1008. @default 50 */
+  maxViolations?: number
+  /** Messages that may wait for a busy async handler before further ones are refused with RATE_LIMITED. @default 256 */
+  maxPending?: number
+  /** Unsent bytes a connection may hold before the slow-consumer policy applies. @default 1048576 */
+  maxBufferedBytes?: number
+  /** `close`: close with 4408; `drop`: drop (and count) further messages until it drains. @default 'close' */
+  onSlowConsumer?: 'close' | 'drop'
+  /** Open connections on this instance; more are refused with 503 SERVER_FULL. @default Infinity */
+  maxConnections?: number
+  /** Open connections of one user on this instance; more are refused with 429. @default Infinity */
+  maxConnectionsPerUser?: number
+}
+
+/** Options of `app.register(realtime, options)`. */
+export interface RealtimeOptions {
+  /** Allowed browser origins. @default same-origin only (the Origin's host equals the request's Host) */
+  origins?: OriginsOption
+  /** Refuse requests without an Origin header (non-browser clients). @default false */
+  requireOrigin?: boolean
+  /** Session check before the upgrade, or `false` for none. @default JWT through @fastify/jwt */
+  auth?: AuthOptions | false
+  /** Per-connection limits. */
+  limits?: LimitsOptions
+  /** Pings every `interval` ms; a peer silent for a whole interval is terminated. `false` turns it off. @default { interval: 30000 } */
+  heartbeat?: { interval?: number } | false
+  /** How long `app.close()` waits for close handshakes before it terminates what is left. @default { timeout: 5000 } */
+  shutdown?: { timeout?: number }
+  /** Passed to @fastify/websocket when fastify-realtime registers it (`options.maxPayload` comes from `limits`). */
+  websocket?: WebsocketPluginOptions
+  /** Set when the app registered @fastify/websocket itself with `{ preClose: realtimePreClose }`. @default false */
+  externalWebsocket?: boolean
+  /** Delivers fan-outs; `redisBroker()` from `fastify-realtime/redis` spans instances. @default in-process */
+  broker?: Broker
+}
+
+export interface ResolvedAuth {
+  sources: readonly TokenSource[]
+  cookieName: string
+  authenticate: ((request: FastifyRequest) => unknown) | undefined
+  userId: (user: any) => string | undefined
+  closeOnExpiry: boolean
+  algorithms: readonly string[]
+}
+
+export interface ResolvedLimits {
+  maxPayload: number
+  rate: number
+  burst: number
+  maxViolations: number
+  maxPending: number
+  maxBufferedBytes: number
+  onSlowConsumer: 'close' | 'drop'
+  maxConnections: number
+  maxConnectionsPerUser: number
+}
+
+export interface ResolvedOptions {
+  origins: OriginsOption | undefined
+  requireOrigin: boolean
+  auth: ResolvedAuth | false
+  limits: ResolvedLimits
+  heartbeatInterval: number | false
+  shutdownTimeout: number
+}
+
+const ALL_ALGORITHMS = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
+  'ES256', 'ES384', 'ES512', 'EdDSA']
+const SOURCES: ReadonlySet<string> = new Set(['header', 'protocol', 'cookie', 'query'])
+
+function defaultUserId (user: any): string | undefined {
+  const sub = user?.sub
+  return typeof sub === 'string' || typeof sub === 'number' ? String(sub) : undefined
+}
+
+function positive (name: string, value: number | undefined, fallback: number, allowInfinity = false): number {
+  if (value === undefined) return fallback
+  const ok = typeof value === 'number' && value > 0 && (Number.isFinite(value) || (allowInfinity && value === Infinity))
+  if (!ok) throw new RT_ERR_OPTIONS(`${name}: expected a positive number, got ${String(value)}`)
+  return value
+}
+
+export function checkOrigins (origins: unknown, where: string): void {
+  if (origins === undefined || origins === '*' || origins instanceof RegExp || typeof origins === 'function') return
+  if (!Array.isArray(origins)) throw new RT_ERR_OPTIONS(`${where}: expected '*', an array of origins, a RegExp or a function`)
+  for (const o of origins) {
+    if (o === 'null') continue
+    let parsed: URL
+    try { parsed = new URL(o) } catch { throw new RT_ERR_OPTIONS(`${where}: "${String(o)}" is not an origin like https://app.example.com`) }
+    if (parsed.origin === 'null') throw new RT_ERR_OPTIONS(`${where}: "${String(o)}" has no origin`)
+  }
+}
+
+export function resolveAuth (auth: AuthOptions | false | undefined, where: string): ResolvedAuth | false {
+  if (auth === false) return false
+  if (auth !== undefined && (typeof auth !== 'object' || auth === null)) throw new RT_ERR_OPTIONS(`${where}: expected an object or false`)
+  const sources = auth?.sources ?? ['header', 'protocol', 'cookie']
+  for (const s of sources) if (!SOURCES.has(s)) throw new RT_ERR_OPTIONS(`${where}.sources: unknown source "${String(s)}"`)
+  if (auth?.authenticate !== undefined && typeof auth.authenticate !== 'function') throw new RT_ERR_OPTIONS(`${where}.authenticate: expected a function`)
+  const algorithms = auth?.algorithms ?? ALL_ALGORITHMS
+  if (algorithms.some((a) => a.toLowerCase() === 'none')) throw new RT_ERR_OPTIONS(`${where}.algorithms: "none" is never accepted`)
+  return {
+    sources,
+    cookieName: auth?.cookieName ?? 'token',
+    authenticate: auth?.authenticate,
+    userId: auth?.userId ?? defaultUserId,
+    closeOnExpiry: auth?.closeOnExpiry ?? true,
+    algorithms
+  }
+}
+
+/** Applies the defaults and throws `RT_ERR_OPTIONS` for anything that cannot work. */
+export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
+  checkOrigins(options.origins, 'origins')
+  const l = options.limits ?? {}
+  const rate = positive('limits.rate', l.rate, 100)
+  if (l.onSlowConsumer !== undefined && l.onSlowConsumer !== 'close' && l.onSlowConsumer !== 'drop') {
+    throw new RT_ERR_OPTIONS(`limits.onSlowConsumer: expected 'close' or 'drop', got ${String(l.onSlowConsumer)}`)
+  }
+  const hb = options.heartbeat
+  return {
+    origins: options.origins,
+    requireOrigin: options.requireOrigin ?? false,
+    auth: resolveAuth(options.auth, 'auth'),
+    limits: {
+      maxPayload: positive('limits.maxPayload', l.maxPayload, 64 * 1024),
+      rate,
+      burst: positive('limits.burst', l.burst, rate),
+      maxViolations: positive('limits.maxViolations', l.maxViolations, 50),
+      maxPending: positive('limits.maxPending', l.maxPending, 256),
+      maxBufferedBytes: positive('limits.maxBufferedBytes', l.maxBufferedBytes, 1024 * 1024),
+      onSlowConsumer: l.onSlowConsumer ?? 'close',
+      maxConnections: positive('limits.maxConnections', l.maxConnections, Infinity, true),
+      maxConnectionsPerUser: positive('limits.maxConnectionsPerUser', l.maxConnectionsPerUser, Infinity, true)
+    },
+    heartbeatInterval: hb === false ? false : positive('heartbeat.interval', hb?.interval, 30_000),
+    shutdownTimeout: positive('shutdown.timeout', options.shutdown?.timeout, 5000)
+  }
+}

@@ -1,0 +1,100 @@
+/**
+ * The whole wire vocabulary: error codes sent in error envelopes, close codes, and the codes of refused
+ * handshakes. Every code is defined here and nowhere else; `test/codes.test.ts` keeps the README tables in step.
+ */
+
+/** Codes of the error envelope `{ type: 'error', error: { code, message } }`, with what a client should do. */
+export const ErrorCode = {
+  /** The frame was not parseable JSON (or carried a `__proto__` / `constructor.prototype` key). Fix the sender. */
+  BAD_JSON: 'BAD_JSON',
+  /** Not an object, no string `type`, or an `id` that is neither a short string nor a finite number. */
+  BAD_ENVELOPE: 'BAD_ENVELOPE',
+  /** No handler for this `type` on this route. */
+  UNKNOWN_TYPE: 'UNKNOWN_TYPE',
+  /** `data` did not match the type's schema; `details` is a list of `{ path, message }`. */
+  VALIDATION_FAILED: 'VALIDATION_FAILED',
+  /** Over `limits.rate` (or too many messages waiting for their handler); the message was not handled. */
+  RATE_LIMITED: 'RATE_LIMITED',
+  /** A binary frame on a route without a `binary` handler. */
+  BINARY_NOT_ACCEPTED: 'BINARY_NOT_ACCEPTED',
+  /** `auth.refresh` with a bad token, or one of another user; the old expiry stands. */
+  INVALID_TOKEN: 'INVALID_TOKEN',
+  /** `auth.refresh` with a token that has already expired; the old expiry stands. */
+  TOKEN_EXPIRED: 'TOKEN_EXPIRED',
+  /** The handler failed unexpectedly; the server logged the details, the client gets none. */
+  INTERNAL: 'INTERNAL'
+} as const
+export type ErrorCodeName = typeof ErrorCode[keyof typeof ErrorCode]
+
+/** WebSocket close codes the server uses. A dead peer is terminated without a close frame (the client sees 1006). */
+export const CloseCode = {
+  /** Normal closure. */
+  NORMAL: 1000,
+  /** The server is shutting down; reconnect (to another instance) with backoff. */
+  GOING_AWAY: 1001,
+  /** Policy violation: too many rate-limited or invalid messages in a row. Do not reconnect blindly. */
+  POLICY_VIOLATION: 1008,
+  /** A message larger than `limits.maxPayload` (ws closes with it). */
+  MESSAGE_TOO_BIG: 1009,
+  /** Internal error, for example the route's `onOpen` failed. Reconnect with backoff. */
+  INTERNAL_ERROR: 1011,
+  /** The session's token expired; reconnect with a fresh token. */
+  SESSION_EXPIRED: 4401,
+  /** The client read too slowly and its send buffer passed `limits.maxBufferedBytes`. */
+  SLOW_CONSUMER: 4408
+} as const
+export type CloseCodeNumber = typeof CloseCode[keyof typeof CloseCode]
+
+/** Reasons sent with the server's own close frames. */
+export const CloseReason = {
+  [CloseCode.GOING_AWAY]: 'server shutting down',
+  [CloseCode.POLICY_VIOLATION]: 'too many rejected messages',
+  [CloseCode.INTERNAL_ERROR]: 'internal error',
+  [CloseCode.SESSION_EXPIRED]: 'session expired',
+  [CloseCode.SLOW_CONSUMER]: 'slow consumer'
+} as const
+
+/** Refusals before the upgrade: a plain HTTP response with the JSON body `{ statusCode, code, message }`. */
+export const HandshakeCode = {
+  FORBIDDEN_ORIGIN: { statusCode: 403, message: 'origin not allowed' },
+  MISSING_TOKEN: { statusCode: 401, message: 'no session token' },
+  INVALID_TOKEN: { statusCode: 401, message: 'invalid session token' },
+  TOKEN_EXPIRED: { statusCode: 401, message: 'session token expired' },
+  TOO_MANY_CONNECTIONS: { statusCode: 429, message: 'too many connections for this user' },
+  SERVER_FULL: { statusCode: 503, message: 'server is at its connection limit' },
+  SHUTTING_DOWN: { statusCode: 503, message: 'server is shutting down' },
+  UPGRADE_REQUIRED: { statusCode: 426, message: 'this endpoint speaks WebSocket; send an upgrade request' }
+} as const
+export type HandshakeCodeName = keyof typeof HandshakeCode
+
+/** Message types the protocol itself uses; a route may not declare them. */
+export const RESERVED_TYPES: ReadonlySet<string> = new Set(['reply', 'error', 'ping', 'pong', 'auth.refresh'])
+
+/**
+ * Throw it from a handler to send the client an error envelope with your own code: a business error, logged at
+ * most at info level.
+ */
+export class RealtimeError extends Error {
+  readonly code: string
+  readonly details: unknown
+
+  constructor (code: string, message: string, details?: unknown) {
+    super(message)
+    this.name = 'RealtimeError'
+    this.code = code
+    this.details = details
+  }
+}
+
+/** An error refusing a handshake; `code` names the HTTP status and body. */
+export class HandshakeError extends Error {
+  readonly code: HandshakeCodeName
+  readonly statusCode: number
+
+  constructor (code: HandshakeCodeName, message?: string) {
+    super(message ?? HandshakeCode[code].message)
+    this.name = 'HandshakeError'
+    this.code = code
+    this.statusCode = HandshakeCode[code].statusCode
+  }
+}

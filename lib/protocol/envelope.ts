@@ -1,0 +1,76 @@
+import sjson from 'secure-json-parse'
+import { ErrorCode } from './codes.js'
+
+/** A request id as the client sent it: a short string or a finite number. */
+export type EnvelopeId = string | number
+
+/** A client envelope that passed the shape check. */
+export interface ClientEnvelope {
+  type: string
+  data: unknown
+  id: EnvelopeId | undefined
+}
+
+/** Why a frame is not an envelope, with the id when it could be read, so the error can carry it. */
+export interface DecodeFailure {
+  error: typeof ErrorCode.BAD_JSON | typeof ErrorCode.BAD_ENVELOPE
+  message: string
+  id: EnvelopeId | undefined
+}
+
+const MAX_TYPE_LENGTH = 128
+const MAX_ID_LENGTH = 128
+const PARSE_OPTIONS = { protoAction: 'error', constructorAction: 'error' } as const
+
+function isValidId (id: unknown): id is EnvelopeId {
+  return (typeof id === 'string' && id.length > 0 && id.length <= MAX_ID_LENGTH) ||
+    (typeof id === 'number' && Number.isFinite(id))
+}
+
+/**
+ * Decodes a text frame into an envelope. Never throws: a failure is returned, so that the caller answers with an
+ * error envelope and the connection lives on. `__proto__` and `constructor.prototype` keys are refused.
+ */
+export function decodeEnvelope (text: string): ClientEnvelope | DecodeFailure {
+  let value: unknown
+  try {
+    value = sjson.parse(text, undefined, PARSE_OPTIONS)
+  } catch (err) {
+    const forbidden = err instanceof SyntaxError && /prototype/.test(err.message)
+    return { error: ErrorCode.BAD_JSON, message: forbidden ? 'forbidden __proto__ or constructor.prototype key' : 'frame is not valid JSON', id: undefined }
+  }
+  if (typeof value !== 'object' || value === null || Array.isArray(value)) {
+    return { error: ErrorCode.BAD_ENVELOPE, message: 'an envelope is a JSON object { type, data?, id? }', id: undefined }
+  }
+  const { type, data, id } = value as Record<string, unknown>
+  const readableId = isValidId(id) ? id : undefined
+  if (id !== undefined && readableId === undefined) {
+    return { error: ErrorCode.BAD_ENVELOPE, message: `id must be a string of 1 to ${MAX_ID_LENGTH} characters or a finite number`, id: undefined }
+  }
+  if (typeof type !== 'string' || type.length === 0 || type.length > MAX_TYPE_LENGTH) {
+    return { error: ErrorCode.BAD_ENVELOPE, message: `type must be a string of 1 to ${MAX_TYPE_LENGTH} characters`, id: readableId }
+  }
+  return { type, data, id: readableId }
+}
+
+export function isDecodeFailure (result: ClientEnvelope | DecodeFailure): result is DecodeFailure {
+  return 'error' in result
+}
+
+/** `{ type, data }`: an event. `data` that is undefined becomes null so the envelope always has it. */
+export function encodeEvent (type: string, data: unknown): string {
+  return JSON.stringify({ type, data: data === undefined ? null : data })
+}
+
+export function encodeReply (id: EnvelopeId, data: unknown): string {
+  return JSON.stringify({ type: 'reply', id, data: data === undefined ? null : data })
+}
+
+export function encodeError (id: EnvelopeId | undefined, code: string, message: string, details?: unknown): string {
+  const error = details === undefined ? { code, message } : { code, message, details }
+  return JSON.stringify(id === undefined ? { type: 'error', error } : { type: 'error', id, error })
+}
+
+export function encodePong (id: EnvelopeId | undefined): string {
+  return id === undefined ? '{"type":"pong"}' : JSON.stringify({ type: 'pong', id })
+}
