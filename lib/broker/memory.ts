@@ -1,0 +1,12 @@
+import type { Broker } from './types.js'
+
+/** The default broker: one instance, so there is nobody else to carry fan-outs to. */
+export function memoryBroker (): Broker {
+  return {
+    start () {},
+    publish () {},
+    subscribe () {},
+    unsubscribe () {},
+    close () {}
+  }
+}

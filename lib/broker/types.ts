@@ -1,0 +1,45 @@
+/**
+ * A broker carries fan-outs between instances. The registry always delivers to its own members itself, so local
+ * delivery never waits on (or fails with) the broker; the broker only carries the frame to the other instances.
+ */
+
+/** Who a fan-out is for. */
+export type Target =
+  | { kind: 'room', name: string }
+  | { kind: 'user', name: string }
+  | { kind: 'all' }
+
+/** One fan-out: the already-encoded envelope, sent as is to every matching connection. */
+export interface Delivery {
+  target: Target
+  /** The text frame's bytes (a JSON envelope), encoded once by the publisher. */
+  frame: Buffer
+  /** A connection id that must not receive it. */
+  except?: string
+}
+
+/** What an instance offers its broker. */
+export interface BrokerNode {
+  /** Delivers a fan-out that came from another instance to this instance's matching connections. */
+  deliver: (delivery: Delivery) => void
+  /** Counts a publish that could not reach the other instances (shown in `stats().brokerFailures`). */
+  publishFailed: () => void
+  log: { info: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }
+}
+
+export interface Broker {
+  /** Called once when the plugin starts; deliveries from elsewhere go to `node.deliver`. */
+  start: (node: BrokerNode) => Promise<void> | void
+  /** Carries a fan-out to the other instances. Never throws: failures are counted through `node.publishFailed`. */
+  publish: (delivery: Delivery) => void
+  /** The first local member of a room or user has arrived (`kind` 'room' or 'user'). */
+  subscribe: (kind: 'room' | 'user', name: string) => void
+  /** The last local member has gone. */
+  unsubscribe: (kind: 'room' | 'user', name: string) => void
+  /** Members of a room across instances, where the broker knows them; else undefined (the registry answers locally). */
+  roomSize?: (room: string) => Promise<number>
+  /** Whether a user has a connection on any instance, where the broker knows it. */
+  online?: (userId: string) => Promise<boolean>
+  /** Called from `app.close()` after every connection is gone. */
+  close: () => Promise<void> | void
+}

@@ -1,0 +1,214 @@
+import { randomUUID } from 'node:crypto'
+import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
+import type { UserType } from '@fastify/jwt'
+import type { Static } from '@sinclair/typebox'
+import WebSocket from 'ws'
+import { CloseCode, CloseReason } from './protocol/codes.js'
+import { encodeEvent } from './protocol/envelope.js'
+import type { EventSchemas } from './definition.js'
+import type { ResolvedLimits } from './options.js'
+import type { Counters } from './stats.js'
+
+/** The registry as a connection sees it: rooms are indexed there. */
+export interface RoomIndex {
+  join: (conn: Connection<any, any>, room: string) => void
+  leave: (conn: Connection<any, any>, room: string) => void
+}
+
+const TEXT = { binary: false } as const
+const BINARY = { binary: true } as const
+/** After the 4408 close frame, how long a slow consumer gets to complete the close before it is terminated. */
+const SLOW_CONSUMER_GRACE_MS = 1000
+
+/**
+ * One open socket: its identity, its rooms, the one place that writes to it (with the backlog check), its rate
+ * bucket and the queue that runs its messages one at a time in arrival order.
+ *
+ *   open ──▶ onOpen (queued first) ──▶ messages, in order ──▶ close (any cause) ──▶ onClose once ──▶ gone
+ */
+export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
+  /** Random and unguessable. */
+  readonly id: string = randomUUID()
+  /** What the session check returned (the JWT payload, or what `auth.authenticate` returned). */
+  readonly user: U
+  /** The id indexing this connection in `app.realtime.byUser()`, from `auth.userId` (default: the JWT's `sub`). */
+  readonly userId: string | undefined
+  /** The upgrade request. */
+  readonly request: FastifyRequest
+  /** The ws WebSocket. Write through `send`/`sendBinary`, which know the backlog. */
+  readonly socket: WebSocket
+  /** A child logger bound to the connection id, the user id and the remote address. */
+  readonly log: FastifyBaseLogger
+  /** The app's own per-connection data. */
+  readonly state: Record<string, unknown> = {}
+  /** Session expiry in ms since the epoch (undefined: none, or `closeOnExpiry: false`). */
+  expiresAt: number | undefined
+
+  /** Heartbeat: true when the peer answered or sent anything since the last sweep. */
+  alive = true
+  /** Rejected messages in a row. */
+  violations = 0
+  /** The close code the server chose, kept when it had to terminate the socket before the handshake ended. */
+  closeIntent: number | undefined
+
+  private readonly roomSet = new Set<string>()
+  private readonly index: RoomIndex
+  private readonly limits: ResolvedLimits
+  private readonly counters: Counters
+  private tokens: number
+  private refilledAt = Date.now()
+  private busy = false
+  private queue: Array<() => unknown> | undefined
+  private killTimer: NodeJS.Timeout | undefined
+
+  constructor (socket: WebSocket, request: FastifyRequest, user: unknown, userId: string | undefined,
+    limits: ResolvedLimits, counters: Counters, index: RoomIndex) {
+    this.socket = socket
+    this.request = request
+    this.user = user as U
+    this.userId = userId
+    this.limits = limits
+    this.counters = counters
+    this.index = index
+    this.tokens = limits.burst
+    this.log = request.log.child({ connId: this.id, userId, remoteAddress: request.ip })
+  }
+
+  /** The rooms this connection is in. */
+  get rooms (): ReadonlySet<string> {
+    return this.roomSet
+  }
+
+  get isOpen (): boolean {
+    return this.socket.readyState === WebSocket.OPEN
+  }
+
+  /** Joins a room (idempotent). */
+  join (room: string): void {
+    if (this.roomSet.has(room) || !this.isOpen) return
+    this.roomSet.add(room)
+    this.index.join(this, room)
+  }
+
+  /** Leaves a room (idempotent). An empty room disappears. */
+  leave (room: string): void {
+    if (!this.roomSet.delete(room)) return
+    this.index.leave(this, room)
+  }
+
+  /** Sends an event. Returns false, never throws, when the socket is not open or the send was refused by backpressure. */
+  send<K extends keyof E & string> (type: K, data: Static<E[K]>): boolean {
+    return this.sendFrame(Buffer.from(encodeEvent(type, data)))
+  }
+
+  /** Sends a binary frame, through the same backlog check. */
+  sendBinary (data: Buffer | ArrayBuffer | Uint8Array): boolean {
+    const buf = Buffer.isBuffer(data) ? data : Buffer.from(data as Uint8Array)
+    return this.write(buf, BINARY)
+  }
+
+  /** Sends an already-encoded text frame (a fan-out's shared bytes). */
+  sendFrame (frame: Buffer): boolean {
+    return this.write(frame, TEXT)
+  }
+
+  /** Closes with a close handshake. The code defaults to 1000. */
+  close (code: number = CloseCode.NORMAL, reason?: string): void {
+    const state = this.socket.readyState
+    if (state === WebSocket.CLOSED || state === WebSocket.CLOSING) return
+    this.closeIntent ??= code
+    try {
+      this.socket.close(code, reason ?? (CloseReason as Record<number, string>)[code])
+    } catch {
+      this.socket.terminate()
+    }
+  }
+
+  /** Ends the socket at once, without a close handshake (a dead or hopeless peer). */
+  terminate (code?: number): void {
+    if (code !== undefined) this.closeIntent ??= code
+    this.socket.terminate()
+  }
+
+  /** Takes one token from the rate bucket; false when the connection is over `limits.rate`. */
+  takeToken (): boolean {
+    const now = Date.now()
+    const elapsed = now - this.refilledAt
+    if (elapsed > 0) {
+      this.tokens = Math.min(this.limits.burst, this.tokens + elapsed * this.limits.rate / 1000)
+      this.refilledAt = now
+    }
+    if (this.tokens < 1) return false
+    this.tokens -= 1
+    return true
+  }
+
+  /**
+   * Runs `task` after every task queued before it has finished: handlers of one connection see its messages in
+   * arrival order even when they are async. A synchronous task costs no promise. A task must not throw or reject
+   * (the dispatcher wraps handlers). Returns false when too many tasks are waiting.
+   */
+  enqueue (task: () => unknown): boolean {
+    if (this.busy) {
+      this.queue ??= []
+      if (this.queue.length >= this.limits.maxPending) return false
+      this.queue.push(task)
+      return true
+    }
+    this.run(task)
+    return true
+  }
+
+  /** Called once the socket has closed: no further task runs, timers are gone. */
+  dispose (): void {
+    this.queue = undefined
+    if (this.killTimer !== undefined) clearTimeout(this.killTimer)
+    this.killTimer = undefined
+    for (const room of this.roomSet) this.index.leave(this, room)
+    this.roomSet.clear()
+  }
+
+  private run (task: () => unknown): void {
+    let result: unknown
+    try {
+      result = task()
+    } catch (err) {
+      // Tasks are guarded by the dispatcher; this is the last line that keeps a bug off the ws listener.
+      this.log.error({ err }, 'realtime task threw')
+      return
+    }
+    if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
+      this.busy = true
+      ;(result as Promise<unknown>).then(this.drain, this.drain)
+    }
+  }
+
+  private readonly drain = (): void => {
+    this.busy = false
+    if (!this.isOpen) this.queue = undefined
+    while (!this.busy && this.queue !== undefined && this.queue.length > 0) {
+      this.run(this.queue.shift() as () => unknown)
+    }
+  }
+
+  private write (frame: Buffer, options: typeof TEXT | typeof BINARY): boolean {
+    const socket = this.socket
+    if (socket.readyState !== WebSocket.OPEN) return false
+    if (socket.bufferedAmount + frame.length > this.limits.maxBufferedBytes) {
+      this.counters.dropped++
+      if (this.limits.onSlowConsumer === 'close') this.closeSlowConsumer()
+      return false
+    }
+    socket.send(frame, options)
+    this.counters.messagesOut++
+    this.counters.bytesOut += frame.length
+    return true
+  }
+
+  /** The close frame goes behind the unread backlog, so a peer that is not reading gets a second, then is cut. */
+  private closeSlowConsumer (): void {
+    this.log.info({ bufferedAmount: this.socket.bufferedAmount }, 'slow consumer closed')
+    this.close(CloseCode.SLOW_CONSUMER)
+    this.killTimer ??= setTimeout(() => { this.socket.terminate() }, SLOW_CONSUMER_GRACE_MS)
+  }
+}

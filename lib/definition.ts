@@ -1,0 +1,66 @@
+import type { FastifyRequest } from 'fastify'
+import type { Static, TSchema } from '@sinclair/typebox'
+import type { AuthOptions, OriginsOption } from './options.js'
+import type { Connection } from './connection.js'
+
+/** Server-to-client event types of a route, each with its TypeBox schema. */
+export type EventSchemas = Record<string, TSchema>
+
+/** The handlers of a route's message types, `data` typed from each schema. */
+export type MessageDefinitions<S extends Record<string, TSchema>, E extends EventSchemas> = {
+  [K in keyof S]: {
+    /** TypeBox schema of the message's `data`, compiled once with TypeCompiler. */
+    schema: S[K]
+    /**
+     * Handles one message. Its return value is the reply's `data` when the message carried an `id`.
+     * Throw a `RealtimeError` to answer with your own error code.
+     */
+    handler: (data: Static<S[K]>, conn: Connection<E>) => unknown
+  }
+}
+
+/** What `app.realtimeRoute()` takes. */
+export interface RouteDefinition<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> {
+  /** The route's path (the encapsulation context's prefix applies). */
+  url: string
+  /** Client-to-server message types with their schemas and handlers. */
+  messages: M & MessageDefinitions<S, E>
+  /** Server-to-client event types with their schemas, so that `conn.send` is typed. */
+  events?: E
+  /** Handles binary frames; without it a binary frame gets `BINARY_NOT_ACCEPTED`. */
+  binary?: (data: Buffer, conn: Connection<E>) => unknown
+  /** Runs when the socket opens, before any of its messages is handled. A throw closes it with 1011. */
+  onOpen?: (conn: Connection<E>) => unknown
+  /** Runs once when the socket closes, whatever the cause, for every connection whose `onOpen` ran. */
+  onClose?: (conn: Connection<E>, code: number, reason: string) => unknown
+  /** Overrides the plugin's `origins` for this route. */
+  origins?: OriginsOption
+  /** Overrides the plugin's `requireOrigin` for this route. */
+  requireOrigin?: boolean
+  /** Overrides the plugin's `auth` for this route. */
+  auth?: AuthOptions | false
+  /**
+   * Application subprotocols this route accepts; the first one the client offers is selected (`bearer.` entries
+   * never are). @default any
+   */
+  protocols?: readonly string[]
+  /** Extra headers of the 101 response (a Set-Cookie, say): `reply.header()` cannot reach a 101. */
+  upgradeHeaders?: (request: FastifyRequest) => Record<string, string | readonly string[]>
+}
+
+/** The typed route: what `realtimeRoute` and `defineRoute` return, and what `createClient<typeof route>` reads. */
+export interface RealtimeRoute<M = Record<string, { schema: TSchema, handler: (...args: any[]) => unknown }>, E extends EventSchemas = EventSchemas> {
+  url: string
+  messages: M
+  events: E
+}
+
+/**
+ * Returns its argument, typed: define a route in its own module (for `import type` by the client) and pass it to
+ * `app.realtimeRoute()` later.
+ */
+export function defineRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas = {}> (
+  definition: RouteDefinition<S, M, E>
+): RouteDefinition<S, M, E> & RealtimeRoute<M, E> {
+  return definition as RouteDefinition<S, M, E> & RealtimeRoute<M, E>
+}

@@ -1,0 +1,177 @@
+import type { FastifyInstance } from 'fastify'
+import type { TSchema } from '@sinclair/typebox'
+import type { TypeCheck } from '@sinclair/typebox/compiler'
+import { CloseCode, ErrorCode, HandshakeError, RealtimeError } from './protocol/codes.js'
+import { decodeEnvelope, encodeError, encodePong, encodeReply, isDecodeFailure, type EnvelopeId } from './protocol/envelope.js'
+import { sessionOf, verifyToken } from './handshake/session.js'
+import type { Connection } from './connection.js'
+import type { ResolvedAuth, ResolvedLimits } from './options.js'
+import type { Registry } from './registry.js'
+import { bump } from './stats.js'
+
+/** A message type of a route, its schema compiled once. */
+export interface CompiledMessage {
+  check: TypeCheck<TSchema>
+  handler: (data: any, conn: Connection<any, any>) => unknown
+}
+
+/** What the dispatcher needs of a route. */
+export interface DispatchRoute {
+  url: string
+  messages: Map<string, CompiledMessage>
+  binary: ((data: Buffer, conn: Connection<any, any>) => unknown) | undefined
+  auth: ResolvedAuth | false
+}
+
+/** What the dispatcher needs of the instance. */
+export interface DispatchContext {
+  app: FastifyInstance
+  registry: Registry
+  limits: ResolvedLimits
+}
+
+const MAX_VALIDATION_DETAILS = 10
+
+function isThenable (value: unknown): value is PromiseLike<unknown> {
+  return value !== null && typeof value === 'object' && typeof (value as PromiseLike<unknown>).then === 'function'
+}
+
+function sendError (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, code: string, message: string, details?: unknown): void {
+  bump(ctx.registry.counters.errors, code)
+  conn.sendFrame(Buffer.from(encodeError(id, code, message, details)))
+}
+
+/** A message the server refused: answered with an error envelope; too many in a row close the connection with 1008. */
+function reject (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, code: string, message: string, details?: unknown): void {
+  sendError(ctx, conn, id, code, message, details)
+  if (++conn.violations > ctx.limits.maxViolations) {
+    conn.log.info({ violations: conn.violations }, 'closing a connection that keeps sending rejected messages')
+    conn.close(CloseCode.POLICY_VIOLATION)
+  }
+}
+
+/** Turns whatever a handler threw into an error envelope; only a RealtimeError's code and message reach the client. */
+function fail (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, type: string, err: unknown): void {
+  if (err instanceof RealtimeError) {
+    conn.log.debug({ type, code: err.code }, 'handler refused a message')
+    sendError(ctx, conn, id, err.code, err.message, err.details)
+    return
+  }
+  conn.log.error({ err, type }, 'realtime handler failed')
+  sendError(ctx, conn, id, ErrorCode.INTERNAL, 'internal error')
+}
+
+function reply (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, type: string, value: unknown): void {
+  if (id === undefined) return
+  let frame: string
+  try {
+    frame = encodeReply(id, value)
+  } catch (err) {
+    fail(ctx, conn, id, type, err)
+    return
+  }
+  conn.sendFrame(Buffer.from(frame))
+}
+
+/** Runs a handler; the returned promise (only for async handlers) never rejects. */
+function runHandler (ctx: DispatchContext, conn: Connection<any, any>, message: CompiledMessage, type: string, data: unknown, id: EnvelopeId | undefined): unknown {
+  let result: unknown
+  try {
+    result = message.handler(data, conn)
+  } catch (err) {
+    fail(ctx, conn, id, type, err)
+    return undefined
+  }
+  if (!isThenable(result)) {
+    reply(ctx, conn, id, type, result)
+    return undefined
+  }
+  return Promise.resolve(result).then(
+    (value) => { reply(ctx, conn, id, type, value) },
+    (err: unknown) => { fail(ctx, conn, id, type, err) }
+  )
+}
+
+/** `auth.refresh`: a new token of the same user extends the session; otherwise the old expiry stands. */
+async function refreshSession (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, data: unknown, id: EnvelopeId | undefined): Promise<void> {
+  const auth = route.auth
+  const token = (data as { token?: unknown } | null)?.token
+  if (auth === false || auth.authenticate !== undefined) {
+    sendError(ctx, conn, id, ErrorCode.UNKNOWN_TYPE, 'this route does not renew sessions by token')
+    return
+  }
+  if (typeof token !== 'string' || token === '') {
+    sendError(ctx, conn, id, ErrorCode.INVALID_TOKEN, 'auth.refresh needs data: { token }')
+    return
+  }
+  try {
+    const session = sessionOf(auth, await verifyToken(ctx.app, auth, token))
+    if (session.userId !== conn.userId) throw new HandshakeError('INVALID_TOKEN', 'the token belongs to another user')
+    conn.expiresAt = session.expiresAt
+    if (session.expiresAt === undefined) ctx.registry.expiring.delete(conn)
+    else if (conn.isOpen) ctx.registry.expiring.add(conn)
+    reply(ctx, conn, id, 'auth.refresh', { exp: session.expiresAt === undefined ? null : Math.floor(session.expiresAt / 1000) })
+  } catch (err) {
+    const code = err instanceof HandshakeError && err.code === 'TOKEN_EXPIRED' ? ErrorCode.TOKEN_EXPIRED : ErrorCode.INVALID_TOKEN
+    sendError(ctx, conn, id, code, err instanceof HandshakeError ? err.message : 'invalid session token')
+  }
+}
+
+/**
+ * One frame, from the ws listener: decode → envelope check → rate limit → schema check → the handler, queued
+ * behind the connection's earlier messages. Nothing here throws; every refusal is an error envelope.
+ */
+export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, data: Buffer, isBinary: boolean): void {
+  const counters = ctx.registry.counters
+  counters.messagesIn++
+  counters.bytesIn += data.length
+  conn.alive = true
+  // After the server decided to close (or the peer did), frames still in flight are not handled.
+  if (!conn.isOpen) return
+
+  if (isBinary) {
+    const binary = route.binary
+    if (binary === undefined) return reject(ctx, conn, undefined, ErrorCode.BINARY_NOT_ACCEPTED, 'this route accepts no binary frames')
+    if (!conn.takeToken()) return reject(ctx, conn, undefined, ErrorCode.RATE_LIMITED, 'rate limit exceeded')
+    conn.violations = 0
+    const queued = conn.enqueue(() => {
+      try {
+        const result = binary(data, conn)
+        return isThenable(result) ? Promise.resolve(result).catch((err: unknown) => { fail(ctx, conn, undefined, 'binary', err) }) : undefined
+      } catch (err) {
+        fail(ctx, conn, undefined, 'binary', err)
+        return undefined
+      }
+    })
+    if (!queued) reject(ctx, conn, undefined, ErrorCode.RATE_LIMITED, 'too many messages waiting for their handler')
+    return
+  }
+
+  const envelope = decodeEnvelope(data.toString())
+  if (isDecodeFailure(envelope)) return reject(ctx, conn, envelope.id, envelope.error, envelope.message)
+  const { type, id } = envelope
+  if (!conn.takeToken()) return reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'rate limit exceeded')
+
+  let task: () => unknown
+  if (type === 'ping') {
+    conn.violations = 0
+    conn.sendFrame(Buffer.from(encodePong(id)))
+    return
+  } else if (type === 'auth.refresh') {
+    task = () => refreshSession(ctx, route, conn, envelope.data, id)
+  } else {
+    const message = route.messages.get(type)
+    if (message === undefined) return reject(ctx, conn, id, ErrorCode.UNKNOWN_TYPE, `unknown message type "${type}"`)
+    if (!message.check.Check(envelope.data)) {
+      const details = []
+      for (const e of message.check.Errors(envelope.data)) {
+        details.push({ path: e.path, message: e.message })
+        if (details.length === MAX_VALIDATION_DETAILS) break
+      }
+      return reject(ctx, conn, id, ErrorCode.VALIDATION_FAILED, `invalid data for "${type}"`, details)
+    }
+    task = () => runHandler(ctx, conn, message, type, envelope.data, id)
+  }
+  conn.violations = 0
+  if (!conn.enqueue(task)) reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'too many messages waiting for their handler')
+}

@@ -1,0 +1,61 @@
+import type { IncomingMessage } from 'node:http'
+import { kProtocolToken, kQueryToken } from '../symbols.js'
+
+type RawRequest = IncomingMessage & { [kQueryToken]?: string, [kProtocolToken]?: string }
+
+/** Turns a route path (`/rooms/:id/ws`, `/files/*`) into a RegExp over request paths. */
+function pathPattern (path: string): RegExp {
+  const source = path.split('/').map((part) => {
+    if (part.startsWith(':')) return '[^/]+'
+    if (part === '*') return '.*'
+    return part.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')
+  }).join('/')
+  return new RegExp(`^${source}/?$`)
+}
+
+/**
+ * Moves session tokens out of a request before Fastify (or anything else) logs it: `?token=` leaves the URL and a
+ * `bearer.<token>` entry leaves the Sec-WebSocket-Protocol header; both wait in private symbols for the session
+ * check. Attached with `prependListener`, so it runs before Fastify's and @fastify/websocket's listeners.
+ * Only requests to realtime routes are touched.
+ */
+export class TokenRedactor {
+  private readonly patterns: RegExp[] = []
+
+  addPath (path: string): void {
+    this.patterns.push(pathPattern(path))
+  }
+
+  readonly onRequest = (req: IncomingMessage): void => {
+    const raw = req as RawRequest
+    const url = raw.url ?? ''
+    const hasQueryToken = url.includes('token=')
+    const protocols = req.headers['sec-websocket-protocol']
+    const hasProtocolToken = typeof protocols === 'string' && protocols.includes('bearer.')
+    if (!hasQueryToken && !hasProtocolToken) return
+    const q = url.indexOf('?')
+    const path = q === -1 ? url : url.slice(0, q)
+    if (!this.patterns.some((p) => p.test(path))) return
+    if (hasQueryToken && q !== -1) {
+      const params = new URLSearchParams(url.slice(q + 1))
+      const token = params.get('token')
+      if (token !== null) {
+        raw[kQueryToken] = token
+        params.delete('token')
+        const rest = params.toString()
+        raw.url = rest === '' ? path : `${path}?${rest}`
+      }
+    }
+    if (hasProtocolToken) {
+      const entries = protocols.split(',').map((p) => p.trim())
+      const bearer = entries.find((p) => p.startsWith('bearer.'))
+      if (bearer !== undefined) raw[kProtocolToken] = bearer.slice('bearer.'.length)
+      const kept = entries.filter((p) => !p.startsWith('bearer.')).join(', ')
+      if (kept === '') delete req.headers['sec-websocket-protocol']
+      else req.headers['sec-websocket-protocol'] = kept
+      for (let i = 0; i < req.rawHeaders.length; i += 2) {
+        if (req.rawHeaders[i]?.toLowerCase() === 'sec-websocket-protocol') req.rawHeaders[i + 1] = kept
+      }
+    }
+  }
+}

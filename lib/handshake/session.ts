@@ -1,0 +1,94 @@
+import type { FastifyInstance, FastifyRequest } from 'fastify'
+import { HandshakeError } from '../protocol/codes.js'
+import type { ResolvedAuth } from '../options.js'
+import { kProtocolToken, kQueryToken } from '../symbols.js'
+
+/** Who opened the socket, as the session check found it. */
+export interface Session {
+  user: unknown
+  userId: string | undefined
+  /** Expiry in ms since the epoch, or undefined. */
+  expiresAt: number | undefined
+}
+
+type RawWithTokens = FastifyRequest['raw'] & { [kProtocolToken]?: string, [kQueryToken]?: string }
+
+/** Finds the token in the configured sources, in order; notes whether it came from a cookie. */
+export function findToken (request: FastifyRequest, auth: ResolvedAuth): { token: string, fromCookie: boolean } | undefined {
+  const raw = request.raw as RawWithTokens
+  for (const source of auth.sources) {
+    let token: string | undefined
+    if (source === 'header') {
+      const header = request.headers.authorization
+      if (typeof header === 'string' && /^bearer /i.test(header)) token = header.slice(7).trim()
+    } else if (source === 'protocol') {
+      token = raw[kProtocolToken]
+    } else if (source === 'query') {
+      token = raw[kQueryToken]
+    } else {
+      token = (request as FastifyRequest & { cookies?: Record<string, string | undefined> }).cookies?.[auth.cookieName]
+    }
+    if (token !== undefined && token !== '') return { token, fromCookie: source === 'cookie' }
+  }
+  return undefined
+}
+
+function expiryOf (user: unknown): number | undefined {
+  const exp = (user as { exp?: unknown } | null)?.exp
+  return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : undefined
+}
+
+function algorithmOf (token: string): string | undefined {
+  const dot = token.indexOf('.')
+  if (dot <= 0) return undefined
+  try {
+    const header: unknown = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString())
+    const alg = (header as { alg?: unknown } | null)?.alg
+    return typeof alg === 'string' ? alg : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/**
+ * Verifies a JWT with the app's @fastify/jwt (its own verify options, iss and aud included, apply), mapping every
+ * failure to a 401 code: @fastify/jwt itself answers some (a future `nbf`, an algorithm outside the list) with
+ * 500, and a garbage token must never be a 500. The algorithm is pinned here, before verification, from the
+ * token's header: passing options to `jwt.verify` would build a new verifier on every call.
+ */
+export async function verifyToken (app: FastifyInstance, auth: ResolvedAuth, token: string): Promise<unknown> {
+  if (token.length > 8192) throw new HandshakeError('INVALID_TOKEN', 'session token too long')
+  const alg = algorithmOf(token)
+  if (alg === undefined || !auth.algorithms.includes(alg)) throw new HandshakeError('INVALID_TOKEN')
+  try {
+    const jwt = (app as FastifyInstance & { jwt: { verify: (token: string) => unknown } }).jwt
+    return await jwt.verify(token)
+  } catch (err) {
+    if ((err as { code?: string }).code === 'FAST_JWT_EXPIRED') throw new HandshakeError('TOKEN_EXPIRED')
+    throw new HandshakeError('INVALID_TOKEN')
+  }
+}
+
+/** Builds the session from a verified token or from `auth.authenticate`. */
+export function sessionOf (auth: ResolvedAuth, user: unknown): Session {
+  return { user, userId: auth.userId(user), expiresAt: auth.closeOnExpiry ? expiryOf(user) : undefined }
+}
+
+/** The session check of the handshake. Throws a `HandshakeError` for every refusal. */
+export async function checkSession (app: FastifyInstance, request: FastifyRequest, auth: ResolvedAuth): Promise<{ session: Session, fromCookie: boolean }> {
+  if (auth.authenticate !== undefined) {
+    let user: unknown
+    try {
+      user = await auth.authenticate(request)
+    } catch (err) {
+      if (err instanceof HandshakeError) throw err
+      throw new HandshakeError('INVALID_TOKEN')
+    }
+    if (user === undefined || user === null || user === false) throw new HandshakeError('MISSING_TOKEN')
+    return { session: sessionOf(auth, user), fromCookie: false }
+  }
+  const found = findToken(request, auth)
+  if (found === undefined) throw new HandshakeError('MISSING_TOKEN')
+  const user = await verifyToken(app, auth, found.token)
+  return { session: sessionOf(auth, user), fromCookie: found.fromCookie }
+}

@@ -1,0 +1,127 @@
+import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
+import fp from 'fastify-plugin'
+import websocket from '@fastify/websocket'
+import type { IncomingMessage } from 'node:http'
+import { RT_ERR_NO_AUTH, RT_ERR_WEBSOCKET_REGISTERED } from './errors.js'
+import { resolveOptions, type RealtimeOptions } from './options.js'
+import { Registry } from './registry.js'
+import { Heartbeat } from './heartbeat.js'
+import { memoryBroker } from './broker/memory.js'
+import { addRoute, type Admission, type RealtimeContext } from './route.js'
+import { TokenRedactor } from './handshake/redact.js'
+import { kAdmission } from './symbols.js'
+import './types.js'
+
+type HandleProtocols = (protocols: Set<string>, request: IncomingMessage) => string | false
+
+/**
+ * preClose for @fastify/websocket: closes every realtime connection with 1001 and waits for them (up to
+ * `shutdown.timeout`). fastify-realtime passes it itself; an app that registers @fastify/websocket on its own
+ * passes it as `{ preClose: realtimePreClose }` and sets `externalWebsocket: true`.
+ */
+export function realtimePreClose (this: FastifyInstance, done: (err?: Error) => void): void {
+  const shutdown = (this as FastifyInstance & { [kShutdown]?: () => Promise<void> })[kShutdown]
+  if (shutdown === undefined) return done()
+  shutdown().then(() => { done() }, done)
+}
+const kShutdown = Symbol('fastify-realtime.shutdown')
+
+const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realtimePlugin (app, opts) {
+  const options = resolveOptions(opts)
+  const broker = opts.broker ?? memoryBroker()
+  const registry = new Registry(broker, app.log, (size) => { heartbeat.update(size) })
+  const heartbeat = new Heartbeat(registry, options.heartbeatInterval)
+  const redactor = new TokenRedactor()
+  const ctx: RealtimeContext = {
+    app,
+    registry,
+    limits: options.limits,
+    options,
+    routes: [],
+    addPath: (path) => { redactor.addPath(path) }
+  }
+
+  app.decorate('realtime', registry)
+  app.decorate('realtimeRoute', function realtimeRoute (this: FastifyInstance, definition: any) {
+    return addRoute(ctx, this, definition)
+  })
+  let shuttingDown: Promise<void> | undefined
+  app.decorate(kShutdown, () => {
+    shuttingDown ??= registry.shutdown(options.shutdownTimeout).finally(() => { heartbeat.stop() })
+    return shuttingDown
+  })
+
+  if (app.hasDecorator('websocketServer')) {
+    if (opts.externalWebsocket !== true) throw new RT_ERR_WEBSOCKET_REGISTERED()
+  } else {
+    const ws = opts.websocket ?? {}
+    await app.register(websocket, {
+      ...ws,
+      options: { maxPayload: options.limits.maxPayload, clientTracking: false, ...ws.options },
+      preClose: realtimePreClose
+    })
+  }
+
+  // The subprotocol: the first one offered that is not a `bearer.` entry and that the route accepts.
+  const wss = app.websocketServer
+  const previous = wss.options.handleProtocols as HandleProtocols | undefined | null
+  wss.options.handleProtocols = function realtimeHandleProtocols (protocols: Set<string>, request: IncomingMessage): string | false {
+    const admission = (request as IncomingMessage & { [kAdmission]?: Admission })[kAdmission]
+    if (admission === undefined) return previous != null ? previous(protocols, request) : (protocols.values().next().value ?? false)
+    const accepted = admission.route.protocols
+    for (const protocol of protocols) {
+      if (!protocol.startsWith('bearer.') && (accepted === undefined || accepted.includes(protocol))) return protocol
+    }
+    return false
+  }
+  // Headers of the 101 response: the only way in is ws's `headers` event.
+  wss.on('headers', function wssOnHeaders (headers: string[], request: IncomingMessage) {
+    const admission = (request as IncomingMessage & { [kAdmission]?: Admission })[kAdmission]
+    const upgradeHeaders = admission?.route.definition.upgradeHeaders
+    if (admission === undefined || upgradeHeaders === undefined) return
+    try {
+      for (const [name, value] of Object.entries(upgradeHeaders(admission.request))) {
+        for (const v of Array.isArray(value) ? value : [value]) headers.push(`${name}: ${String(v)}`)
+      }
+    } catch (err) {
+      app.log.error({ err }, 'realtime upgradeHeaders failed')
+    }
+  })
+  app.server.prependListener('upgrade', redactor.onRequest)
+  app.server.prependListener('request', redactor.onRequest)
+
+  await broker.start({
+    deliver: (delivery) => { registry.deliver(delivery) },
+    publishFailed: () => { registry.counters.brokerFailures++ },
+    log: app.log
+  })
+
+  app.addHook('onReady', async function realtimeOnReady () {
+    for (const { route, instance } of ctx.routes) {
+      if (route.auth !== false && route.auth.authenticate === undefined && !instance.hasDecorator('jwt')) {
+        throw new RT_ERR_NO_AUTH(route.url)
+      }
+    }
+  })
+  app.addHook('onClose', async function realtimeOnClose () {
+    app.server.removeListener('upgrade', redactor.onRequest)
+    app.server.removeListener('request', redactor.onRequest)
+    heartbeat.stop()
+  })
+}
+
+/** The plugin: `await app.register(realtime, options)`. */
+const realtime = fp(realtimePlugin, { fastify: '5.x', name: 'fastify-realtime' })
+export default realtime
+export { realtime }
+
+export { RealtimeError, HandshakeError, ErrorCode, CloseCode, CloseReason, HandshakeCode, RESERVED_TYPES } from './protocol/codes.js'
+export type { ErrorCodeName, CloseCodeNumber, HandshakeCodeName } from './protocol/codes.js'
+export { defineRoute } from './definition.js'
+export type { RouteDefinition, RealtimeRoute, MessageDefinitions, EventSchemas } from './definition.js'
+export type { Connection } from './connection.js'
+export type { RealtimeRegistry, FanOut, Except } from './registry.js'
+export type { RealtimeStats } from './stats.js'
+export type { RealtimeOptions, AuthOptions, LimitsOptions, OriginsOption, TokenSource } from './options.js'
+export type { Broker, BrokerNode, Delivery, Target } from './broker/types.js'
+export { memoryBroker } from './broker/memory.js'

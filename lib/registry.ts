@@ -1,0 +1,198 @@
+import type { FastifyBaseLogger } from 'fastify'
+import { CloseCode } from './protocol/codes.js'
+import { encodeEvent } from './protocol/envelope.js'
+import type { Connection } from './connection.js'
+import type { Broker, Delivery, Target } from './broker/types.js'
+import { bump, createCounters, type Counters, type RealtimeStats } from './stats.js'
+
+/** Who a fan-out skips: a connection or a connection id. */
+export type Except = Connection<any, any> | string
+
+/** A fan-out aimed at a room or a user. */
+export interface FanOut {
+  /** Sends `{ type, data }` to every member, here and (with a broker) on every instance; returns the local count. */
+  send: (type: string, data?: unknown, options?: { except?: Except }) => number
+}
+
+/** `app.realtime`: every open connection of this instance, by id, user and room, and fan-out to them. */
+export interface RealtimeRegistry {
+  /** Every open connection of every route of this instance, by id. */
+  readonly connections: ReadonlyMap<string, Connection<any, any>>
+  /** A user's open connections on this instance (one per tab). */
+  byUser: (userId: string) => Array<Connection<any, any>>
+  /** The members of a room on this instance. */
+  roomMembers: (room: string) => ReadonlySet<Connection<any, any>>
+  to: (room: string) => FanOut
+  toUser: (userId: string) => FanOut
+  broadcast: (type: string, data?: unknown, options?: { except?: Except }) => number
+  /** Members of a room across the cluster (this instance alone with the in-process broker). */
+  roomSize: (room: string) => Promise<number>
+  /** Whether the user has a connection anywhere in the cluster. */
+  online: (userId: string) => Promise<boolean>
+  /** Counters and sizes; cheap enough to call every second. */
+  stats: () => RealtimeStats
+}
+
+function exceptId (except: Except | undefined): string | undefined {
+  return except === undefined ? undefined : typeof except === 'string' ? except : except.id
+}
+
+/** Owns the indexes. Connections register on open and leave on every way out, through `remove`. */
+export class Registry implements RealtimeRegistry {
+  readonly connections = new Map<string, Connection<any, any>>()
+  readonly counters: Counters = createCounters()
+  /** Connections whose session expires. */
+  readonly expiring = new Set<Connection<any, any>>()
+  closing = false
+  private readonly users = new Map<string, Set<Connection<any, any>>>()
+  private readonly rooms = new Map<string, Set<Connection<any, any>>>()
+  private readonly broker: Broker
+  private readonly log: FastifyBaseLogger
+  private readonly onCountChange: (size: number) => void
+  private drained: (() => void) | undefined
+
+  constructor (broker: Broker, log: FastifyBaseLogger, onCountChange: (size: number) => void) {
+    this.broker = broker
+    this.log = log
+    this.onCountChange = onCountChange
+  }
+
+  add (conn: Connection<any, any>): void {
+    this.connections.set(conn.id, conn)
+    if (conn.userId !== undefined) this.index(this.users, 'user', conn.userId, conn)
+    if (conn.expiresAt !== undefined) this.expiring.add(conn)
+    this.onCountChange(this.connections.size)
+  }
+
+  /** Removes the connection from every index; safe to call twice. */
+  remove (conn: Connection<any, any>, code: number): void {
+    if (!this.connections.delete(conn.id)) return
+    conn.dispose()
+    if (conn.userId !== undefined) this.unindex(this.users, 'user', conn.userId, conn)
+    this.expiring.delete(conn)
+    bump(this.counters.closes, code)
+    this.onCountChange(this.connections.size)
+    if (this.connections.size === 0) this.drained?.()
+  }
+
+  join (conn: Connection<any, any>, room: string): void {
+    this.index(this.rooms, 'room', room, conn)
+  }
+
+  leave (conn: Connection<any, any>, room: string): void {
+    this.unindex(this.rooms, 'room', room, conn)
+  }
+
+  userCount (userId: string): number {
+    return this.users.get(userId)?.size ?? 0
+  }
+
+  byUser (userId: string): Array<Connection<any, any>> {
+    const set = this.users.get(userId)
+    return set === undefined ? [] : [...set]
+  }
+
+  roomMembers (room: string): ReadonlySet<Connection<any, any>> {
+    return this.rooms.get(room) ?? new Set()
+  }
+
+  to (room: string): FanOut {
+    return { send: (type, data, options) => this.publish({ kind: 'room', name: room }, type, data, options?.except) }
+  }
+
+  toUser (userId: string): FanOut {
+    return { send: (type, data, options) => this.publish({ kind: 'user', name: userId }, type, data, options?.except) }
+  }
+
+  broadcast (type: string, data?: unknown, options?: { except?: Except }): number {
+    return this.publish({ kind: 'all' }, type, data, options?.except)
+  }
+
+  async roomSize (room: string): Promise<number> {
+    return this.broker.roomSize !== undefined ? await this.broker.roomSize(room) : this.rooms.get(room)?.size ?? 0
+  }
+
+  async online (userId: string): Promise<boolean> {
+    return this.broker.online !== undefined ? await this.broker.online(userId) : this.users.has(userId)
+  }
+
+  stats (): RealtimeStats {
+    const c = this.counters
+    return {
+      connections: this.connections.size,
+      users: this.users.size,
+      rooms: this.rooms.size,
+      messagesIn: c.messagesIn,
+      messagesOut: c.messagesOut,
+      bytesIn: c.bytesIn,
+      bytesOut: c.bytesOut,
+      dropped: c.dropped,
+      brokerFailures: c.brokerFailures,
+      errors: { ...c.errors },
+      closes: { ...c.closes },
+      refused: { ...c.refused }
+    }
+  }
+
+  /** Delivers a fan-out to this instance's members: the same bytes to each. */
+  deliver (delivery: Delivery): number {
+    const { target, frame, except } = delivery
+    const members = target.kind === 'all'
+      ? this.connections.values()
+      : (target.kind === 'room' ? this.rooms : this.users).get(target.name)
+    if (members === undefined) return 0
+    let sent = 0
+    for (const conn of members) {
+      if (conn.id !== except && conn.sendFrame(frame)) sent++
+    }
+    return sent
+  }
+
+  /**
+   * Closes every connection with 1001, waits for the close handshakes up to `timeout` ms, then terminates what
+   * is left and waits for those sockets to be gone.
+   */
+  async shutdown (timeout: number): Promise<void> {
+    this.closing = true
+    if (this.connections.size > 0) {
+      const drained = new Promise<void>((resolve) => { this.drained = resolve })
+      for (const conn of this.connections.values()) conn.close(CloseCode.GOING_AWAY)
+      let timer: NodeJS.Timeout | undefined
+      const timedOut = new Promise<boolean>((resolve) => { timer = setTimeout(resolve, timeout, true) })
+      const late = await Promise.race([drained.then(() => false), timedOut])
+      clearTimeout(timer)
+      if (late === true) {
+        this.log.warn({ open: this.connections.size }, 'realtime shutdown timed out; terminating the rest')
+        for (const conn of this.connections.values()) conn.terminate()
+        await drained
+      }
+    }
+    await this.broker.close()
+  }
+
+  private publish (target: Target, type: string, data: unknown, except: Except | undefined): number {
+    const delivery: Delivery = { target, frame: Buffer.from(encodeEvent(type, data)), except: exceptId(except) }
+    const sent = this.deliver(delivery)
+    this.broker.publish(delivery)
+    return sent
+  }
+
+  private index (map: Map<string, Set<Connection<any, any>>>, kind: 'room' | 'user', key: string, conn: Connection<any, any>): void {
+    let set = map.get(key)
+    if (set === undefined) {
+      set = new Set()
+      map.set(key, set)
+      this.broker.subscribe(kind, key)
+    }
+    set.add(conn)
+  }
+
+  private unindex (map: Map<string, Set<Connection<any, any>>>, kind: 'room' | 'user', key: string, conn: Connection<any, any>): void {
+    const set = map.get(key)
+    if (set === undefined || !set.delete(conn)) return
+    if (set.size === 0) {
+      map.delete(key)
+      this.broker.unsubscribe(kind, key)
+    }
+  }
+}

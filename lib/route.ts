@@ -1,0 +1,144 @@
+import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
+import type { TSchema } from '@sinclair/typebox'
+import { TypeCompiler } from '@sinclair/typebox/compiler'
+import type { WebSocket } from 'ws'
+import { HandshakeCode, HandshakeError, RESERVED_TYPES } from './protocol/codes.js'
+import { RT_ERR_RESERVED_TYPE, RT_ERR_ROUTE, RT_ERR_SCHEMA } from './errors.js'
+import { checkOrigins, resolveAuth, type ResolvedAuth, type ResolvedOptions } from './options.js'
+import { compileOriginCheck, normalizeOrigin, type OriginCheck } from './handshake/origin.js'
+import { checkSession, type Session } from './handshake/session.js'
+import { kAdmission } from './symbols.js'
+import type { CompiledMessage, DispatchContext, DispatchRoute } from './dispatch.js'
+import type { EventSchemas, MessageDefinitions, RealtimeRoute, RouteDefinition } from './definition.js'
+import { openConnection } from './socket.js'
+import { bump } from './stats.js'
+
+/** A route, compiled once at registration. */
+export interface CompiledRoute extends DispatchRoute {
+  definition: RouteDefinition<any, any, any>
+  originCheck: OriginCheck
+  requireOrigin: boolean
+  protocols: readonly string[] | undefined
+}
+
+/** What a raw upgrade request carries once the handshake admitted it. */
+export interface Admission {
+  route: CompiledRoute
+  session: Session
+  request: FastifyRequest
+}
+
+export interface RealtimeContext extends DispatchContext {
+  options: ResolvedOptions
+  /** Every route, for the checks at `app.ready()`. */
+  routes: Array<{ route: CompiledRoute, instance: FastifyInstance }>
+  /** Records a route's full path, so tokens can be moved out of its URLs before anything logs them. */
+  addPath: (path: string) => void
+}
+
+const ANONYMOUS: Session = { user: null, userId: undefined, expiresAt: undefined }
+
+function compile (definition: RouteDefinition<any, any, any>, options: ResolvedOptions): CompiledRoute {
+  const { url } = definition
+  if (typeof url !== 'string' || url === '') throw new RT_ERR_ROUTE(String(url), 'url must be a non-empty string')
+  if (definition.messages === null || typeof definition.messages !== 'object') throw new RT_ERR_ROUTE(url, 'messages must be an object')
+  const messages = new Map<string, CompiledMessage>()
+  for (const [type, message] of Object.entries(definition.messages as Record<string, { schema: TSchema, handler: CompiledMessage['handler'] }>)) {
+    if (RESERVED_TYPES.has(type)) throw new RT_ERR_RESERVED_TYPE(url, type)
+    if (typeof message?.handler !== 'function') throw new RT_ERR_ROUTE(url, `message type "${type}" needs a handler function`)
+    let check
+    try {
+      check = TypeCompiler.Compile(message.schema)
+    } catch (err) {
+      throw new RT_ERR_SCHEMA(url, type, (err as Error).message)
+    }
+    messages.set(type, { check, handler: message.handler })
+  }
+  for (const hook of ['binary', 'onOpen', 'onClose', 'upgradeHeaders'] as const) {
+    if (definition[hook] !== undefined && typeof definition[hook] !== 'function') throw new RT_ERR_ROUTE(url, `${hook} must be a function`)
+  }
+  if (definition.origins !== undefined) checkOrigins(definition.origins, `route ${url}: origins`)
+  const auth: ResolvedAuth | false = definition.auth !== undefined ? resolveAuth(definition.auth, `route ${url}: auth`) : options.auth
+  return {
+    url,
+    definition,
+    messages,
+    binary: definition.binary,
+    auth,
+    originCheck: compileOriginCheck(definition.origins ?? options.origins),
+    requireOrigin: definition.requireOrigin ?? options.requireOrigin,
+    protocols: definition.protocols
+  }
+}
+
+/** The handshake, in the order of shared/DESIGN.md; every refusal is a `HandshakeError`. */
+async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest): Promise<Session> {
+  const { registry, options } = ctx
+  if (registry.closing) throw new HandshakeError('SHUTTING_DOWN')
+  const origin = request.headers.origin
+  if (origin === undefined) {
+    if (route.requireOrigin) throw new HandshakeError('FORBIDDEN_ORIGIN', 'an Origin header is required')
+  } else {
+    const normalized = normalizeOrigin(origin)
+    if (normalized === undefined || !(await route.originCheck(normalized, request))) throw new HandshakeError('FORBIDDEN_ORIGIN')
+  }
+  if (registry.connections.size >= options.limits.maxConnections) throw new HandshakeError('SERVER_FULL')
+  let session = ANONYMOUS
+  if (route.auth !== false) {
+    const checked = await checkSession(instance, request, route.auth)
+    // A browser sends cookies on a cross-site upgrade too; without an Origin nothing shows where it came from.
+    if (checked.fromCookie && origin === undefined) throw new HandshakeError('FORBIDDEN_ORIGIN', 'a session cookie needs an Origin header')
+    session = checked.session
+  }
+  if (session.userId !== undefined && registry.userCount(session.userId) >= options.limits.maxConnectionsPerUser) {
+    throw new HandshakeError('TOO_MANY_CONNECTIONS')
+  }
+  if (!request.ws) throw new HandshakeError('UPGRADE_REQUIRED')
+  return session
+}
+
+function refuse (ctx: RealtimeContext, request: FastifyRequest, reply: FastifyReply, err: HandshakeError): FastifyReply {
+  bump(ctx.registry.counters.refused, err.code)
+  request.log.info({ remoteAddress: request.ip, code: err.code }, 'realtime handshake refused')
+  return reply.code(err.statusCode).send({ statusCode: err.statusCode, code: err.code, message: err.message })
+}
+
+/**
+ * `instance.realtimeRoute(definition)`: compiles the route and registers a GET route on the calling instance
+ * (its prefix and hooks apply). A broken definition fails at `app.ready()`, naming the route and the type.
+ */
+export function addRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> (
+  ctx: RealtimeContext, instance: FastifyInstance, definition: RouteDefinition<S, M, E>
+): RouteDefinition<S, M, E> & RealtimeRoute<M, E> {
+  let route: CompiledRoute
+  try {
+    route = compile(definition, ctx.options)
+  } catch (err) {
+    instance.register(async () => { throw err })
+    return definition as RouteDefinition<S, M, E> & RealtimeRoute<M, E>
+  }
+  ctx.routes.push({ route, instance })
+  ctx.addPath(instance.prefix + route.url)
+  instance.route({
+    method: 'GET',
+    url: route.url,
+    // The route's own hook: one added with addHook inside a fastify-plugin-wrapped plugin would reach every route.
+    preValidation: async function realtimePreValidation (request: FastifyRequest, reply: FastifyReply) {
+      try {
+        const session = await admit(ctx, instance, route, request)
+        ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request }
+      } catch (err) {
+        if (!(err instanceof HandshakeError)) throw err
+        return refuse(ctx, request, reply, err)
+      }
+    },
+    handler: async function realtimeHttpHandler (request: FastifyRequest, reply: FastifyReply) {
+      // Only reached when the hooks let a plain GET through, which admit() never does.
+      return refuse(ctx, request, reply, new HandshakeError('UPGRADE_REQUIRED', HandshakeCode.UPGRADE_REQUIRED.message))
+    },
+    wsHandler: function realtimeWsHandler (socket: WebSocket, request: FastifyRequest) {
+      openConnection(ctx, route, socket, request)
+    }
+  })
+  return definition as RouteDefinition<S, M, E> & RealtimeRoute<M, E>
+}

@@ -1,0 +1,106 @@
+import type { FastifyRequest } from 'fastify'
+import WebSocket from 'ws'
+import { CloseCode } from './protocol/codes.js'
+import { Connection } from './connection.js'
+import { handleFrame } from './dispatch.js'
+import { kAdmission } from './symbols.js'
+import type { Admission, CompiledRoute, RealtimeContext } from './route.js'
+
+const kState = Symbol('fastify-realtime.socketState')
+
+/** What the shared socket listeners need, kept on the socket so that no listener is a per-connection closure. */
+interface SocketState {
+  ctx: RealtimeContext
+  route: CompiledRoute
+  conn: Connection<any, any>
+  /** onOpen has run (or started): onClose is owed. */
+  opened: boolean
+}
+
+type RealtimeSocket = WebSocket & { [kState]: SocketState }
+
+function socketOnMessage (this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
+  const { ctx, route, conn } = (this as RealtimeSocket)[kState]
+  try {
+    // ws hands fragmented messages over as one Buffer unless binaryType says otherwise; ours is the default.
+    handleFrame(ctx, route, conn, data as Buffer, isBinary)
+  } catch (err) {
+    // A throw inside a ws listener would end the process; the dispatcher never throws, this is the last guard.
+    conn.log.error({ err }, 'realtime frame handling failed')
+  }
+}
+
+function socketOnPong (this: WebSocket): void {
+  (this as RealtimeSocket)[kState].conn.alive = true
+}
+
+/**
+ * A socket error: ws has already started the close with the right code for a protocol error (1002, 1007, 1009),
+ * and a reset peer is ordinary life. Either way the close event cleans up; nothing here may throw.
+ */
+function socketOnError (this: WebSocket, err: Error & { code?: string }): void {
+  (this as RealtimeSocket)[kState].conn.log.debug({ code: err.code, message: err.message }, 'realtime socket error')
+}
+
+function socketOnClose (this: WebSocket, code: number, reasonBuffer: Buffer): void {
+  const state = (this as RealtimeSocket)[kState]
+  const { ctx, route, conn } = state
+  const closeCode = conn.closeIntent ?? code
+  ctx.registry.remove(conn, closeCode)
+  if (!state.opened || route.definition.onClose === undefined) return
+  const reason = reasonBuffer.toString()
+  try {
+    const result = route.definition.onClose(conn, closeCode, reason)
+    if (result instanceof Promise) result.catch((err: unknown) => { conn.log.error({ err }, 'realtime onClose failed') })
+  } catch (err) {
+    conn.log.error({ err }, 'realtime onClose failed')
+  }
+}
+
+function openFailed (conn: Connection<any, any>, err: unknown): void {
+  conn.log.error({ err }, 'realtime onOpen failed; closing with 1011')
+  conn.close(CloseCode.INTERNAL_ERROR)
+}
+
+/**
+ * Takes over a socket @fastify/websocket just upgraded. Runs synchronously in ws's connection callback, so the
+ * message listener is attached before any frame can arrive; onOpen is the first task of the connection's queue,
+ * so messages wait for it.
+ */
+export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: WebSocket, request: FastifyRequest): void {
+  const socket = ws as RealtimeSocket
+  const admission = (request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission]
+  if (admission === undefined || admission.route !== route) {
+    // Not admitted by our preValidation (an app hook re-routed the request?): never serve it.
+    socket.terminate()
+    return
+  }
+  const { session } = admission
+  const conn = new Connection(socket, request, session.user, session.userId, ctx.limits, ctx.registry.counters, ctx.registry)
+  conn.expiresAt = session.expiresAt
+  socket[kState] = { ctx, route, conn, opened: false }
+  // The connection owns its socket's errors: @fastify/websocket's default handler logs them as errors and
+  // terminates, which would cut off the close frame ws is sending for a protocol error.
+  socket.removeAllListeners('error')
+  socket.on('error', socketOnError)
+  socket.on('message', socketOnMessage)
+  socket.on('pong', socketOnPong)
+  socket.on('close', socketOnClose)
+  ctx.registry.add(conn)
+
+  const onOpen = route.definition.onOpen
+  if (onOpen === undefined) {
+    socket[kState].opened = true
+    return
+  }
+  conn.enqueue(() => {
+    socket[kState].opened = true
+    try {
+      const result = onOpen(conn)
+      if (result instanceof Promise) return result.catch((err: unknown) => { openFailed(conn, err) })
+    } catch (err) {
+      openFailed(conn, err)
+    }
+    return undefined
+  })
+}

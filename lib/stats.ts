@@ -1,0 +1,42 @@
+/** The counters behind `app.realtime.stats()`: plain numbers bumped on the hot path, copied only when asked. */
+export interface Counters {
+  messagesIn: number
+  messagesOut: number
+  bytesIn: number
+  bytesOut: number
+  /** Messages not sent because of backpressure (slow consumers). */
+  dropped: number
+  /** Fan-outs that could not be published to the other instances. */
+  brokerFailures: number
+  /** Error envelopes sent, by code. */
+  errors: Record<string, number>
+  /** Closed connections, by close code. */
+  closes: Record<string, number>
+  /** Refused handshakes, by code. */
+  refused: Record<string, number>
+}
+
+/** What `app.realtime.stats()` returns. */
+export interface RealtimeStats extends Counters {
+  connections: number
+  users: number
+  rooms: number
+}
+
+export function createCounters (): Counters {
+  return {
+    messagesIn: 0,
+    messagesOut: 0,
+    bytesIn: 0,
+    bytesOut: 0,
+    dropped: 0,
+    brokerFailures: 0,
+    errors: Object.create(null),
+    closes: Object.create(null),
+    refused: Object.create(null)
+  }
+}
+
+export function bump (table: Record<string, number>, key: string | number): void {
+  table[key] = (table[key] ?? 0) + 1
+}

@@ -1,0 +1,18 @@
+import type { TSchema } from '@sinclair/typebox'
+import type { EventSchemas, MessageDefinitions, RealtimeRoute, RouteDefinition } from './definition.js'
+import type { RealtimeRegistry } from './registry.js'
+
+// The one place where fastify-realtime adds to Fastify's types.
+declare module 'fastify' {
+  interface FastifyInstance {
+    /** Every open realtime connection of this instance, by id, user and room, and fan-out to them. */
+    realtime: RealtimeRegistry
+    /**
+     * Registers a realtime route on this instance (its prefix and hooks apply) and returns the definition, typed,
+     * for `createClient<typeof route>()`.
+     */
+    realtimeRoute: <S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas = {}>(
+      definition: RouteDefinition<S, M, E>
+    ) => RouteDefinition<S, M, E> & RealtimeRoute<M, E>
+  }
+}
