@@ -1,7 +1,9 @@
 import type { FastifyInstance, FastifyPluginAsync } from 'fastify'
 import fp from 'fastify-plugin'
 import websocket from '@fastify/websocket'
-import type { IncomingMessage } from 'node:http'
+import type { IncomingMessage, Server } from 'node:http'
+import type { Duplex } from 'node:stream'
+import { HandshakeCode } from './protocol/codes.js'
 import { RT_ERR_NO_AUTH, RT_ERR_WEBSOCKET_REGISTERED } from './errors.js'
 import { resolveOptions, type RealtimeOptions } from './options.js'
 import { Registry } from './registry.js'
@@ -26,6 +28,26 @@ export function realtimePreClose (this: FastifyInstance, done: (err?: Error) => 
 }
 const kShutdown = Symbol('fastify-realtime.shutdown')
 
+const SHUTTING_DOWN_BODY = JSON.stringify({ statusCode: 503, code: 'SHUTTING_DOWN', message: HandshakeCode.SHUTTING_DOWN.message })
+
+/**
+ * From the start of `app.close()`, upgrades are answered here with 503 and the socket is ended. Left to Fastify,
+ * its closing fast path answers 503 without running onResponse, so @fastify/websocket never destroys the upgrade
+ * socket and `app.close()` waits for the client to hang up.
+ */
+function refuseUpgrades (server: Server): void {
+  for (const listener of server.listeners('upgrade')) {
+    if ((listener as { [kRedactor]?: true })[kRedactor] !== true) server.removeListener('upgrade', listener as () => void)
+  }
+  if (server.listenerCount('upgrade') > 1) return
+  server.on('upgrade', function serverOnUpgradeWhileClosing (_request: IncomingMessage, socket: Duplex) {
+    socket.on('error', () => {})
+    socket.end('HTTP/1.1 503 Service Unavailable\r\nConnection: close\r\nContent-Type: application/json; charset=utf-8\r\n' +
+      `Content-Length: ${Buffer.byteLength(SHUTTING_DOWN_BODY)}\r\n\r\n${SHUTTING_DOWN_BODY}`)
+  })
+}
+const kRedactor = Symbol('fastify-realtime.redactor')
+
 const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realtimePlugin (app, opts) {
   const options = resolveOptions(opts)
   const broker = opts.broker ?? memoryBroker()
@@ -47,6 +69,7 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   })
   let shuttingDown: Promise<void> | undefined
   app.decorate(kShutdown, () => {
+    refuseUpgrades(app.server)
     shuttingDown ??= registry.shutdown(options.shutdownTimeout).finally(() => { heartbeat.stop() })
     return shuttingDown
   })
@@ -87,6 +110,7 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
       app.log.error({ err }, 'realtime upgradeHeaders failed')
     }
   })
+  Object.assign(redactor.onRequest, { [kRedactor]: true })
   app.server.prependListener('upgrade', redactor.onRequest)
   app.server.prependListener('request', redactor.onRequest)
 

@@ -78,11 +78,12 @@ export async function connect (url: string, options: ClientOptions & { protocols
   const client = new TestClient(ws)
   await new Promise<void>((resolve, reject) => {
     ws.once('open', () => { resolve() })
-    ws.once('unexpected-response', (_req, res) => {
+    ws.once('unexpected-response', (req, res) => {
       let body = ''
       res.setEncoding('utf8')
       res.on('data', (chunk: string) => { body += chunk })
       res.on('end', () => {
+        req.destroy()
         let parsed: Refusal['body']
         try { parsed = JSON.parse(body) } catch { parsed = { statusCode: res.statusCode ?? 0, code: 'UNPARSEABLE', message: body } }
         reject(Object.assign(new Error(`refused with ${res.statusCode ?? 0}`), { refusal: { statusCode: res.statusCode ?? 0, body: parsed } }))
