@@ -55,12 +55,16 @@ export interface RealtimeRoute<M = Record<string, { schema: TSchema, handler: (.
   events: E
 }
 
+/** A route definition as `realtimeRoute` and `defineRoute` return it: each handler keeps its own return type. */
+export type TypedRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> =
+  Omit<RouteDefinition<S, M, E>, 'messages' | 'events'> & RealtimeRoute<M, E>
+
 /**
  * Returns its argument, typed: define a route in its own module (for `import type` by the client) and pass it to
  * `app.realtimeRoute()` later.
  */
 export function defineRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas = {}> (
   definition: RouteDefinition<S, M, E>
-): RouteDefinition<S, M, E> & RealtimeRoute<M, E> {
-  return definition as RouteDefinition<S, M, E> & RealtimeRoute<M, E>
+): TypedRoute<S, M, E> {
+  return definition as unknown as TypedRoute<S, M, E>
 }

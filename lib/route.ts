@@ -9,7 +9,7 @@ import { compileOriginCheck, normalizeOrigin, type OriginCheck } from './handsha
 import { checkSession, type Session } from './handshake/session.js'
 import { kAdmission } from './symbols.js'
 import type { CompiledMessage, DispatchContext, DispatchRoute } from './dispatch.js'
-import type { EventSchemas, MessageDefinitions, RealtimeRoute, RouteDefinition } from './definition.js'
+import type { EventSchemas, MessageDefinitions, RouteDefinition, TypedRoute } from './definition.js'
 import { openConnection } from './socket.js'
 import { bump } from './stats.js'
 
@@ -109,13 +109,13 @@ function refuse (ctx: RealtimeContext, request: FastifyRequest, reply: FastifyRe
  */
 export function addRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> (
   ctx: RealtimeContext, instance: FastifyInstance, definition: RouteDefinition<S, M, E>
-): RouteDefinition<S, M, E> & RealtimeRoute<M, E> {
+): TypedRoute<S, M, E> {
   let route: CompiledRoute
   try {
     route = compile(definition, ctx.options)
   } catch (err) {
     instance.register(async () => { throw err })
-    return definition as RouteDefinition<S, M, E> & RealtimeRoute<M, E>
+    return definition as unknown as TypedRoute<S, M, E>
   }
   ctx.routes.push({ route, instance })
   ctx.addPath(instance.prefix + route.url)
@@ -140,5 +140,5 @@ export function addRoute<S extends Record<string, TSchema>, M extends MessageDef
       openConnection(ctx, route, socket, request)
     }
   })
-  return definition as RouteDefinition<S, M, E> & RealtimeRoute<M, E>
+  return definition as unknown as TypedRoute<S, M, E>
 }

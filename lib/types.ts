@@ -1,5 +1,5 @@
 import type { TSchema } from '@sinclair/typebox'
-import type { EventSchemas, MessageDefinitions, RealtimeRoute, RouteDefinition } from './definition.js'
+import type { EventSchemas, MessageDefinitions, RouteDefinition, TypedRoute } from './definition.js'
 import type { RealtimeRegistry } from './registry.js'
 
 // The one place where fastify-realtime adds to Fastify's types.
@@ -13,6 +13,6 @@ declare module 'fastify' {
      */
     realtimeRoute: <S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas = {}>(
       definition: RouteDefinition<S, M, E>
-    ) => RouteDefinition<S, M, E> & RealtimeRoute<M, E>
+    ) => TypedRoute<S, M, E>
   }
 }

@@ -1,0 +1,76 @@
+// Type tests: checked by `npm run typecheck` (tsc --noEmit); never run. Each @ts-expect-error must stay an error.
+import Fastify from 'fastify'
+import { Type } from '@sinclair/typebox'
+import { expectTypeOf } from 'expect-type'
+import realtime, { defineRoute, type Connection, type RealtimeRegistry } from '../../lib/index.js'
+
+const app = Fastify()
+await app.register(realtime, { auth: false })
+
+const chat = app.realtimeRoute({
+  url: '/chat',
+  messages: {
+    'room.join': {
+      schema: Type.Object({ room: Type.String({ maxLength: 64 }) }),
+      handler: ({ room }, conn) => {
+        expectTypeOf(room).toEqualTypeOf<string>()
+        conn.join(room)
+        return { joined: room }
+      }
+    },
+    'chat.send': {
+      schema: Type.Object({ room: Type.String(), text: Type.String(), urgent: Type.Optional(Type.Boolean()) }),
+      handler: async (data, conn) => {
+        expectTypeOf(data).toEqualTypeOf<{ room: string, text: string, urgent?: boolean }>()
+        conn.send('chat.message', { from: 'me', text: data.text })
+        // @ts-expect-error an unknown event type
+        conn.send('chat.mesage', { from: 'me', text: data.text })
+        // @ts-expect-error wrong data for the event
+        conn.send('chat.message', { from: 1, text: data.text })
+        // @ts-expect-error data missing a property
+        conn.send('chat.message', { text: data.text })
+        // @ts-expect-error room is a string
+        const n: number = data.room
+        return n
+      }
+    }
+  },
+  events: { 'chat.message': Type.Object({ from: Type.String(), text: Type.String() }) }
+})
+
+expectTypeOf(chat.url).toEqualTypeOf<string>()
+expectTypeOf<ReturnType<typeof chat.messages['room.join']['handler']>>().toEqualTypeOf<{ joined: string }>()
+expectTypeOf<Awaited<ReturnType<typeof chat.messages['chat.send']['handler']>>>().toEqualTypeOf<number>()
+expectTypeOf(app.realtime).toEqualTypeOf<RealtimeRegistry>()
+expectTypeOf(app.realtime.byUser('u')).toEqualTypeOf<Array<Connection<any, any>>>()
+
+// A route without events can send none.
+app.realtimeRoute({
+  url: '/quiet',
+  messages: {
+    hello: {
+      schema: Type.Object({ a: Type.Number() }),
+      handler: ({ a }, conn) => {
+        expectTypeOf(a).toEqualTypeOf<number>()
+        // @ts-expect-error no events declared
+        conn.send('anything', {})
+      }
+    }
+  }
+})
+
+// defineRoute keeps the same types and can be passed to realtimeRoute later.
+const defined = defineRoute({
+  url: '/defined',
+  messages: { sum: { schema: Type.Array(Type.Number()), handler: (xs) => xs.reduce((a, b) => a + b, 0) } }
+})
+expectTypeOf<ReturnType<typeof defined.messages.sum.handler>>().toEqualTypeOf<number>()
+app.realtimeRoute(defined)
+
+app.realtimeRoute({
+  url: '/bad',
+  messages: {
+    // @ts-expect-error a handler must take the schema's type
+    a: { schema: Type.Object({ a: Type.Number() }), handler: (data: { a: string }) => data }
+  }
+})
