@@ -1,0 +1,145 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import net from 'node:net'
+import { Type } from '@sinclair/typebox'
+import { startApp, type TestApp } from './helpers/app.js'
+import { connect, waitFor, type TestClient } from './helpers/client.js'
+
+async function roomsApp (extra: { onOpenThrows?: boolean, closes?: Array<[string, number]> } = {}): Promise<TestApp> {
+  return await startApp({
+    realtime: { auth: { authenticate: (request) => ({ sub: String(request.headers['x-user'] ?? 'anon') }) } },
+    jwt: false,
+    setup: (app) => {
+      app.realtimeRoute({
+        url: '/rt',
+        messages: {
+          join: { schema: Type.Object({ room: Type.String() }), handler: ({ room }, conn) => { conn.join(room); return [...conn.rooms] } },
+          leave: { schema: Type.Object({ room: Type.String() }), handler: ({ room }, conn) => { conn.leave(room); return [...conn.rooms] } },
+          say: {
+            schema: Type.Object({ room: Type.String(), text: Type.String() }),
+            handler: ({ room, text }, conn) => app.realtime.to(room).send('said', { text }, { except: conn })
+          },
+          kick: { schema: Type.Null(), handler: (_data, conn) => { conn.close(4000, 'kicked') } }
+        },
+        events: { said: Type.Object({ text: Type.String() }) },
+        onOpen: (conn) => { if (extra.onOpenThrows === true && conn.userId === 'bad') throw new Error('onOpen failed') },
+        onClose: (conn, code) => { extra.closes?.push([conn.userId as string, code]) }
+      })
+    }
+  })
+}
+
+const as = (user: string) => ({ headers: { 'x-user': user } })
+
+function assertEmpty (h: TestApp): void {
+  const stats = h.app.realtime.stats()
+  assert.equal(h.app.realtime.connections.size, 0)
+  assert.deepEqual([stats.connections, stats.users, stats.rooms], [0, 0, 0])
+}
+
+test('room fan-out reaches exactly the members, encoded once; except skips the sender', { timeout: 15000 }, async (t) => {
+  const h = await roomsApp()
+  const clients: TestClient[] = []
+  t.after(async () => { for (const c of clients) c.destroy(); await h.close() })
+  for (let i = 0; i < 6; i++) clients.push(await connect(`${h.wsBase}/rt`, as(`u${i}`)))
+  const [a, b, c, d, e, f] = clients as [TestClient, TestClient, TestClient, TestClient, TestClient, TestClient]
+  for (const m of [a, b, c]) assert.equal((await m.request('join', { room: 'lobby' })).type, 'reply')
+  await d.request('join', { room: 'other' })
+  assert.deepEqual((await a.request('join', { room: 'other' })).data, ['lobby', 'other'])
+  assert.equal(h.app.realtime.roomMembers('lobby').size, 3)
+  assert.equal(await h.app.realtime.roomSize('lobby'), 3)
+
+  assert.deepEqual(await a.request('say', { room: 'lobby', text: 'hi' }), { type: 'reply', id: 3, data: 2 })
+  assert.deepEqual(await b.nextMessage(), { type: 'said', data: { text: 'hi' } })
+  assert.deepEqual(await c.nextMessage(), { type: 'said', data: { text: 'hi' } })
+  const stringify = JSON.stringify
+  let encodes = 0
+  JSON.stringify = (...args: Parameters<typeof stringify>) => { encodes++; return stringify(...args) }
+  try {
+    assert.equal(h.app.realtime.to('lobby').send('said', { text: 'all' }), 3)
+  } finally {
+    JSON.stringify = stringify
+  }
+  assert.equal(encodes, 1, 'the envelope is encoded once for all members')
+  for (const m of [a, b, c]) assert.deepEqual(await m.nextMessage(), { type: 'said', data: { text: 'all' } })
+  assert.equal(h.app.realtime.broadcast('said', { text: 'everyone' }, { except: [...h.app.realtime.byUser('u5')][0]?.id }), 5)
+  for (const m of [a, b, c, d, e]) assert.deepEqual(await m.nextMessage(), { type: 'said', data: { text: 'everyone' } })
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  for (const m of clients) assert.equal(m.pending, 0)
+  assert.equal(f.pending, 0)
+
+  assert.deepEqual((await a.request('leave', { room: 'other' })).data, ['lobby'])
+  await d.request('leave', { room: 'other' })
+  assert.equal(h.app.realtime.stats().rooms, 1, 'an empty room disappears')
+  assert.equal(h.app.realtime.to('nobody-here').send('said', { text: 'x' }), 0)
+})
+
+test('byUser: a user with two tabs; toUser reaches both', { timeout: 10000 }, async (t) => {
+  const h = await roomsApp()
+  const tab1 = await connect(`${h.wsBase}/rt`, as('alice'))
+  const tab2 = await connect(`${h.wsBase}/rt`, as('alice'))
+  const bob = await connect(`${h.wsBase}/rt`, as('bob'))
+  t.after(async () => { for (const c of [tab1, tab2, bob]) c.destroy(); await h.close() })
+  assert.equal(h.app.realtime.byUser('alice').length, 2)
+  assert.deepEqual(h.app.realtime.byUser('carol'), [])
+  assert.equal(await h.app.realtime.online('alice'), true)
+  assert.equal(h.app.realtime.toUser('alice').send('said', { text: 'dm' }), 2)
+  assert.deepEqual(await tab1.nextMessage(), { type: 'said', data: { text: 'dm' } })
+  assert.deepEqual(await tab2.nextMessage(), { type: 'said', data: { text: 'dm' } })
+  assert.equal(bob.pending, 0)
+  await tab1.close()
+  await waitFor(() => h.app.realtime.byUser('alice').length === 1)
+  assert.equal(h.app.realtime.stats().users, 2)
+})
+
+test('every way out empties the registry, rooms and user index; onClose runs once each', { timeout: 20000 }, async (t) => {
+  const closes: Array<[string, number]> = []
+  const h = await roomsApp({ onOpenThrows: true, closes })
+  t.after(() => h.close())
+  async function joined (user: string): Promise<TestClient> {
+    const c = await connect(`${h.wsBase}/rt`, as(user))
+    await c.request('join', { room: 'r' })
+    return c
+  }
+  // A close frame from the client.
+  await (await joined('clean')).close()
+  // An abrupt TCP reset.
+  const reset = await joined('reset')
+  ;(reset.ws as unknown as { _socket: net.Socket })._socket.resetAndDestroy()
+  // A client that vanishes (destroy without a close frame).
+  const vanished = await joined('vanished');
+  (vanished.ws as unknown as { _socket: net.Socket })._socket.destroy()
+  // A server-side close.
+  const kicked = await joined('kicked')
+  kicked.sendJson({ type: 'kick', data: null })
+  assert.equal((await kicked.closed).code, 4000)
+  // An exception in onOpen: closed with 1011, onClose still runs.
+  const bad = await connect(`${h.wsBase}/rt`, as('bad'))
+  assert.deepEqual(await bad.closed, { code: 1011, reason: 'internal error' })
+  // A server-side terminate (what the heartbeat does to a dead peer).
+  const dead = await joined('dead')
+  h.app.realtime.byUser('dead')[0]?.terminate()
+  assert.equal((await dead.closed).code, 1006)
+
+  await waitFor(() => closes.length === 6, 5000, 'six onClose calls')
+  assertEmpty(h)
+  assert.deepEqual(closes.map(([u]) => u).sort(), ['bad', 'clean', 'dead', 'kicked', 'reset', 'vanished'])
+  assert.deepEqual(Object.fromEntries(closes), { clean: 1005, reset: 1006, vanished: 1006, kicked: 4000, bad: 1011, dead: 1006 })
+  assert.deepEqual(h.app.realtime.stats().closes, { 1005: 1, 1006: 3, 4000: 1, 1011: 1 })
+  await new Promise((resolve) => setTimeout(resolve, 50))
+  assert.equal(closes.length, 6, 'onClose ran exactly once each')
+})
+
+test('stats count messages and bytes in and out', { timeout: 10000 }, async (t) => {
+  const h = await roomsApp()
+  const c = await connect(`${h.wsBase}/rt`, as('s'))
+  t.after(async () => { c.destroy(); await h.close() })
+  const before = h.app.realtime.stats()
+  await c.request('join', { room: 'x' })
+  const after = h.app.realtime.stats()
+  assert.equal(after.messagesIn - before.messagesIn, 1)
+  assert.equal(after.messagesOut - before.messagesOut, 1)
+  assert.equal(after.bytesIn - before.bytesIn, Buffer.byteLength(JSON.stringify({ type: 'join', data: { room: 'x' }, id: 1 })))
+  assert.equal(after.bytesOut - before.bytesOut, Buffer.byteLength(JSON.stringify({ type: 'reply', id: 1, data: ['x'] })))
+  assert.deepEqual([after.connections, after.users, after.rooms], [1, 1, 1])
+})
