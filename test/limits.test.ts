@@ -1,0 +1,135 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Type } from '@sinclair/typebox'
+import { startApp, type StartOptions } from './helpers/app.js'
+import { connect, refusalOf, waitFor } from './helpers/client.js'
+
+const route = {
+  url: '/rt',
+  messages: {
+    echo: { schema: Type.Any(), handler: (d: unknown) => d },
+    flood: {
+      schema: Type.Object({ count: Type.Integer(), size: Type.Integer() }),
+      handler: ({ count, size }: { count: number, size: number }, conn: any) => {
+        const text = 'x'.repeat(size)
+        let sent = 0
+        for (let i = 0; i < count; i++) if (conn.send('blob', { text }) === true) sent++
+        return sent
+      }
+    }
+  },
+  events: { blob: Type.Object({ text: Type.String() }) }
+}
+
+async function limitsApp (realtime: StartOptions['realtime']) {
+  return await startApp({
+    jwt: false,
+    realtime: { auth: { authenticate: (request) => ({ sub: String(request.headers['x-user'] ?? 'anon') }) }, ...realtime },
+    setup: (app) => { app.realtimeRoute(route) }
+  })
+}
+
+test('rate limit: over the burst, RATE_LIMITED and not handled; refills with time', { timeout: 10000 }, async (t) => {
+  const h = await limitsApp({ limits: { rate: 10, burst: 5 } })
+  const c = await connect(`${h.wsBase}/rt`)
+  t.after(async () => { c.destroy(); await h.close() })
+  for (let i = 1; i <= 8; i++) c.sendJson({ type: 'echo', data: i, id: i })
+  const answers = []
+  for (let i = 1; i <= 8; i++) answers.push(await c.nextMessage())
+  assert.deepEqual(answers.slice(0, 5).map((a) => [a.type, a.data]), [['reply', 1], ['reply', 2], ['reply', 3], ['reply', 4], ['reply', 5]])
+  assert.deepEqual(answers.slice(5).map((a) => [a.type, a.id, a.error.code]), [['error', 6, 'RATE_LIMITED'], ['error', 7, 'RATE_LIMITED'], ['error', 8, 'RATE_LIMITED']])
+  await new Promise((resolve) => setTimeout(resolve, 250))
+  assert.equal((await c.request('echo', 'again')).type, 'reply')
+})
+
+test('a connection that keeps sending past the limit is closed with 1008; so is one sending garbage', { timeout: 10000 }, async (t) => {
+  const h = await limitsApp({ limits: { rate: 5, burst: 5, maxViolations: 10 } })
+  t.after(() => h.close())
+  const flooder = await connect(`${h.wsBase}/rt`)
+  for (let i = 0; i < 30; i++) flooder.sendJson({ type: 'echo', data: i })
+  assert.deepEqual(await flooder.closed, { code: 1008, reason: 'too many rejected messages' })
+  const garbage = await connect(`${h.wsBase}/rt`)
+  for (let i = 0; i < 11; i++) garbage.ws.send('not json')
+  assert.equal((await garbage.closed).code, 1008)
+  await waitFor(() => h.app.realtime.connections.size === 0)
+  assert.equal(h.app.realtime.stats().closes[1008], 2)
+})
+
+test('maxConnections: 503 SERVER_FULL; maxConnectionsPerUser: 429 TOO_MANY_CONNECTIONS', { timeout: 10000 }, async (t) => {
+  const h = await limitsApp({ limits: { maxConnections: 3, maxConnectionsPerUser: 2 } })
+  t.after(() => h.close())
+  const a1 = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'a' } })
+  const a2 = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'a' } })
+  const perUser = await refusalOf(connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'a' } }))
+  assert.deepEqual(perUser, { statusCode: 429, body: { statusCode: 429, code: 'TOO_MANY_CONNECTIONS', message: 'too many connections for this user' } })
+  const b1 = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'b' } })
+  const full = await refusalOf(connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'c' } }))
+  assert.deepEqual(full, { statusCode: 503, body: { statusCode: 503, code: 'SERVER_FULL', message: 'server is at its connection limit' } })
+  await a1.close()
+  await waitFor(() => h.app.realtime.connections.size === 2)
+  const c1 = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'c' } })
+  for (const c of [a2, b1, c1]) c.destroy()
+})
+
+test('slow consumer: a client that stops reading is closed with 4408 within a second; the heap stays bounded', { timeout: 20000 }, async (t) => {
+  const maxBufferedBytes = 256 * 1024
+  const closes: number[] = []
+  const h = await startApp({
+    realtime: { auth: false, limits: { maxBufferedBytes, rate: 1000, burst: 1000 } },
+    setup: (app) => { app.realtimeRoute({ ...route, onClose: (_conn, code) => { closes.push(code) } }) }
+  })
+  t.after(() => h.close())
+  const c = await connect(`${h.wsBase}/rt`)
+  c.ws.pause()
+  ;(c.ws as unknown as { _socket: { pause: () => void } })._socket.pause()
+  const conn = [...h.app.realtime.connections.values()][0]
+  assert.ok(conn)
+  global.gc?.()
+  const heapBefore = process.memoryUsage().heapUsed
+  const chunk = 'y'.repeat(16 * 1024)
+  let refusedAt = 0
+  let sent = 0
+  // Send 10 MiB/s for up to 3 s; the policy must apply long before.
+  for (let tick = 0; tick < 300 && refusedAt === 0; tick++) {
+    for (let i = 0; i < 6; i++) {
+      if (conn.send('blob' as never, { text: chunk } as never)) sent++
+      else { refusedAt = Date.now(); break }
+    }
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+  assert.ok(refusedAt > 0, 'backpressure applied')
+  assert.ok(conn.socket.bufferedAmount <= maxBufferedBytes + chunk.length + 64, `buffered ${conn.socket.bufferedAmount}`)
+  await waitFor(() => h.app.realtime.connections.size === 0, 3000, 'the slow consumer to be gone')
+  assert.ok(Date.now() - refusedAt < 2000, 'gone within the one-second grace')
+  assert.deepEqual(closes, [4408])
+  assert.deepEqual(h.app.realtime.stats().closes, { 4408: 1 })
+  assert.ok(h.app.realtime.stats().dropped >= 1)
+  const heapGrowth = process.memoryUsage().heapUsed - heapBefore
+  assert.ok(heapGrowth < 32 * 1024 * 1024, `heap grew by ${heapGrowth} bytes after sending ${sent} messages`)
+  c.destroy()
+})
+
+test('slow consumer with onSlowConsumer: drop: messages are dropped and counted until it drains', { timeout: 20000 }, async (t) => {
+  const h = await startApp({
+    realtime: { auth: false, limits: { maxBufferedBytes: 64 * 1024, onSlowConsumer: 'drop' } },
+    setup: (app) => { app.realtimeRoute(route) }
+  })
+  t.after(() => h.close())
+  const c = await connect(`${h.wsBase}/rt`)
+  t.after(() => { c.destroy() })
+  const raw = (c.ws as unknown as { _socket: { pause: () => void, resume: () => void } })._socket
+  raw.pause()
+  const conn = [...h.app.realtime.connections.values()][0]
+  assert.ok(conn)
+  let dropped = 0
+  for (let i = 0; i < 2000 && dropped === 0; i++) {
+    if (!conn.send('blob' as never, { text: 'z'.repeat(8 * 1024) } as never)) dropped++
+    if (i % 50 === 0) await new Promise((resolve) => setImmediate(resolve))
+  }
+  assert.equal(dropped, 1)
+  assert.ok(h.app.realtime.stats().dropped >= 1)
+  assert.equal(conn.isOpen, true, 'still open')
+  raw.resume()
+  await waitFor(() => conn.socket.bufferedAmount === 0, 10000, 'the backlog to drain')
+  assert.equal(conn.send('blob' as never, { text: 'after' } as never), true)
+})
