@@ -1,0 +1,59 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { spawn } from 'node:child_process'
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { createHmac } from 'node:crypto'
+import { connect } from './helpers/client.js'
+
+const root = new URL('../', import.meta.url)
+
+function sign (payload: object, secret: string): string {
+  const part = (v: object) => Buffer.from(JSON.stringify(v)).toString('base64url')
+  const body = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(payload)}`
+  return `${body}.${createHmac('sha256', secret).update(body).digest('base64url')}`
+}
+
+test('the README\'s quick start runs as written', { timeout: 60000 }, async (t) => {
+  const readme = await readFile(new URL('README.md', root), 'utf8')
+  const section = readme.slice(readme.indexOf('## Quick start'))
+  const code = section.slice(section.indexOf('```ts\n') + 6, section.indexOf('\n```', section.indexOf('```ts\n')))
+  assert.ok(code.split('\n').length <= 25, 'the quick start is 25 lines or fewer')
+  // Inside the repository, so that `fastify-realtime` resolves to this package (its built dist/).
+  const dir = new URL('test/artifacts/', root)
+  await mkdir(dir, { recursive: true })
+  const file = new URL(`quickstart-${process.pid}.ts`, dir)
+  await writeFile(file, code)
+  t.after(() => rm(file, { force: true }))
+  // It type-checks, strict, as a user's file would.
+  const tsc = spawn(process.execPath, [new URL('node_modules/typescript/bin/tsc', root).pathname, '--ignoreConfig', '--noEmit', '--strict', '--skipLibCheck',
+    '--module', 'nodenext', '--target', 'es2022', '--types', 'node', file.pathname], { stdio: ['ignore', 'pipe', 'pipe'] })
+  let diagnostics = ''
+  tsc.stdout.on('data', (chunk: Buffer) => { diagnostics += chunk.toString() })
+  const tscCode = await new Promise((resolve) => tsc.on('exit', resolve))
+  assert.equal(diagnostics, '')
+  assert.equal(tscCode, 0)
+  const secret = 'readme-test-secret-readme-test-secret'
+  const child = spawn(process.execPath, ['--import', 'tsx', file.pathname], {
+    env: { ...process.env, PORT: '0', JWT_SECRET: secret },
+    stdio: ['ignore', 'pipe', 'inherit']
+  })
+  t.after(() => { child.kill() })
+  const port = await new Promise<number>((resolve, reject) => {
+    let out = ''
+    const timer = setTimeout(() => { reject(new Error(`no listening line in: ${out}`)) }, 30000)
+    child.stdout.on('data', (chunk: Buffer) => {
+      out += chunk.toString()
+      const m = /listening at http:\/\/(?:127\.0\.0\.1|localhost|\[::1\]):(\d+)/.exec(out)
+      if (m !== null) { clearTimeout(timer); resolve(Number(m[1])) }
+    })
+    child.on('exit', (codeNumber) => { reject(new Error(`exited with ${String(codeNumber)}: ${out}`)) })
+  })
+  const token = sign({ sub: 'alice', iat: Math.floor(Date.now() / 1000) }, secret)
+  const c = await connect(`ws://localhost:${port}/chat`, { headers: { authorization: `Bearer ${token}` } })
+  t.after(() => { c.destroy() })
+  assert.deepEqual(await c.request('chat.send', { room: 'lobby', text: 'too early' }),
+    { type: 'error', id: 1, error: { code: 'NOT_IN_ROOM', message: 'join the room first' } })
+  assert.deepEqual(await c.request('room.join', { room: 'lobby' }), { type: 'reply', id: 2, data: { joined: 'lobby' } })
+  c.sendJson({ type: 'chat.send', data: { room: 'lobby', text: 'hello' } })
+  assert.deepEqual(await c.nextMessage(), { type: 'chat.message', data: { from: 'alice', text: 'hello' } })
+})
