@@ -1,6 +1,6 @@
 import type { FastifyRequest } from 'fastify'
 import WebSocket from 'ws'
-import { CloseCode } from './protocol/codes.js'
+import { CloseCode, closeCodeOfSocketError } from './protocol/codes.js'
 import { Connection } from './connection.js'
 import { handleFrame } from './dispatch.js'
 import { kAdmission } from './symbols.js'
@@ -39,7 +39,10 @@ function socketOnPong (this: WebSocket): void {
  * and a reset peer is ordinary life. Either way the close event cleans up; nothing here may throw.
  */
 function socketOnError (this: WebSocket, err: Error & { code?: string }): void {
-  (this as RealtimeSocket)[kState].conn.log.debug({ code: err.code, message: err.message }, 'realtime socket error')
+  const { conn } = (this as RealtimeSocket)[kState]
+  const closeCode = closeCodeOfSocketError(err.code)
+  if (closeCode !== undefined) conn.closeIntent ??= closeCode
+  conn.log.debug({ code: err.code, message: err.message }, 'realtime socket error')
 }
 
 function socketOnClose (this: WebSocket, code: number, reasonBuffer: Buffer): void {

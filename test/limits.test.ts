@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Type } from '@sinclair/typebox'
+import { CloseCode } from '../lib/index.js'
 import { startApp, type StartOptions } from './helpers/app.js'
 import { connect, refusalOf, waitFor } from './helpers/client.js'
 
@@ -47,10 +48,10 @@ test('a connection that keeps sending past the limit is closed with 1008; so is 
   t.after(() => h.close())
   const flooder = await connect(`${h.wsBase}/rt`)
   for (let i = 0; i < 30; i++) flooder.sendJson({ type: 'echo', data: i })
-  assert.deepEqual(await flooder.closed, { code: 1008, reason: 'too many rejected messages' })
+  assert.deepEqual(await flooder.closed, { code: CloseCode.POLICY_VIOLATION, reason: 'too many rejected messages' })
   const garbage = await connect(`${h.wsBase}/rt`)
   for (let i = 0; i < 11; i++) garbage.ws.send('not json')
-  assert.equal((await garbage.closed).code, 1008)
+  assert.equal((await garbage.closed).code, CloseCode.POLICY_VIOLATION)
   await waitFor(() => h.app.realtime.connections.size === 0)
   assert.equal(h.app.realtime.stats().closes[1008], 2)
 })
@@ -101,7 +102,7 @@ test('slow consumer: a client that stops reading is closed with 4408 within a se
   assert.ok(conn.socket.bufferedAmount <= maxBufferedBytes + chunk.length + 64, `buffered ${conn.socket.bufferedAmount}`)
   await waitFor(() => h.app.realtime.connections.size === 0, 3000, 'the slow consumer to be gone')
   assert.ok(Date.now() - refusedAt < 2000, 'gone within the one-second grace')
-  assert.deepEqual(closes, [4408])
+  assert.deepEqual(closes, [CloseCode.SLOW_CONSUMER])
   assert.deepEqual(h.app.realtime.stats().closes, { 4408: 1 })
   assert.ok(h.app.realtime.stats().dropped >= 1)
   const heapGrowth = process.memoryUsage().heapUsed - heapBefore
@@ -132,4 +133,23 @@ test('slow consumer with onSlowConsumer: drop: messages are dropped and counted 
   raw.resume()
   await waitFor(() => conn.socket.bufferedAmount === 0, 10000, 'the backlog to drain')
   assert.equal(conn.send('blob' as never, { text: 'after' } as never), true)
+})
+
+test('a frame over limits.maxPayload closes with 1009 on both sides; other connections are untouched', { timeout: 10000 }, async (t) => {
+  const closes: number[] = []
+  const h = await startApp({
+    realtime: { auth: false, limits: { maxPayload: 1024 } },
+    setup: (app) => { app.realtimeRoute({ ...route, onClose: (_conn, code) => { closes.push(code) } }) }
+  })
+  t.after(() => h.close())
+  const big = await connect(`${h.wsBase}/rt`)
+  const other = await connect(`${h.wsBase}/rt`)
+  t.after(() => { other.destroy() })
+  big.sendJson({ type: 'echo', data: 'x'.repeat(1020) })
+  assert.equal((await big.closed).code, CloseCode.MESSAGE_TOO_BIG)
+  await waitFor(() => closes.length === 1)
+  assert.deepEqual(closes, [CloseCode.MESSAGE_TOO_BIG])
+  assert.equal((await other.request('echo', 'fine')).data, 'fine')
+  // Just under the limit is handled.
+  assert.equal((await other.request('echo', 'y'.repeat(1024 - 40))).type, 'reply')
 })

@@ -32,6 +32,10 @@ export const CloseCode = {
   NORMAL: 1000,
   /** The server is shutting down; reconnect (to another instance) with backoff. */
   GOING_AWAY: 1001,
+  /** A frame that breaks the WebSocket protocol (ws closes with it). */
+  PROTOCOL_ERROR: 1002,
+  /** A text frame that is not valid UTF-8 (ws closes with it). */
+  INVALID_PAYLOAD: 1007,
   /** Policy violation: too many rate-limited or invalid messages in a row. Do not reconnect blindly. */
   POLICY_VIOLATION: 1008,
   /** A message larger than `limits.maxPayload` (ws closes with it). */
@@ -44,6 +48,17 @@ export const CloseCode = {
   SLOW_CONSUMER: 4408
 } as const
 export type CloseCodeNumber = typeof CloseCode[keyof typeof CloseCode]
+
+/**
+ * The close code ws sends for each of its protocol errors (`err.code`), so the server's own records show it: ws
+ * stops reading after such an error, so the peer's echo of the code never arrives.
+ */
+export function closeCodeOfSocketError (code: string | undefined): CloseCodeNumber | undefined {
+  if (code === undefined || !code.startsWith('WS_ERR_')) return undefined
+  if (code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return CloseCode.MESSAGE_TOO_BIG
+  if (code === 'WS_ERR_INVALID_UTF8') return CloseCode.INVALID_PAYLOAD
+  return CloseCode.PROTOCOL_ERROR
+}
 
 /** Reasons sent with the server's own close frames. */
 export const CloseReason = {
