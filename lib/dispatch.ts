@@ -92,6 +92,22 @@ function runHandler (ctx: DispatchContext, conn: Connection<any, any>, message: 
   )
 }
 
+/** The schema's verdict: undefined when valid, else the first errors as `{ path, message }`. */
+function validate (message: CompiledMessage, data: unknown): Array<{ path: string, message: string }> | undefined {
+  try {
+    if (message.check.Check(data)) return undefined
+    const details = []
+    for (const e of message.check.Errors(data)) {
+      details.push({ path: e.path, message: e.message })
+      if (details.length === MAX_VALIDATION_DETAILS) break
+    }
+    return details
+  } catch {
+    // A recursive schema walks the data recursively: data nested deep enough overflows the stack.
+    return [{ path: '', message: 'data is nested too deeply to validate' }]
+  }
+}
+
 /** `auth.refresh`: a new token of the same user extends the session; otherwise the old expiry stands. */
 async function refreshSession (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, data: unknown, id: EnvelopeId | undefined): Promise<void> {
   const auth = route.auth
@@ -162,14 +178,8 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
   } else {
     const message = route.messages.get(type)
     if (message === undefined) return reject(ctx, conn, id, ErrorCode.UNKNOWN_TYPE, `unknown message type "${type}"`)
-    if (!message.check.Check(envelope.data)) {
-      const details = []
-      for (const e of message.check.Errors(envelope.data)) {
-        details.push({ path: e.path, message: e.message })
-        if (details.length === MAX_VALIDATION_DETAILS) break
-      }
-      return reject(ctx, conn, id, ErrorCode.VALIDATION_FAILED, `invalid data for "${type}"`, details)
-    }
+    const details = validate(message, envelope.data)
+    if (details !== undefined) return reject(ctx, conn, id, ErrorCode.VALIDATION_FAILED, `invalid data for "${type}"`, details)
     task = () => runHandler(ctx, conn, message, type, envelope.data, id)
   }
   conn.violations = 0

@@ -40,7 +40,7 @@ function socketOnPong (this: WebSocket): void {
  */
 function socketOnError (this: WebSocket, err: Error & { code?: string }): void {
   const { conn } = (this as RealtimeSocket)[kState]
-  const closeCode = closeCodeOfSocketError(err.code)
+  const closeCode = closeCodeOfSocketError(err)
   if (closeCode !== undefined) conn.closeIntent ??= closeCode
   conn.log.debug({ code: err.code, message: err.message }, 'realtime socket error')
 }

@@ -3,8 +3,8 @@ import assert from 'node:assert/strict'
 import { Writable } from 'node:stream'
 import { Type } from '@sinclair/typebox'
 import cookie from '@fastify/cookie'
-import { createHmac } from 'node:crypto'
-import { startApp, SECRET, type StartOptions } from './helpers/app.js'
+import { signRaw } from './helpers/jwt.js'
+import { startApp, type StartOptions } from './helpers/app.js'
 import { connect, refusalOf } from './helpers/client.js'
 
 const echoRoute = {
@@ -14,13 +14,6 @@ const echoRoute = {
 
 async function appWith (options: StartOptions['realtime'] = {}, extra: Partial<StartOptions> = {}) {
   return await startApp({ realtime: options, setup: (app) => { app.realtimeRoute(echoRoute) }, ...extra })
-}
-
-/** Signs any payload with HS256, even one a signing library refuses (an `exp` that is a string). */
-function signRaw (payload: Record<string, unknown>, header: Record<string, unknown> = { alg: 'HS256', typ: 'JWT' }, key = SECRET): string {
-  const part = (value: unknown) => Buffer.from(JSON.stringify(value)).toString('base64url')
-  const body = `${part(header)}.${part(payload)}`
-  return header.alg === 'none' ? `${body}.` : `${body}.${createHmac('sha256', key).update(body).digest('base64url')}`
 }
 
 const bearer = (token: string) => ({ headers: { authorization: `Bearer ${token}` } })
@@ -74,11 +67,11 @@ test('session: missing, invalid, expired, garbage and oversized tokens are 401 w
   t.after(() => h.close())
   const cases: Array<[string, Record<string, unknown>, string]> = [
     ['no token', {}, 'MISSING_TOKEN'],
-    ['bad signature', bearer(signRaw({ sub: 'a' }, undefined, 'another-secret-another-secret-123')), 'INVALID_TOKEN'],
+    ['bad signature', bearer(signRaw({ sub: 'a' }, { key: 'another-secret-another-secret-123' })), 'INVALID_TOKEN'],
     ['expired', bearer(h.sign({ sub: 'a', exp: Math.floor(Date.now() / 1000) - 10 })), 'TOKEN_EXPIRED'],
     ['garbage', bearer('garbage.garbage.garbage'), 'INVALID_TOKEN'],
     ['10 KB', bearer('a'.repeat(10 * 1024)), 'INVALID_TOKEN'],
-    ['alg none', bearer(signRaw({ sub: 'a' }, { alg: 'none', typ: 'JWT' })), 'INVALID_TOKEN'],
+    ['alg none', bearer(signRaw({ sub: 'a' }, { alg: 'none' })), 'INVALID_TOKEN'],
     ['future nbf', bearer(h.sign({ sub: 'a', nbf: Math.floor(Date.now() / 1000) + 3600 })), 'INVALID_TOKEN'],
     ['exp as a string', bearer(signRaw({ sub: 'a', exp: String(Math.floor(Date.now() / 1000) + 3600) })), 'INVALID_TOKEN']
   ]

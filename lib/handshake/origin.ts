@@ -9,6 +9,8 @@ const DEFAULT_PORTS: Record<string, string> = { 'http:': '80', 'https:': '443', 
  */
 export function normalizeOrigin (origin: string): string | undefined {
   if (origin === 'null') return 'null'
+  // Only `scheme://host[:port]`: a path, a query, userinfo or anything a browser never sends is no origin.
+  if (!/^[a-z][a-z\d+.-]*:\/\/[^/?#@\s]+$/i.test(origin)) return undefined
   try {
     const url = new URL(origin)
     return url.origin === 'null' ? undefined : url.origin

@@ -50,14 +50,15 @@ export const CloseCode = {
 export type CloseCodeNumber = typeof CloseCode[keyof typeof CloseCode]
 
 /**
- * The close code ws sends for each of its protocol errors (`err.code`), so the server's own records show it: ws
- * stops reading after such an error, so the peer's echo of the code never arrives.
+ * The close code ws sent for one of its protocol errors, so the server's own records show it: ws stops reading
+ * after such an error, so the peer's echo of the code never arrives. ws keeps the code on the error under a
+ * symbol described 'status-code' (see its `createError`).
  */
-export function closeCodeOfSocketError (code: string | undefined): CloseCodeNumber | undefined {
-  if (code === undefined || !code.startsWith('WS_ERR_')) return undefined
-  if (code === 'WS_ERR_UNSUPPORTED_MESSAGE_LENGTH') return CloseCode.MESSAGE_TOO_BIG
-  if (code === 'WS_ERR_INVALID_UTF8') return CloseCode.INVALID_PAYLOAD
-  return CloseCode.PROTOCOL_ERROR
+export function closeCodeOfSocketError (err: Error & { code?: string }): number | undefined {
+  if (typeof err.code !== 'string' || !err.code.startsWith('WS_ERR_')) return undefined
+  const key = Object.getOwnPropertySymbols(err).find((s) => s.description === 'status-code')
+  const code = key === undefined ? undefined : (err as unknown as Record<symbol, unknown>)[key]
+  return typeof code === 'number' ? code : CloseCode.PROTOCOL_ERROR
 }
 
 /** Reasons sent with the server's own close frames. */
