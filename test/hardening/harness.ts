@@ -3,7 +3,7 @@ import { generateKeyPairSync, type KeyObject } from 'node:crypto'
 import { Writable } from 'node:stream'
 import { Type } from '@sinclair/typebox'
 import cookie from '@fastify/cookie'
-import { RealtimeError } from '../../lib/index.js'
+import { RealtimeError, type LimitsOptions } from '../../lib/index.js'
 import { startApp, type TestApp } from '../helpers/app.js'
 import { connect, waitFor } from '../helpers/client.js'
 
@@ -42,7 +42,7 @@ function resources (): Record<string, number> {
   return counts
 }
 
-export async function startHarness (): Promise<Harness> {
+export async function startHarness (options: { limits?: LimitsOptions } = {}): Promise<Harness> {
   const faults: string[] = []
   const onUncaught = (err: Error): void => { faults.push(`uncaught: ${err.stack ?? String(err)}`) }
   const onUnhandled = (reason: unknown): void => { faults.push(`unhandled rejection: ${String(reason)}`) }
@@ -62,7 +62,7 @@ export async function startHarness (): Promise<Harness> {
       origins: [ALLOWED_ORIGIN],
       auth: { sources: ['header', 'protocol', 'cookie', 'query'] },
       heartbeat: { interval: 2000 },
-      limits: { maxPayload: MAX_PAYLOAD, rate: 1000, burst: 1000, maxViolations: 1000, maxBufferedBytes: 256 * 1024 }
+      limits: { maxPayload: MAX_PAYLOAD, rate: 1000, burst: 1000, maxViolations: 1000, maxBufferedBytes: 256 * 1024, ...options.limits }
     },
     setup: async (app) => {
       await app.register(cookie)

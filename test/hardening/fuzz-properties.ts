@@ -1,0 +1,109 @@
+// The properties behind the fuzzer, shared by `npm test` (10,000 runs each) and `npm run fuzz` (a million).
+import assert from 'node:assert/strict'
+import { readFile, writeFile } from 'node:fs/promises'
+import fc from 'fast-check'
+import { decodeEnvelope, isDecodeFailure } from '../../lib/protocol/envelope.js'
+import { ErrorCode } from '../../lib/index.js'
+import type { TestClient } from '../helpers/client.js'
+import { MAX_PAYLOAD } from './harness.js'
+
+export const REGRESSIONS = new URL('./fuzz-regressions.json', import.meta.url)
+
+export interface Regression { property: string, seed: number, path?: string, counterexample: string }
+
+const isValidId = (id: unknown) => (typeof id === 'string' && id.length >= 1 && id.length <= 128) || (typeof id === 'number' && Number.isFinite(id))
+const hasForbiddenKey = (text: string) => /"__proto__"\s*:|"constructor"\s*:\s*\{[^]*"prototype"\s*:/.test(text)
+
+/** Text an attacker might send: anything, JSON of anything, envelopes of anything, and envelopes near the edges. */
+export function frames (): fc.Arbitrary<string> {
+  const id = fc.oneof(fc.constant(undefined), fc.string({ maxLength: 130 }), fc.double(), fc.integer(), fc.boolean(), fc.constant(null), fc.array(fc.integer(), { maxLength: 2 }), fc.object({ maxDepth: 1 }))
+  const type = fc.oneof(fc.constantFrom('echo', 'typed', 'join', 'crash', 'refuse', 'ping', 'auth.refresh', 'reply', 'error', 'pong', '', '__proto__', 'constructor'), fc.string({ maxLength: 130 }))
+  const typedData = fc.oneof(
+    fc.record({ text: fc.string({ minLength: 95, maxLength: 105 }), n: fc.oneof(fc.integer(), fc.double(), fc.constant(2 ** 53), fc.constant(-0)) }),
+    fc.record({ text: fc.oneof(fc.string({ maxLength: 5 }), fc.integer()), n: fc.oneof(fc.integer(), fc.string({ maxLength: 3 })) }, { requiredKeys: [] }),
+    fc.jsonValue({ maxDepth: 3 })
+  )
+  const envelope = fc.record({ type, id, data: fc.oneof(typedData, fc.jsonValue({ maxDepth: 4 })) }, { requiredKeys: [] })
+  const poisoned = fc.tuple(fc.constantFrom('__proto__', 'constructor', 'prototype'), fc.jsonValue({ maxDepth: 2 }))
+    .map(([key, value]) => `{"type":"echo","id":1,"data":{"${key}":${key === 'constructor' ? '{"prototype":' + JSON.stringify(value) + '}' : JSON.stringify(value)}}}`)
+  return fc.oneof(
+    fc.string({ maxLength: 200, unit: 'grapheme' }),
+    fc.jsonValue({ maxDepth: 4 }).map((v) => JSON.stringify(v)),
+    envelope.map((v) => JSON.stringify(v)),
+    poisoned,
+    envelope.map((v) => JSON.stringify(v)).chain((s) => fc.nat(s.length).map((cut) => s.slice(0, cut)))
+  ).filter((s) => Buffer.byteLength(s) <= MAX_PAYLOAD)
+}
+
+/** The decoder never throws and classifies every frame as the protocol says. */
+export const decoderProperty = fc.property(frames(), (text) => {
+  const result = decodeEnvelope(text)
+  let parsed: unknown
+  try {
+    parsed = JSON.parse(text)
+  } catch {
+    assert.ok(isDecodeFailure(result) && result.error === ErrorCode.BAD_JSON)
+    return
+  }
+  if (hasForbiddenKey(text) && isDecodeFailure(result) && result.error === ErrorCode.BAD_JSON) return
+  const obj = parsed as Record<string, unknown>
+  const shapeOk = typeof parsed === 'object' && parsed !== null && !Array.isArray(parsed)
+  if (!shapeOk) { assert.ok(isDecodeFailure(result) && result.error === ErrorCode.BAD_ENVELOPE); return }
+  const idOk = obj.id === undefined || isValidId(obj.id)
+  const typeOk = typeof obj.type === 'string' && obj.type.length >= 1 && obj.type.length <= 128
+  if (!idOk || !typeOk) {
+    assert.ok(isDecodeFailure(result) && result.error === ErrorCode.BAD_ENVELOPE)
+    assert.equal(result.id, idOk ? obj.id : undefined)
+    return
+  }
+  assert.ok(!isDecodeFailure(result))
+  assert.deepEqual(result, { type: obj.type, data: obj.data, id: obj.id })
+})
+
+const KNOWN_CODES = new Set<string>([...Object.values(ErrorCode), 'NOPE'])
+
+/**
+ * Through a real connection: each frame, followed by a sentinel ping, gets at most one well-formed answer before
+ * the sentinel's pong, with the frame's id whenever it had a valid one; the connection stays open.
+ */
+export function dispatcherProperty (client: TestClient): fc.IAsyncPropertyWithHooks<[string]> {
+  let sentinel = 0
+  return fc.asyncProperty(frames(), async (text) => {
+    const id = `sentinel-${++sentinel}`
+    client.ws.send(text)
+    client.sendJson({ type: 'ping', id })
+    const answers = []
+    for (;;) {
+      const message = await client.nextMessage(5000)
+      if (message.type === 'pong' && message.id === id) break
+      answers.push(message)
+    }
+    assert.ok(answers.length <= 1, `one answer at most, got ${JSON.stringify(answers)}`)
+    const answer = answers[0]
+    if (answer !== undefined && answer.type === 'error') {
+      assert.ok(KNOWN_CODES.has(answer.error.code), answer.error.code)
+      assert.equal(typeof answer.error.message, 'string')
+    } else if (answer !== undefined) {
+      assert.ok(['reply', 'pong'].includes(answer.type), JSON.stringify(answer))
+    }
+    let sentId: unknown
+    try { sentId = (JSON.parse(text) as { id?: unknown } | null)?.id } catch {}
+    if (answer !== undefined && 'id' in answer) assert.equal(answer.id, sentId)
+    assert.equal(client.ws.readyState, client.ws.OPEN)
+    assert.equal(({} as Record<string, unknown>).polluted, undefined)
+  })
+}
+
+export async function readRegressions (): Promise<Regression[]> {
+  return JSON.parse(await readFile(REGRESSIONS, 'utf8')) as Regression[]
+}
+
+/** Runs a property; a failure is kept in fuzz-regressions.json, so `npm test` replays it from then on. */
+export async function runKept (name: string, property: fc.IRawProperty<any, boolean>, numRuns: number, seed?: number): Promise<void> {
+  const details = await fc.check(property as fc.IRawProperty<unknown, boolean>, { numRuns, seed }) as fc.RunDetails<unknown>
+  if (!details.failed) return
+  const kept = await readRegressions()
+  kept.push({ property: name, seed: details.seed, path: details.counterexamplePath ?? undefined, counterexample: JSON.stringify(details.counterexample) })
+  await writeFile(REGRESSIONS, JSON.stringify(kept, null, 2) + '\n')
+  throw new Error(`${name} failed (seed ${details.seed}, kept in ${REGRESSIONS.pathname}): ${JSON.stringify(details.counterexample)}\n${String(details.errorInstance)}`)
+}
