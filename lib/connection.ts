@@ -74,7 +74,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     this.log = request.log.child({ connId: this.id, userId, remoteAddress: request.ip })
   }
 
-  /** The rooms this connection is in. */
+  /** The rooms this connection is in (in `onClose`: the rooms it was in). */
   get rooms (): ReadonlySet<string> {
     return this.roomSet
   }
@@ -159,13 +159,15 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     return true
   }
 
-  /** Called once the socket has closed: no further task runs, timers are gone. */
+  /**
+   * Called once the socket has closed: no further task runs, timers are gone, the room indexes forget it.
+   * `rooms` still lists the rooms it was in, so that `onClose` can tell their other members.
+   */
   dispose (): void {
     this.queue = undefined
     if (this.killTimer !== undefined) clearTimeout(this.killTimer)
     this.killTimer = undefined
     for (const room of this.roomSet) this.index.leave(this, room)
-    this.roomSet.clear()
   }
 
   private run (task: () => unknown): void {

@@ -5,7 +5,7 @@ import { Type } from '@sinclair/typebox'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, waitFor, type TestClient } from './helpers/client.js'
 
-async function roomsApp (extra: { onOpenThrows?: boolean, closes?: Array<[string, number]> } = {}): Promise<TestApp> {
+async function roomsApp (extra: { onOpenThrows?: boolean, closes?: Array<[string, number]>, roomsAtClose?: Map<string, unknown> } = {}): Promise<TestApp> {
   return await startApp({
     realtime: { auth: { authenticate: (request) => ({ sub: String(request.headers['x-user'] ?? 'anon') }) } },
     jwt: false,
@@ -23,7 +23,11 @@ async function roomsApp (extra: { onOpenThrows?: boolean, closes?: Array<[string
         },
         events: { said: Type.Object({ text: Type.String() }) },
         onOpen: (conn) => { if (extra.onOpenThrows === true && conn.userId === 'bad') throw new Error('onOpen failed') },
-        onClose: (conn, code) => { extra.closes?.push([conn.userId as string, code]) }
+        onClose: (conn, code) => {
+          extra.closes?.push([conn.userId as string, code])
+          // The rooms it was in, for telling their other members; the index has already forgotten it.
+          extra.roomsAtClose?.set(conn.userId as string, [[...conn.rooms], app.realtime.roomMembers('r').has(conn)])
+        }
       })
     }
   })
@@ -94,7 +98,8 @@ test('byUser: a user with two tabs; toUser reaches both', { timeout: 10000 }, as
 
 test('every way out empties the registry, rooms and user index; onClose runs once each', { timeout: 20000 }, async (t) => {
   const closes: Array<[string, number]> = []
-  const h = await roomsApp({ onOpenThrows: true, closes })
+  const roomsAtClose = new Map<string, unknown>()
+  const h = await roomsApp({ onOpenThrows: true, closes, roomsAtClose })
   t.after(() => h.close())
   async function joined (user: string): Promise<TestClient> {
     const c = await connect(`${h.wsBase}/rt`, as(user))
@@ -126,6 +131,8 @@ test('every way out empties the registry, rooms and user index; onClose runs onc
   assert.deepEqual(closes.map(([u]) => u).sort(), ['bad', 'clean', 'dead', 'kicked', 'reset', 'vanished'])
   assert.deepEqual(Object.fromEntries(closes), { clean: 1005, reset: 1006, vanished: 1006, kicked: 4000, bad: 1011, dead: 1006 })
   assert.deepEqual(h.app.realtime.stats().closes, { 1005: 1, 1006: 3, 4000: 1, 1011: 1 })
+  for (const user of ['clean', 'reset', 'vanished', 'kicked', 'dead']) assert.deepEqual(roomsAtClose.get(user), [['r'], false], user)
+  assert.deepEqual(roomsAtClose.get('bad'), [[], false])
   await new Promise((resolve) => setTimeout(resolve, 50))
   assert.equal(closes.length, 6, 'onClose ran exactly once each')
 })
