@@ -98,18 +98,23 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** Sends an event. Returns false, never throws, when the socket is not open or the send was refused by backpressure. */
   send<K extends keyof E & string> (type: K, data: Static<E[K]>): boolean {
-    return this.sendFrame(Buffer.from(encodeEvent(type, data)))
+    return this.sendText(encodeEvent(type, data))
   }
 
   /** Sends a binary frame, through the same backlog check. */
   sendBinary (data: Buffer | ArrayBuffer | Uint8Array): boolean {
     const buf = Buffer.isBuffer(data) ? data : Buffer.from(data as Uint8Array)
-    return this.write(buf, BINARY)
+    return this.write(buf, buf.length, BINARY)
   }
 
   /** Sends an already-encoded text frame (a fan-out's shared bytes). */
   sendFrame (frame: Buffer): boolean {
-    return this.write(frame, TEXT)
+    return this.write(frame, frame.length, TEXT)
+  }
+
+  /** Sends an encoded envelope; ws writes the string into the frame itself, with no Buffer in between. */
+  sendText (text: string): boolean {
+    return this.write(text, Buffer.byteLength(text), TEXT)
   }
 
   /** Closes with a close handshake. The code defaults to 1000. */
@@ -193,17 +198,17 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     }
   }
 
-  private write (frame: Buffer, options: typeof TEXT | typeof BINARY): boolean {
+  private write (frame: Buffer | string, size: number, options: typeof TEXT | typeof BINARY): boolean {
     const socket = this.socket
     if (socket.readyState !== WebSocket.OPEN) return false
-    if (socket.bufferedAmount + frame.length > this.limits.maxBufferedBytes) {
+    if (socket.bufferedAmount + size > this.limits.maxBufferedBytes) {
       this.counters.dropped++
       if (this.limits.onSlowConsumer === 'close') this.closeSlowConsumer()
       return false
     }
     socket.send(frame, options)
     this.counters.messagesOut++
-    this.counters.bytesOut += frame.length
+    this.counters.bytesOut += size
     return true
   }
 

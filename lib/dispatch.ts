@@ -38,7 +38,7 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
 
 function sendError (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, code: string, message: string, details?: unknown): void {
   bump(ctx.registry.counters.errors, code)
-  conn.sendFrame(Buffer.from(encodeError(id, code, message, details)))
+  conn.sendText(encodeError(id, code, message, details))
 }
 
 /** A message the server refused: answered with an error envelope; too many in a row close the connection with 1008. */
@@ -70,7 +70,7 @@ function reply (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId
     fail(ctx, conn, id, type, err)
     return
   }
-  conn.sendFrame(Buffer.from(frame))
+  conn.sendText(frame)
 }
 
 /** Runs a handler; the returned promise (only for async handlers) never rejects. */
@@ -171,7 +171,7 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
   let task: () => unknown
   if (type === 'ping') {
     conn.violations = 0
-    conn.sendFrame(Buffer.from(encodePong(id)))
+    conn.sendText(encodePong(id))
     return
   } else if (type === 'auth.refresh') {
     task = () => refreshSession(ctx, route, conn, envelope.data, id)
