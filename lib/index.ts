@@ -117,6 +117,7 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   await broker.start({
     deliver: (delivery) => { registry.deliver(delivery) },
     publishFailed: () => { registry.counters.brokerFailures++ },
+    local: (kind) => registry.local(kind),
     log: app.log
   })
 

@@ -83,6 +83,11 @@ export class Registry implements RealtimeRegistry {
     this.unindex(this.rooms, 'room', room, conn)
   }
 
+  /** Rooms or users here, with their number of local connections (for a broker's presence keys). */
+  * local (kind: 'room' | 'user'): Iterable<[string, number]> {
+    for (const [name, set] of kind === 'room' ? this.rooms : this.users) yield [name, set.size]
+  }
+
   userCount (userId: string): number {
     return this.users.get(userId)?.size ?? 0
   }
@@ -182,17 +187,15 @@ export class Registry implements RealtimeRegistry {
     if (set === undefined) {
       set = new Set()
       map.set(key, set)
-      this.broker.subscribe(kind, key)
     }
     set.add(conn)
+    this.broker.membership(kind, key, set.size)
   }
 
   private unindex (map: Map<string, Set<Connection<any, any>>>, kind: 'room' | 'user', key: string, conn: Connection<any, any>): void {
     const set = map.get(key)
     if (set === undefined || !set.delete(conn)) return
-    if (set.size === 0) {
-      map.delete(key)
-      this.broker.unsubscribe(kind, key)
-    }
+    if (set.size === 0) map.delete(key)
+    this.broker.membership(kind, key, set.size)
   }
 }

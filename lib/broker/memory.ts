@@ -5,8 +5,7 @@ export function memoryBroker (): Broker {
   return {
     start () {},
     publish () {},
-    subscribe () {},
-    unsubscribe () {},
+    membership () {},
     close () {}
   }
 }

@@ -24,6 +24,8 @@ export interface BrokerNode {
   deliver: (delivery: Delivery) => void
   /** Counts a publish that could not reach the other instances (shown in `stats().brokerFailures`). */
   publishFailed: () => void
+  /** This instance's rooms or users with their number of local connections. */
+  local: (kind: 'room' | 'user') => Iterable<[string, number]>
   log: { info: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }
 }
 
@@ -32,10 +34,11 @@ export interface Broker {
   start: (node: BrokerNode) => Promise<void> | void
   /** Carries a fan-out to the other instances. Never throws: failures are counted through `node.publishFailed`. */
   publish: (delivery: Delivery) => void
-  /** The first local member of a room or user has arrived (`kind` 'room' or 'user'). */
-  subscribe: (kind: 'room' | 'user', name: string) => void
-  /** The last local member has gone. */
-  unsubscribe: (kind: 'room' | 'user', name: string) => void
+  /**
+   * A room's or user's local connections changed to `count`: 1 after the first arrived (subscribe to it),
+   * 0 after the last left (unsubscribe), anything else in between.
+   */
+  membership: (kind: 'room' | 'user', name: string, count: number) => void
   /** Members of a room across instances, where the broker knows them; else undefined (the registry answers locally). */
   roomSize?: (room: string) => Promise<number>
   /** Whether a user has a connection on any instance, where the broker knows it. */
