@@ -1,0 +1,37 @@
+/** Codes the client itself gives (the server's own codes pass through as they are). */
+export const ClientErrorCode = {
+  /** No reply within the request's timeout. */
+  TIMEOUT: 'TIMEOUT',
+  /** The connection dropped while the request was in flight. */
+  DISCONNECTED: 'DISCONNECTED',
+  /** `client.close()` was called, or the client gave up reconnecting. */
+  CLOSED: 'CLOSED',
+  /** More than `maxQueue` messages waiting for the connection. */
+  QUEUE_FULL: 'QUEUE_FULL',
+  /** No token could be had from `getToken`. */
+  NO_TOKEN: 'NO_TOKEN'
+} as const
+export type ClientErrorCodeName = typeof ClientErrorCode[keyof typeof ClientErrorCode]
+
+/**
+ * An error of the realtime client: a server error envelope (its `code`, `message` and `details`), a refused
+ * handshake (`code` from the server's JSON answer, `status` its HTTP status), a close the client will not
+ * reconnect after (`closeCode`), or one of the client's own `ClientErrorCode`s.
+ */
+export class RealtimeClientError extends Error {
+  readonly code: string
+  readonly details: unknown
+  /** The HTTP status of a refused handshake. */
+  readonly status: number | undefined
+  /** The close code that ended the connection, when one did. */
+  readonly closeCode: number | undefined
+
+  constructor (code: string, message: string, extra: { details?: unknown, status?: number, closeCode?: number } = {}) {
+    super(message)
+    this.name = 'RealtimeClientError'
+    this.code = code
+    this.details = extra.details
+    this.status = extra.status
+    this.closeCode = extra.closeCode
+  }
+}
