@@ -1,0 +1,116 @@
+// The example chat app, built but not listening, so that `server.ts` and the browser tests start it alike.
+import { readFile } from 'node:fs/promises'
+import Fastify, { type FastifyInstance } from 'fastify'
+import jwt from '@fastify/jwt'
+import cookie from '@fastify/cookie'
+import { Type } from '@sinclair/typebox'
+import realtime, { type Broker } from '../lib/index.js'
+import { registerChat } from './chat-route.js'
+import { memoryPresence, type Presence } from './presence.js'
+
+export interface ExampleOptions {
+  /** Use the Redis broker (rooms shared by every instance on this Redis). */
+  redisUrl?: string
+  /** Seconds an access token lives; the page renews it before it expires. @default 300 */
+  tokenTtl?: number
+  logger?: boolean | object
+  /** Shutdown wait in ms. @default 5000 */
+  shutdownTimeout?: number
+}
+
+export interface Example {
+  app: FastifyInstance
+  /** Listens on 127.0.0.1 and allows the page's own origins; resolves with the port. */
+  listen: (port: number) => Promise<number>
+}
+
+const SESSION_COOKIE = 'session'
+const SESSION_TTL = 8 * 3600
+const publicDir = new URL('./public/', import.meta.url)
+const clientBundle = new URL('../dist/client/realtime-client.js', import.meta.url)
+const pages: Record<string, [URL, string]> = {
+  '/': [new URL('index.html', publicDir), 'text/html; charset=utf-8'],
+  '/app.js': [new URL('app.js', publicDir), 'text/javascript; charset=utf-8'],
+  '/style.css': [new URL('style.css', publicDir), 'text/css; charset=utf-8'],
+  '/client.js': [clientBundle, 'text/javascript; charset=utf-8']
+}
+
+export async function buildExample (options: ExampleOptions = {}): Promise<Example> {
+  const tokenTtl = options.tokenTtl ?? 300
+  const secret = process.env.JWT_SECRET ?? 'example-secret-change-me-example-secret'
+  const app = Fastify({ logger: options.logger ?? { level: process.env.LOG_LEVEL ?? 'info' } })
+  // Access tokens (for the socket) and session tokens (in the cookie) differ by audience, so neither passes as the other.
+  await app.register(jwt, { secret, verify: { allowedAud: 'chat' } })
+  await app.register(cookie)
+
+  let broker: Broker | undefined
+  let presence: Presence = memoryPresence()
+  if (options.redisUrl !== undefined) {
+    const [{ redisBroker }, { Redis }, { redisPresence }] = await Promise.all([import('../lib/redis.js'), import('ioredis'), import('./presence.js')])
+    broker = redisBroker({ url: options.redisUrl })
+    presence = redisPresence(new Redis(options.redisUrl))
+  }
+  const origins = new Set<string>()
+  await app.register(realtime, {
+    origins: (origin) => origins.has(origin),
+    auth: { sources: ['protocol', 'header'] },
+    limits: { rate: 20, burst: 10 },
+    shutdown: { timeout: options.shutdownTimeout ?? 5000 },
+    ...(broker !== undefined ? { broker } : {})
+  })
+  app.addHook('onClose', async () => { await presence.close() })
+
+  const issue = (name: string) => {
+    const exp = Math.floor(Date.now() / 1000) + tokenTtl
+    return { name, exp, token: app.jwt.sign({ sub: name, aud: 'chat', exp }) }
+  }
+
+  app.post('/login', {
+    schema: { body: Type.Object({ name: Type.String({ minLength: 1, maxLength: 24, pattern: '^[\\w .-]+$' }) }) }
+  }, async (request, reply) => {
+    const { name } = request.body as { name: string }
+    const session = app.jwt.sign({ sub: name, aud: 'session' }, { expiresIn: SESSION_TTL })
+    reply.setCookie(SESSION_COOKIE, session, { httpOnly: true, sameSite: 'strict', path: '/', maxAge: SESSION_TTL })
+    return issue(name)
+  })
+
+  // A fresh access token for the session in the HttpOnly cookie: the page's getToken().
+  app.get('/session', async (request, reply) => {
+    const cookieToken = request.cookies[SESSION_COOKIE]
+    try {
+      if (cookieToken === undefined) throw new Error('no session')
+      const { sub } = app.jwt.verify<{ sub: string }>(cookieToken, { allowedAud: 'session' })
+      return issue(sub)
+    } catch {
+      return await reply.code(401).send({ statusCode: 401, code: 'NO_SESSION', message: 'log in first' })
+    }
+  })
+
+  app.post('/logout', async (_request, reply) => {
+    reply.clearCookie(SESSION_COOKIE, { path: '/' })
+    return { ok: true }
+  })
+
+  for (const [path, [file, type]] of Object.entries(pages)) {
+    app.get(path, async (_request, reply) => {
+      try {
+        return await reply.type(type).header('cache-control', 'no-cache').send(await readFile(file))
+      } catch {
+        return await reply.code(404).send({ statusCode: 404, message: `${path} is missing: run npm run build` })
+      }
+    })
+  }
+
+  registerChat(app, presence)
+
+  return {
+    app,
+    async listen (port) {
+      await app.listen({ host: '127.0.0.1', port })
+      const actual = (app.server.address() as { port: number }).port
+      origins.add(`http://127.0.0.1:${actual}`)
+      origins.add(`http://localhost:${actual}`)
+      return actual
+    }
+  }
+}

@@ -1,0 +1,177 @@
+// The page: plain JavaScript on the bundled client (`/client.js`, built from lib/client by `npm run build`).
+import { createClient } from '/client.js'
+
+const $ = (id) => document.getElementById(id)
+const state = { name: null, room: 'lobby', rooms: new Set(['lobby']), client: null, renewTimer: null, countdown: null, typingTimer: null }
+
+async function fetchSession () {
+  const res = await fetch('/session', { credentials: 'same-origin' })
+  if (!res.ok) throw new Error('no session')
+  return await res.json()
+}
+
+function setStatus (kind, text) {
+  $('status').className = `status ${kind}`
+  $('status').querySelector('span').textContent = text
+  $('status').dataset.state = kind
+}
+
+function showError (text) {
+  $('error').textContent = text
+  $('error').hidden = false
+}
+
+function renderRooms () {
+  $('rooms').replaceChildren(...[...state.rooms].map((room) => {
+    const li = document.createElement('li')
+    li.textContent = `#${room}`
+    li.className = room === state.room ? 'active' : ''
+    li.onclick = () => { state.room = room; $('room-title').textContent = `#${room}`; renderRooms(); filterMessages() }
+    return li
+  }))
+}
+
+function filterMessages () {
+  for (const li of $('messages').children) li.hidden = li.dataset.room !== state.room
+}
+
+function addMessage ({ room, from, text, at }) {
+  const li = document.createElement('li')
+  li.dataset.room = room
+  const who = document.createElement('b')
+  who.textContent = from
+  const time = document.createElement('time')
+  time.textContent = new Date(at).toLocaleTimeString()
+  li.append(who, document.createTextNode(text), time)
+  li.hidden = room !== state.room
+  $('messages').append(li)
+  $('messages').scrollTop = $('messages').scrollHeight
+}
+
+const presence = new Map()
+function renderPresence () {
+  $('presence').replaceChildren(...(presence.get(state.room) ?? []).map((user) => {
+    const li = document.createElement('li')
+    li.textContent = user
+    return li
+  }))
+}
+
+/** Renews the access token a little before it expires, over the open socket (auth.refresh). */
+function scheduleRenewal (exp) {
+  clearTimeout(state.renewTimer)
+  const lead = Math.min(30, Math.max(1, (exp - Date.now() / 1000) / 5))
+  const delay = Math.max(1000, (exp - lead) * 1000 - Date.now())
+  state.renewTimer = setTimeout(async () => {
+    try {
+      const session = await fetchSession()
+      await state.client.refreshToken(session.token)
+      scheduleRenewal(session.exp)
+    } catch {
+      // The socket will be closed with 4401 and reconnect with a fresh token from getToken.
+    }
+  }, delay)
+}
+
+async function joinRoom (room) {
+  const { users } = await state.client.request('room.join', { room })
+  state.rooms.add(room)
+  if (users.length > 0) presence.set(room, users)
+  renderRooms()
+  renderPresence()
+}
+
+function start (session) {
+  state.name = session.name
+  $('who').textContent = `signed in as ${session.name}`
+  $('login').hidden = true
+  $('chat').hidden = false
+  renderRooms()
+  setStatus('connecting', 'connecting…')
+  const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/chat`
+  const client = createClient(url, {
+    getToken: async () => {
+      const fresh = await fetchSession()
+      scheduleRenewal(fresh.exp)
+      return fresh.token
+    },
+    onReconnect: async () => { for (const room of state.rooms) await joinRoom(room) }
+  })
+  state.client = client
+  client.on('open', () => {
+    clearInterval(state.countdown)
+    setStatus('connected', 'connected')
+  })
+  client.on('reconnecting', ({ attempt, delay }) => {
+    clearInterval(state.countdown)
+    const until = Date.now() + delay
+    const tick = () => setStatus('reconnecting', `reconnecting in ${Math.max(0, Math.ceil((until - Date.now()) / 1000))} s (attempt ${attempt})`)
+    tick()
+    state.countdown = setInterval(tick, 250)
+  })
+  client.on('close', ({ code }) => { if ($('status').dataset.state === 'connected') setStatus('reconnecting', `disconnected (${code})`) })
+  client.on('error', (err) => {
+    clearInterval(state.countdown)
+    setStatus('offline', `offline: ${err.code ?? err.message}`)
+  })
+  client.on('chat.message', addMessage)
+  client.on('presence', ({ room, users }) => { presence.set(room, users); renderPresence() })
+  client.on('typing', ({ room, from }) => {
+    if (room !== state.room) return
+    $('typing').textContent = `${from} is typing…`
+    clearTimeout(state.typingTimer)
+    state.typingTimer = setTimeout(() => { $('typing').textContent = '' }, 2000)
+  })
+  client.on('open', () => { if (state.rooms.size === 1 && !presence.has('lobby')) joinRoom('lobby').catch((err) => showError(`${err.code}: ${err.message}`)) })
+}
+
+$('login').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const res = await fetch('/login', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ name: $('name').value.trim() }) })
+  if (!res.ok) {
+    $('login-error').textContent = (await res.json()).message
+    $('login-error').hidden = false
+    return
+  }
+  start(await res.json())
+})
+
+$('send').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const text = $('text').value
+  if (text === '') return
+  $('error').hidden = true
+  try {
+    await state.client.request('chat.send', { room: state.room, text })
+    $('text').value = ''
+  } catch (err) {
+    // The server's own words: VALIDATION_FAILED for a message over the limit, RATE_LIMITED when sending too fast.
+    showError(`${err.code}: ${err.details?.[0]?.message ?? err.message}`)
+  }
+})
+
+$('text').addEventListener('input', () => {
+  if (state.client !== null && Date.now() - (state.lastTyping ?? 0) > 1500) {
+    state.lastTyping = Date.now()
+    try { state.client.send('typing', { room: state.room }) } catch {}
+  }
+})
+
+$('join').addEventListener('submit', async (event) => {
+  event.preventDefault()
+  const room = $('new-room').value.trim()
+  if (room === '') return
+  try {
+    await joinRoom(room)
+    state.room = room
+    $('room-title').textContent = `#${room}`
+    $('new-room').value = ''
+    renderRooms()
+    renderPresence()
+    filterMessages()
+  } catch (err) {
+    showError(`${err.code}: ${err.message}`)
+  }
+})
+
+fetchSession().then(start, () => { $('name').focus() })
