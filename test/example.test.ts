@@ -1,0 +1,98 @@
+// The example chat in a real browser: Debian's Chromium through playwright-core.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import http from 'node:http'
+import type { Browser, Page } from 'playwright-core'
+import { buildExample, type Example } from '../example/app.js'
+import { MAX_MESSAGE_LENGTH } from '../example/chat-route.js'
+import { launch, screenshot } from './helpers/browser.js'
+
+let browser: Browser
+before(async () => { browser = await launch() })
+after(async () => { await browser.close() })
+
+async function startExample (port = 0): Promise<{ example: Example, port: number, base: string }> {
+  const example = await buildExample({ logger: false, shutdownTimeout: 1000 })
+  const actual = await example.listen(port)
+  return { example, port: actual, base: `http://127.0.0.1:${actual}` }
+}
+
+async function loggedIn (base: string, name: string): Promise<Page> {
+  const context = await browser.newContext({ viewport: { width: 1100, height: 650 } })
+  const page = await context.newPage()
+  await page.goto(base)
+  await page.fill('#name', name)
+  await page.click('#login button')
+  await page.waitForSelector('#status.connected', { timeout: 10000 })
+  return page
+}
+
+async function say (page: Page, text: string): Promise<void> {
+  await page.fill('#text', text)
+  await page.click('#send button')
+}
+
+test('two users join a room, see each other and exchange messages; a message over the limit shows the server\'s error', { timeout: 60000 }, async (t) => {
+  const { example, base } = await startExample()
+  t.after(() => example.app.close())
+  const alice = await loggedIn(base, 'alice')
+  const bob = await loggedIn(base, 'bob')
+  t.after(async () => { await alice.context().close(); await bob.context().close() })
+  await alice.waitForFunction(() => document.querySelector('#presence')?.textContent === 'alicebob', null, { timeout: 10000 })
+  await bob.waitForFunction(() => document.querySelector('#presence')?.textContent === 'alicebob', null, { timeout: 10000 })
+  await say(alice, 'hello bob')
+  await bob.waitForSelector('#messages li:has-text("hello bob")', { timeout: 5000 })
+  await say(bob, 'hi alice')
+  await alice.waitForSelector('#messages li:has-text("hi alice")', { timeout: 5000 })
+  assert.equal(await bob.textContent('#messages li:last-child b'), 'bob')
+  await screenshot(alice, 'example-two-users')
+
+  await say(alice, 'x'.repeat(MAX_MESSAGE_LENGTH + 1))
+  await alice.waitForSelector('#error:not([hidden])', { timeout: 5000 })
+  assert.equal(await alice.textContent('#error'), `VALIDATION_FAILED: Expected string length less or equal to ${MAX_MESSAGE_LENGTH}`)
+  await screenshot(alice, 'example-too-long')
+  assert.equal(await bob.locator('#messages li').count(), 2, 'the refused message reached nobody')
+})
+
+test('the server restarts: the page shows reconnecting, then connected, and messages flow again', { timeout: 60000 }, async (t) => {
+  const first = await startExample()
+  const alice = await loggedIn(first.base, 'alice')
+  t.after(async () => { await alice.context().close() })
+  await first.example.app.close()
+  await alice.waitForSelector('#status.reconnecting', { timeout: 10000 })
+  assert.match(await alice.textContent('#status') ?? '', /reconnecting in \d+ s|disconnected/)
+  await screenshot(alice, 'example-reconnecting')
+  const second = await startExample(first.port)
+  t.after(() => second.example.app.close())
+  await alice.waitForSelector('#status.connected', { timeout: 40000 })
+  const bob = await loggedIn(second.base, 'bob')
+  t.after(async () => { await bob.context().close() })
+  await alice.waitForFunction(() => document.querySelector('#presence')?.textContent === 'alicebob', null, { timeout: 10000 })
+  await say(bob, 'after the restart')
+  await alice.waitForSelector('#messages li:has-text("after the restart")', { timeout: 5000 })
+  await screenshot(alice, 'example-reconnected')
+})
+
+test('a page from another origin cannot connect: the Origin check refuses it before the upgrade', { timeout: 30000 }, async (t) => {
+  const { example, base, port } = await startExample()
+  t.after(() => example.app.close())
+  // A login on the real origin, for a valid token: only the Origin is wrong.
+  const { token } = await (await fetch(`${base}/login`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"name":"mallory"}' })).json() as { token: string }
+  const evil = http.createServer((_req, res) => {
+    res.setHeader('content-type', 'text/html')
+    res.end(`<script>
+      const ws = new WebSocket('ws://127.0.0.1:${port}/chat', ['bearer.${token}', 'realtime.v1'])
+      ws.onopen = () => { document.title = 'opened' }
+      ws.onclose = (e) => { document.title = 'closed ' + e.code }
+    </script>`)
+  })
+  await new Promise<void>((resolve) => evil.listen(0, '127.0.0.1', resolve))
+  t.after(() => { evil.close() })
+  const page = await browser.newPage()
+  t.after(() => page.close())
+  await page.goto(`http://127.0.0.1:${(evil.address() as { port: number }).port}/`)
+  await page.waitForFunction(() => document.title.startsWith('closed') || document.title === 'opened', null, { timeout: 10000 })
+  assert.equal(await page.title(), 'closed 1006')
+  assert.equal(example.app.realtime.stats().refused.FORBIDDEN_ORIGIN, 1)
+  assert.equal(example.app.realtime.connections.size, 0)
+})
