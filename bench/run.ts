@@ -149,6 +149,9 @@ const workloads: Array<[string, Kind[], (k: Kind) => Promise<{ value: number, cp
   ['D setup conns/s', ['raw-ws', 'fastify-ws', 'realtime', 'socket.io'], async (k) => ({ value: (await setup(k)).rate })]
 ]
 
+// `--only A,C` runs just those workloads (for profiling one thing).
+const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',')
+if (only !== undefined) workloads.splice(0, workloads.length, ...workloads.filter(([name]) => only.includes(name.slice(0, 1))))
 const started = Date.now()
 for (let repeat = 0; repeat < sizes.repeats; repeat++) {
   for (const [workload, kinds, run] of workloads) {

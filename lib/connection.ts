@@ -15,6 +15,7 @@ export interface RoomIndex {
   leave: (conn: Connection<any, any>, room: string) => void
 }
 
+const NO_ROOMS: ReadonlySet<string> = new Set()
 const TEXT = { binary: false } as const
 const BINARY = { binary: true } as const
 /** After the 4408 close frame, how long a slow consumer gets to complete the close before it is terminated. */
@@ -37,10 +38,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   readonly request: FastifyRequest
   /** The ws WebSocket. Write through `send`/`sendBinary`, which know the backlog. */
   readonly socket: WebSocket
-  /** A child logger bound to the connection id, the user id and the remote address. */
-  readonly log: FastifyBaseLogger
-  /** The app's own per-connection data. */
-  readonly state: Record<string, unknown> = {}
+
   /** Session expiry in ms since the epoch (undefined: none, or `closeOnExpiry: false`). */
   expiresAt: number | undefined
 
@@ -51,7 +49,11 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   /** The close code the server chose, kept when it had to terminate the socket before the handshake ended. */
   closeIntent: number | undefined
 
-  private readonly roomSet = new Set<string>()
+  // Made on first use: most connections of a large instance never log, keep state or join a second room.
+  private roomSet: Set<string> | undefined
+  private logger: FastifyBaseLogger | undefined
+  private stateObject: Record<string, unknown> | undefined
+  private drainer: (() => void) | undefined
   private readonly index: RoomIndex
   private readonly limits: ResolvedLimits
   private readonly counters: Counters
@@ -71,12 +73,23 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     this.counters = counters
     this.index = index
     this.tokens = limits.burst
-    this.log = request.log.child({ connId: this.id, userId, remoteAddress: request.ip })
+  }
+
+  /** A child logger bound to the connection id, the user id and the remote address. */
+  get log (): FastifyBaseLogger {
+    this.logger ??= this.request.log.child({ connId: this.id, userId: this.userId, remoteAddress: this.request.ip })
+    return this.logger
+  }
+
+  /** The app's own per-connection data. */
+  get state (): Record<string, unknown> {
+    this.stateObject ??= {}
+    return this.stateObject
   }
 
   /** The rooms this connection is in (in `onClose`: the rooms it was in). */
   get rooms (): ReadonlySet<string> {
-    return this.roomSet
+    return this.roomSet ?? NO_ROOMS
   }
 
   get isOpen (): boolean {
@@ -85,14 +98,16 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** Joins a room (idempotent). */
   join (room: string): void {
-    if (this.roomSet.has(room) || !this.isOpen) return
+    if (!this.isOpen) return
+    this.roomSet ??= new Set()
+    if (this.roomSet.has(room)) return
     this.roomSet.add(room)
     this.index.join(this, room)
   }
 
   /** Leaves a room (idempotent). An empty room disappears. */
   leave (room: string): void {
-    if (!this.roomSet.delete(room)) return
+    if (this.roomSet?.delete(room) !== true) return
     this.index.leave(this, room)
   }
 
@@ -107,9 +122,25 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     return this.write(buf, buf.length, BINARY)
   }
 
-  /** Sends an already-encoded text frame (a fan-out's shared bytes). */
+  /** Sends an already-encoded envelope (a fan-out's shared bytes). */
   sendFrame (frame: Buffer): boolean {
     return this.write(frame, frame.length, TEXT)
+  }
+
+  /**
+   * Sends a fan-out: `wire` is the whole WebSocket frame around `payload`, built once for every member. When ws
+   * has nothing queued for this socket (its sender idle, so frames cannot interleave), the frame goes straight to
+   * the TCP socket; otherwise ws frames `payload` itself.
+   */
+  sendPrebuilt (payload: Buffer, wire: Buffer): boolean {
+    const socket = this.socket as WebSocket & { _sender?: { _state?: number, _queue?: unknown[] }, _socket?: { write: (b: Buffer) => boolean } }
+    const sender = socket._sender
+    if (sender?._state !== 0 || sender._queue?.length !== 0 || socket._socket === undefined) return this.sendFrame(payload)
+    if (!this.admit(wire.length)) return false
+    socket._socket.write(wire)
+    this.counters.messagesOut++
+    this.counters.bytesOut += payload.length
+    return true
   }
 
   /** Sends an encoded envelope; ws writes the string into the frame itself, with no Buffer in between. */
@@ -172,7 +203,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     this.queue = undefined
     if (this.killTimer !== undefined) clearTimeout(this.killTimer)
     this.killTimer = undefined
-    for (const room of this.roomSet) this.index.leave(this, room)
+    for (const room of this.rooms) this.index.leave(this, room)
   }
 
   private run (task: () => unknown): void {
@@ -186,11 +217,12 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     }
     if (result !== null && typeof result === 'object' && typeof (result as Promise<unknown>).then === 'function') {
       this.busy = true
-      ;(result as Promise<unknown>).then(this.drain, this.drain)
+      this.drainer ??= () => { this.drain() }
+      ;(result as Promise<unknown>).then(this.drainer, this.drainer)
     }
   }
 
-  private readonly drain = (): void => {
+  private drain (): void {
     this.busy = false
     if (!this.isOpen) this.queue = undefined
     while (!this.busy && this.queue !== undefined && this.queue.length > 0) {
@@ -198,7 +230,8 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     }
   }
 
-  private write (frame: Buffer | string, size: number, options: typeof TEXT | typeof BINARY): boolean {
+  /** Open, and the backlog has room for `size` more bytes; otherwise the slow-consumer policy applies. */
+  private admit (size: number): boolean {
     const socket = this.socket
     if (socket.readyState !== WebSocket.OPEN) return false
     if (socket.bufferedAmount + size > this.limits.maxBufferedBytes) {
@@ -206,7 +239,12 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
       if (this.limits.onSlowConsumer === 'close') this.closeSlowConsumer()
       return false
     }
-    socket.send(frame, options)
+    return true
+  }
+
+  private write (frame: Buffer | string, size: number, options: typeof TEXT | typeof BINARY): boolean {
+    if (!this.admit(size)) return false
+    this.socket.send(frame, options)
     this.counters.messagesOut++
     this.counters.bytesOut += size
     return true

@@ -1,6 +1,7 @@
 import type { FastifyBaseLogger } from 'fastify'
 import { CloseCode } from './protocol/codes.js'
 import { encodeEvent } from './protocol/envelope.js'
+import { textFrame } from './protocol/frame.js'
 import type { Connection } from './connection.js'
 import type { Broker, Delivery, Target } from './broker/types.js'
 import { bump, createCounters, type Counters, type RealtimeStats } from './stats.js'
@@ -146,9 +147,10 @@ export class Registry implements RealtimeRegistry {
       ? this.connections.values()
       : (target.kind === 'room' ? this.rooms : this.users).get(target.name)
     if (members === undefined) return 0
+    const wire = textFrame(frame)
     let sent = 0
     for (const conn of members) {
-      if (conn.id !== except && conn.sendFrame(frame)) sent++
+      if (conn.id !== except && conn.sendPrebuilt(frame, wire)) sent++
     }
     return sent
   }

@@ -150,3 +150,16 @@ test('stats count messages and bytes in and out', { timeout: 10000 }, async (t) 
   assert.equal(after.bytesOut - before.bytesOut, Buffer.byteLength(JSON.stringify({ type: 'reply', id: 1, data: ['x'] })))
   assert.deepEqual([after.connections, after.users, after.rooms], [1, 1, 1])
 })
+
+test('a fan-out frame built once is a valid WebSocket frame at every length class', { timeout: 10000 }, async (t) => {
+  const h = await roomsApp()
+  const c = await connect(`${h.wsBase}/rt`, as('frames'))
+  t.after(async () => { c.destroy(); await h.close() })
+  // Envelope sizes just under and over the 7-bit, 16-bit and 64-bit length encodings.
+  for (const size of [10, 125 - 28, 126 - 28, 65535 - 28, 65536 - 28, 200000]) {
+    const text = 'x'.repeat(size)
+    h.app.realtime.broadcast('said', { text })
+    const m = await c.nextMessage()
+    assert.equal(m.data.text.length, size)
+  }
+})

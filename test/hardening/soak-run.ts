@@ -1,8 +1,8 @@
 // `npm run soak [-- cycles]`: 20,000 cycles by default; exits non-zero when an invariant does not hold.
-import { runSoak } from './soak.js'
+import { runChurn } from '../helpers/churn.js'
 
 const cycles = Number(process.argv[2] ?? 20_000)
-const r = await runSoak(cycles)
+const r = await runChurn(cycles)
 const growth = r.heapAfter - r.heapBefore
 process.stdout.write(`${r.cycles} cycles in ${r.seconds.toFixed(1)} s (${Math.round(r.cycles / r.seconds)}/s)\n` +
   `heap after forced GC: ${(r.heapBefore / 1048576).toFixed(2)} MiB → ${(r.heapAfter / 1048576).toFixed(2)} MiB (${(growth / 1024).toFixed(0)} KiB)\n` +
