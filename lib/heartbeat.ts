@@ -35,6 +35,11 @@ export class Heartbeat {
     }
   }
 
+  /** Whether the timer is running (it is unref'd, so `process.getActiveResourcesInfo()` does not show it). */
+  get running (): boolean {
+    return this.timer !== undefined
+  }
+
   stop (): void {
     if (this.timer !== undefined) clearInterval(this.timer)
     this.timer = undefined

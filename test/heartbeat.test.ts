@@ -3,6 +3,8 @@ import assert from 'node:assert/strict'
 import { Type } from '@sinclair/typebox'
 import { startApp } from './helpers/app.js'
 import { connect, waitFor } from './helpers/client.js'
+import { Heartbeat } from '../lib/heartbeat.js'
+import type { Registry } from '../lib/registry.js'
 
 const route = {
   url: '/rt',
@@ -53,7 +55,7 @@ test('an event-loop stall longer than the interval terminates no healthy client'
   assert.deepEqual(h.app.realtime.stats().closes, {})
 })
 
-test('heartbeat: false pings nobody; no timer is left when the last connection goes', { timeout: 10000 }, async (t) => {
+test('heartbeat: false pings nobody', { timeout: 10000 }, async (t) => {
   const h = await startApp({ realtime: { auth: false, heartbeat: false }, setup: (app) => { app.realtimeRoute(route) } })
   t.after(() => h.close())
   const mute = await connect(`${h.wsBase}/rt`, { autoPong: false })
@@ -61,9 +63,20 @@ test('heartbeat: false pings nobody; no timer is left when the last connection g
   mute.ws.on('ping', () => { pings++ })
   await new Promise((resolve) => setTimeout(resolve, 300))
   assert.equal(pings, 0)
-  const timersWithClient = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
+  assert.equal((await mute.request('echo', 'alive')).data, 'alive')
   await mute.close()
-  await waitFor(() => h.app.realtime.connections.size === 0)
-  const timersAfter = process.getActiveResourcesInfo().filter((r) => r === 'Timeout').length
-  assert.ok(timersAfter < timersWithClient || timersWithClient === 0, 'the sweep timer stopped')
+})
+
+test('the one timer runs only while there are connections', () => {
+  const registry = { connections: new Map(), expiring: new Set() } as unknown as Registry
+  const heartbeat = new Heartbeat(registry, 1000)
+  assert.equal(heartbeat.running, false)
+  heartbeat.update(1)
+  heartbeat.update(2)
+  assert.equal(heartbeat.running, true)
+  heartbeat.update(0)
+  assert.equal(heartbeat.running, false)
+  heartbeat.update(3)
+  heartbeat.stop()
+  assert.equal(heartbeat.running, false)
 })
