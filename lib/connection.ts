@@ -16,6 +16,11 @@ export interface RoomIndex {
 }
 
 const NO_ROOMS: ReadonlySet<string> = new Set()
+
+function uncork (conn: Connection<any, any>, raw: { uncork: () => void }): void {
+  conn.uncorked()
+  raw.uncork()
+}
 const TEXT = { binary: false } as const
 const BINARY = { binary: true } as const
 /** After the 4408 close frame, how long a slow consumer gets to complete the close before it is terminated. */
@@ -62,6 +67,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   private busy = false
   private queue: Array<() => unknown> | undefined
   private killTimer: NodeJS.Timeout | undefined
+  private corked = false
 
   constructor (socket: WebSocket, request: FastifyRequest, user: unknown, userId: string | undefined,
     limits: ResolvedLimits, counters: Counters, index: RoomIndex) {
@@ -137,6 +143,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     const sender = socket._sender
     if (sender?._state !== 0 || sender._queue?.length !== 0 || socket._socket === undefined) return this.sendFrame(payload)
     if (!this.admit(wire.length)) return false
+    this.corkUntilNextTick()
     socket._socket.write(wire)
     this.counters.messagesOut++
     this.counters.bytesOut += payload.length
@@ -244,10 +251,29 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   private write (frame: Buffer | string, size: number, options: typeof TEXT | typeof BINARY): boolean {
     if (!this.admit(size)) return false
+    this.corkUntilNextTick()
     this.socket.send(frame, options)
     this.counters.messagesOut++
     this.counters.bytesOut += size
     return true
+  }
+
+  /**
+   * Holds this tick's writes in the socket and sends them together: the replies to a batch of messages that
+   * arrived in one TCP read leave in one syscall instead of one each (the syscalls were ~40 % of the echo profile).
+   */
+  private corkUntilNextTick (): void {
+    if (this.corked) return
+    const raw = (this.socket as WebSocket & { _socket?: { cork: () => void, uncork: () => void } })._socket
+    if (raw === undefined) return
+    raw.cork()
+    this.corked = true
+    process.nextTick(uncork, this, raw)
+  }
+
+  /** @internal */
+  uncorked (): void {
+    this.corked = false
   }
 
   /** The close frame goes behind the unread backlog, so a peer that is not reading gets a second, then is cut. */
