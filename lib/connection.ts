@@ -142,8 +142,8 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     const socket = this.socket as WebSocket & { _sender?: { _state?: number, _queue?: unknown[] }, _socket?: { write: (b: Buffer) => boolean } }
     const sender = socket._sender
     if (sender?._state !== 0 || sender._queue?.length !== 0 || socket._socket === undefined) return this.sendFrame(payload)
+    // Not corked: a fan-out writes once per member, and holding 10,000 sockets until the next tick only delays them.
     if (!this.admit(wire.length)) return false
-    this.corkUntilNextTick()
     socket._socket.write(wire)
     this.counters.messagesOut++
     this.counters.bytesOut += payload.length

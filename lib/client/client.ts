@@ -1,291 +1,240 @@
-import { backoffDelay, shouldReconnect, type BackoffOptions } from './backoff.js'
-import { ClientErrorCode, RealtimeClientError } from './errors.js'
+import { backoffDelay } from './backoff.js'
 import { diagnose } from './diagnose.js'
-import type { AnyRoute, EventType, ListenerData, MessageData, MessageType, ReplyData, WebSocketConstructor, WebSocketLike } from './types.js'
+import { decodeIncoming, encodeOutgoing } from './envelope.js'
+import { ClientErrorCode, RealtimeClientError } from './errors.js'
+import { Listeners } from './listeners.js'
+import { Liveness } from './liveness.js'
+import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js'
+import { Outbox } from './outbox.js'
+import { CloseCode, isSendableCloseCode, shouldReconnect } from './policy.js'
+import { handshakeOf, listen } from './socket.js'
+import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData, MessageType, ReplyData, WebSocketConstructor, WebSocketLike } from './types.js'
 
-/** Options of `createClient()`. */
-export interface ClientOptions<R extends AnyRoute = AnyRoute> {
-  /** A fixed session token. */
-  token?: string
-  /** Called on every connect (so a renewed token is used after expiry). */
-  getToken?: () => string | Promise<string>
-  /** How the token travels: a `bearer.<token>` subprotocol entry, or `?token=` (when the app listed the query source). @default 'protocol' */
-  tokenSource?: 'protocol' | 'query'
-  /** The application subprotocol offered beside the token. @default 'realtime.v1' */
-  protocol?: string
-  /** The WebSocket constructor: the global one by default; pass `ws`'s on Node. */
-  WebSocket?: WebSocketConstructor
-  /** `fetch` for diagnosing a refused handshake. @default globalThis.fetch */
-  fetch?: typeof fetch
-  /** Reconnect delays. @default { base: 500, cap: 30000 } */
-  backoff?: BackoffOptions
-  /** Reconnect attempts in a row before giving up. @default Infinity */
-  maxAttempts?: number
-  /** App-level ping period in ms (0: none). @default 25000 */
-  pingInterval?: number
-  /** A pong later than this (ms) means a dead link: close and reconnect. @default 10000 */
-  pingTimeout?: number
-  /** Default request timeout in ms. @default 10000 */
-  requestTimeout?: number
-  /** Messages kept while disconnected; past it `send` throws QUEUE_FULL. @default 100 */
-  maxQueue?: number
-  /** Runs after each reconnect, before the queued messages are sent: re-join rooms here. */
-  onReconnect?: (client: RealtimeClient<R>) => unknown
-}
-
-type State = 'connecting' | 'open' | 'reconnecting' | 'closed'
-interface Pending { resolve: (value: any) => void, reject: (err: RealtimeClientError) => void, timer: ReturnType<typeof setTimeout>, sent: boolean }
+/**
+ * The client's life:
+ *
+ *   connecting ──open──▶ open ──abnormal close, dead link──▶ reconnecting ──backoff──▶ connecting …
+ *        │                 └──final close code (1000, 1008, 4401 without getToken…)──▶ closed
+ *        └──failed before open──▶ diagnosis over HTTP ──network, 426, 429, 5xx, TOKEN_EXPIRED──▶ reconnecting
+ *                                                    └──401, 403──▶ closed
+ *   any ──close(), maxAttempts──▶ closed: timers cleared, requests rejected, nothing left running
+ */
+export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed'
 
 const OPEN = 1
-const DEFAULT_PROTOCOL = 'realtime.v1'
+const PING = '{"type":"ping"}'
+const LIFECYCLE: ReadonlySet<string> = new Set<keyof LifecycleEvents>(['open', 'close', 'reconnecting', 'offline', 'error', 'binary'])
 
 /**
  * A typed client of one realtime route. It connects at once, reconnects with backoff after an abnormal close,
- * queues what is sent while it is away, and knows why a handshake was refused by asking the server.
+ * queues what is sent while it is away, and asks the server why when a handshake fails.
  */
 export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   readonly url: string
-  private readonly options: ClientOptions<R>
+  private readonly options: ResolvedOptions<R>
   private readonly WS: WebSocketConstructor
+  private readonly outbox: Outbox
+  private readonly link: Liveness
+  private readonly listeners = new Listeners()
+  private currentState: ClientState = 'connecting'
   private ws: WebSocketLike | undefined
-  private currentState: State = 'connecting'
-  private attempt = 0
-  private opened = false
-  private everOpened = false
-  private token: string | undefined
-  private seq = 0
-  private readonly pending = new Map<string, Pending>()
-  private queue: string[] = []
-  private readonly listeners = new Map<string, Set<(data: any) => void>>()
-  private reconnectTimer: ReturnType<typeof setTimeout> | undefined
-  private pingTimer: ReturnType<typeof setInterval> | undefined
-  private pongTimer: ReturnType<typeof setTimeout> | undefined
   private detach: (() => void) | undefined
+  /** The socket is open and frames go straight out. */
+  private ready = false
+  private everOpened = false
+  private attempt = 0
+  private token: string | undefined
+  private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  private diagnosis: AbortController | undefined
 
   constructor (url: string, options: ClientOptions<R> = {}) {
-    this.url = url
-    this.options = options
-    this.token = options.token
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
-    if (WS === undefined) throw new TypeError('no WebSocket: pass options.WebSocket (on Node: import WebSocket from \'ws\')')
+    if (WS === undefined) throw new TypeError('no WebSocket: pass options.WebSocket (on Node 20: import WebSocket from \'ws\')')
+    this.url = url
+    this.options = resolveOptions(options)
     this.WS = WS
+    this.token = options.token
+    this.outbox = new Outbox(this.options.maxQueue)
+    this.link = new Liveness(this.options)
     this.background(this.connect())
   }
 
   /** `connecting`, `open`, `reconnecting`, or `closed` for good. */
-  get state (): State {
+  get state (): ClientState {
     return this.currentState
   }
 
-  /** Fire and forget; queued while disconnected. Throws QUEUE_FULL past `maxQueue`, CLOSED after `close()`. */
+  /** Fire and forget; queued while disconnected. Throws `QUEUE_FULL` past `maxQueue`, `CLOSED` once closed. */
   send<K extends MessageType<R>> (type: K, data: MessageData<R, K>): void {
-    this.transmit(JSON.stringify({ type, data }))
+    this.transmit(encodeOutgoing(type, data), undefined)
   }
 
-  /** Sends with a fresh id; resolves with the reply's data, rejects with the server's error code, TIMEOUT or DISCONNECTED. */
+  /**
+   * Sends with a fresh id and resolves with the reply's data. Rejects with the server's error (`code`, `message`,
+   * `details`), `TIMEOUT` (counted from this call), `DISCONNECTED` when the connection drops before the reply, or
+   * the reason the client gave up.
+   */
   async request<K extends MessageType<R>> (type: K, data: MessageData<R, K>, options: { timeout?: number } = {}): Promise<ReplyData<R, K>> {
-    return await this.call(type, data, options.timeout)
+    return await this.call(type, data, options.timeout) as ReplyData<R, K>
   }
 
   /**
    * Renews the session over the open socket (`auth.refresh`) with `token`, or one from `getToken`; later
-   * reconnects use it too. Resolves with the new expiry (seconds since the epoch).
+   * reconnects use it too. Resolves with the new expiry (seconds since the epoch); rejects with `INVALID_TOKEN`
+   * or `TOKEN_EXPIRED`, and the old expiry stands.
    */
   async refreshToken (token?: string): Promise<{ exp: number | null }> {
     const next = token ?? await this.options.getToken?.()
     if (next === undefined) throw new RealtimeClientError(ClientErrorCode.NO_TOKEN, 'refreshToken needs a token or getToken')
-    const reply = await this.call('auth.refresh', { token: next }) as { exp: number | null }
+    const reply = await this.call('auth.refresh', { token: next }, undefined) as { exp: number | null }
     this.token = next
     return reply
   }
 
-  on<K extends EventType<R> | 'open' | 'close' | 'reconnecting' | 'offline' | 'error' | 'binary'> (type: K, listener: (data: ListenerData<R, RealtimeClientError, K>) => void): this {
-    let set = this.listeners.get(type)
-    if (set === undefined) this.listeners.set(type, set = new Set())
-    set.add(listener)
+  /** Listens to a route event or a lifecycle event (`open`, `close`, `reconnecting`, `offline`, `error`, `binary`). */
+  on<K extends ListenerType<R>> (type: K, listener: (data: ListenerData<R, K>) => void): this {
+    this.listeners.add(type, listener)
     return this
   }
 
-  off<K extends EventType<R> | 'open' | 'close' | 'reconnecting' | 'offline' | 'error' | 'binary'> (type: K, listener: (data: ListenerData<R, RealtimeClientError, K>) => void): this {
-    this.listeners.get(type)?.delete(listener)
+  off<K extends ListenerType<R>> (type: K, listener: (data: ListenerData<R, K>) => void): this {
+    this.listeners.remove(type, listener)
     return this
   }
 
-  /** Closes for good: no reconnect; what waits is rejected with CLOSED; every timer is cleared. */
-  close (code = 1000, reason = ''): void {
+  /** Closes for good: no reconnect, every timer cleared, what waits rejected with `CLOSED`. */
+  close (code: number = CloseCode.NORMAL, reason = ''): void {
+    if (!isSendableCloseCode(code)) throw new RangeError(`close code ${code}: use 1000 or 3000-4999`)
     if (this.currentState === 'closed') return
-    const ws = this.ws
+    const { ws, ready } = this
     this.giveUp(new RealtimeClientError(ClientErrorCode.CLOSED, 'the client was closed', { closeCode: code }), false)
     if (ws !== undefined && ws.readyState <= OPEN) ws.close(code, reason)
+    if (ready) this.emit('close', { code, reason })
   }
 
-  private async call (type: string, data: unknown, timeout = this.options.requestTimeout ?? 10_000): Promise<any> {
-    const id = `${++this.seq}`
-    const frame = JSON.stringify({ type, data, id })
-    return await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
-        this.pending.delete(id)
-        const i = this.queue.indexOf(frame)
-        if (i !== -1) this.queue.splice(i, 1)
-        reject(new RealtimeClientError(ClientErrorCode.TIMEOUT, `no reply to ${type} within ${timeout} ms`))
-      }, timeout)
-      const entry: Pending = { resolve, reject, timer, sent: false }
-      this.pending.set(id, entry)
-      try {
-        entry.sent = this.transmit(frame)
-      } catch (err) {
-        clearTimeout(timer)
-        this.pending.delete(id)
-        reject(err)
-      }
-    })
+  private async call (type: string, data: unknown, timeout = this.options.requestTimeout): Promise<unknown> {
+    const id = this.outbox.nextId()
+    const reply = this.outbox.expect(id, type, timeout)
+    try {
+      this.transmit(encodeOutgoing(type, data, id), id)
+    } catch (err) {
+      this.outbox.forget(id)
+      throw err
+    }
+    return await reply
   }
 
-  /** Sends now when open, else queues; true when it went out. */
-  private transmit (frame: string): boolean {
+  /** Sends now when the socket is open, else queues. */
+  private transmit (frame: string, id: string | undefined): void {
     if (this.currentState === 'closed') throw new RealtimeClientError(ClientErrorCode.CLOSED, 'the client is closed')
-    if (this.opened && this.ws !== undefined && this.ws.readyState === OPEN) {
-      this.ws.send(frame)
-      return true
-    }
-    if (this.queue.length >= (this.options.maxQueue ?? 100)) {
-      throw new RealtimeClientError(ClientErrorCode.QUEUE_FULL, `more than ${this.options.maxQueue ?? 100} messages wait for the connection`)
-    }
-    this.queue.push(frame)
-    return false
+    if (!this.ready || this.ws?.readyState !== OPEN) return this.outbox.enqueue(frame, id)
+    this.ws.send(frame)
+    if (id !== undefined) this.outbox.sent(id)
   }
 
   private emit (type: string, data: unknown): void {
-    for (const listener of this.listeners.get(type) ?? []) {
-      try {
-        listener(data)
-      } catch (err) {
-        // A listener's bug must not break the client; surface it where the platform reports errors.
-        setTimeout(() => { throw err }, 0)
-      }
-    }
+    this.listeners.emit(type, data)
   }
 
   private async connect (): Promise<void> {
-    let token = this.token
     if (this.options.getToken !== undefined) {
       try {
-        token = this.token = await this.options.getToken()
+        this.token = await this.options.getToken()
       } catch (err) {
-        this.schedule(`getToken failed: ${(err as Error).message}`)
-        return
+        return this.schedule(`getToken failed: ${(err as Error).message}`)
       }
     }
-    if (this.currentState === 'closed') return
-    const source = this.options.tokenSource ?? 'protocol'
-    let url = this.url
-    const protocols = [this.options.protocol ?? DEFAULT_PROTOCOL]
-    if (token !== undefined && source === 'protocol') protocols.unshift(`bearer.${token}`)
-    if (token !== undefined && source === 'query') url += `${url.includes('?') ? '&' : '?'}token=${encodeURIComponent(token)}`
+    if (this.isClosed()) return
+    const { url, protocols } = handshakeOf(this.url, this.token, this.options.tokenSource, this.options.protocol)
     let ws: WebSocketLike
     try {
       ws = new this.WS(url, protocols)
     } catch (err) {
-      this.giveUp(new RealtimeClientError(ClientErrorCode.CLOSED, `cannot open ${this.url}: ${(err as Error).message}`), true)
-      return
+      return this.giveUp(new RealtimeClientError(ClientErrorCode.CLOSED, `cannot open ${this.url}: ${(err as Error).message}`), true)
     }
     this.ws = ws
     ws.binaryType = 'arraybuffer'
-    const onOpen = (): void => { this.handleOpen() }
-    const onMessage = (event: { data: unknown }): void => { this.handleMessage(event.data) }
-    const onClose = (event: { code: number, reason: string }): void => { this.background(this.handleClose(event.code, event.reason, token)) }
-    const onError = (): void => {}
-    ws.addEventListener('open', onOpen)
-    ws.addEventListener('message', onMessage)
-    ws.addEventListener('close', onClose)
-    ws.addEventListener('error', onError)
-    // The error listener stays: `ws` on Node throws an 'error' with no listener, as when a socket still connecting is closed.
-    this.detach = () => {
-      ws.removeEventListener('open', onOpen)
-      ws.removeEventListener('message', onMessage)
-      ws.removeEventListener('close', onClose)
-    }
+    this.detach = listen(ws, {
+      open: () => { this.handleOpen(ws) },
+      message: (data) => { this.handleMessage(data) },
+      close: (code, reason) => { this.background(this.handleClose(code, reason)) }
+    })
+    this.link.connecting(() => { this.abandon('connect timeout') })
   }
 
-  private handleOpen (): void {
+  private handleOpen (ws: WebSocketLike): void {
     const reconnected = this.everOpened
-    this.opened = this.everOpened = true
+    this.ready = this.everOpened = true
     this.attempt = 0
     this.currentState = 'open'
-    this.startPing()
-    this.emit('open', { reconnected })
-    const flush = (): void => {
-      const queued = this.queue
-      this.queue = []
-      for (const frame of queued) this.transmit(frame)
-      for (const entry of this.pending.values()) entry.sent = true
+    this.link.opened(() => { ws.send(PING) }, () => { this.abandon('ping timeout') })
+    const hook = reconnected ? this.options.onReconnect : undefined
+    if (hook === undefined) {
+      this.flush(ws)
+      return this.emit('open', { reconnected })
     }
-    const onReconnect = this.options.onReconnect
-    if (!reconnected || onReconnect === undefined) return flush()
-    // Re-join rooms first, then what was queued while away goes out, in order.
-    Promise.resolve().then(() => onReconnect(this)).then(flush, (err: unknown) => {
-      this.emit('error', err instanceof RealtimeClientError ? err : new RealtimeClientError('RECONNECT_HOOK_FAILED', String(err)))
-      flush()
-    })
+    this.emit('open', { reconnected })
+    this.background(this.rejoin(ws, hook))
+  }
+
+  /** Runs `onReconnect` (re-join rooms there), then sends what was queued while away, in order. */
+  private async rejoin (ws: WebSocketLike, hook: NonNullable<ClientOptions<R>['onReconnect']>): Promise<void> {
+    try {
+      if (this.ws === ws && this.ready) await hook(this)
+    } catch (err) {
+      this.emit('error', err instanceof RealtimeClientError ? err : new RealtimeClientError(ClientErrorCode.RECONNECT_HOOK_FAILED, String(err)))
+    }
+    this.flush(ws)
+  }
+
+  /** Sends the queue on `ws`, if it is still the open socket (else the queue waits for the next one). */
+  private flush (ws: WebSocketLike): void {
+    if (this.ws !== ws || !this.ready) return
+    for (const { frame, id } of this.outbox.drain()) this.transmit(frame, id)
   }
 
   private handleMessage (raw: unknown): void {
-    if (typeof raw !== 'string') {
-      this.emit('binary', raw)
-      return
+    const incoming = decodeIncoming(raw)
+    switch (incoming?.kind) {
+      case 'pong': return this.link.pong()
+      case 'reply': return this.outbox.settle(incoming.id, { data: incoming.data })
+      case 'error':
+        if (incoming.id !== undefined && this.outbox.has(incoming.id)) return this.outbox.settle(incoming.id, { error: incoming.error })
+        return this.emit('error', incoming.error)
+      case 'binary': return this.emit('binary', incoming.data)
+      case 'event': if (!LIFECYCLE.has(incoming.type)) this.emit(incoming.type, incoming.data)
     }
-    let message: { type?: unknown, id?: unknown, data?: unknown, error?: { code: string, message: string, details?: unknown } }
-    try {
-      message = JSON.parse(raw)
-    } catch {
-      return
-    }
-    const id = message.id === undefined ? undefined : String(message.id)
-    if (message.type === 'pong') {
-      clearTimeout(this.pongTimer)
-      this.pongTimer = undefined
-      return
-    }
-    if (message.type === 'reply' || (message.type === 'error' && id !== undefined && this.pending.has(id))) {
-      const entry = id === undefined ? undefined : this.pending.get(id)
-      if (entry === undefined || id === undefined) return
-      this.pending.delete(id)
-      clearTimeout(entry.timer)
-      if (message.type === 'reply') entry.resolve(message.data ?? null)
-      else entry.reject(new RealtimeClientError(message.error?.code ?? 'ERROR', message.error?.message ?? 'error', { details: message.error?.details }))
-      return
-    }
-    if (message.type === 'error') {
-      this.emit('error', new RealtimeClientError(message.error?.code ?? 'ERROR', message.error?.message ?? 'error', { details: message.error?.details }))
-      return
-    }
-    if (typeof message.type === 'string') this.emit(message.type, message.data)
   }
 
-  private async handleClose (code: number, reason: string, token: string | undefined): Promise<void> {
-    const wasOpen = this.opened
-    this.opened = false
+  private async handleClose (code: number, reason: string): Promise<void> {
+    const wasOpen = this.ready
+    this.ready = false
     this.detach?.()
     this.detach = undefined
-    this.stopPing()
-    for (const [id, entry] of this.pending) {
-      if (!entry.sent) continue
-      this.pending.delete(id)
-      clearTimeout(entry.timer)
-      entry.reject(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply', { closeCode: code }))
-    }
-    if (this.currentState === 'closed') return
+    this.link.stop()
+    this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply', { closeCode: code }))
+    if (this.isClosed()) return
     this.emit('close', { code, reason })
     const canRenew = this.options.getToken !== undefined
     if (wasOpen) {
-      if (shouldReconnect(code, canRenew)) return this.schedule(reason)
-      return this.giveUp(new RealtimeClientError(ClientErrorCode.CLOSED, `closed by the server with ${code}${reason === '' ? '' : ` (${reason})`}`, { closeCode: code }), true)
+      if (shouldReconnect(code, canRenew)) return this.schedule(`closed with ${code}`)
+      const why = `closed by the server with ${code}${reason === '' ? '' : ` (${reason})`}`
+      return this.giveUp(new RealtimeClientError(ClientErrorCode.CLOSED, why, { closeCode: code }), true)
     }
-    // It failed before opening: browsers hide why, so ask the same URL over plain HTTP.
-    const verdict = await diagnose(this.url, token, this.options.fetch ?? globalThis.fetch?.bind(globalThis))
+    // It failed before opening, and browsers hide why: ask the same URL over plain HTTP.
+    const controller = this.diagnosis = new AbortController()
+    const verdict = await diagnose(this.url, {
+      token: this.token === '' ? undefined : this.token,
+      tokenSource: this.options.tokenSource,
+      canRenewToken: canRenew,
+      fetch: this.options.fetch ?? globalThis.fetch?.bind(globalThis),
+      controller,
+      timeout: this.options.connectTimeout
+    })
+    this.diagnosis = undefined
     if (this.isClosed()) return
-    if (verdict.retry === false || (verdict.code === 'TOKEN_EXPIRED' && !canRenew)) {
-      return this.giveUp(new RealtimeClientError(verdict.code ?? 'REFUSED', verdict.message, { status: verdict.status }), true)
+    if (!verdict.retry) {
+      return this.giveUp(new RealtimeClientError(verdict.code ?? ClientErrorCode.REFUSED, verdict.message, { status: verdict.status }), true)
     }
     this.schedule(verdict.message)
   }
@@ -295,70 +244,50 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     task.catch((err: unknown) => { this.emit('error', new RealtimeClientError('CLIENT_ERROR', String(err))) })
   }
 
-  /** Read through a method: the state may change across an await, which narrowing cannot see. */
+  /** Read through a method: the state may change across an await or a listener, which narrowing cannot see. */
   private isClosed (): boolean {
     return this.currentState === 'closed'
   }
 
   private schedule (why: string): void {
-    if (this.currentState === 'closed') return
-    const max = this.options.maxAttempts ?? Infinity
+    if (this.isClosed()) return
+    const max = this.options.maxAttempts
     if (++this.attempt > max) {
       return this.giveUp(new RealtimeClientError(ClientErrorCode.CLOSED, `gave up after ${max} attempts: ${why}`), true)
     }
     const delay = backoffDelay(this.attempt, this.options.backoff)
     this.currentState = 'reconnecting'
     this.emit('reconnecting', { attempt: this.attempt, delay })
+    if (this.isClosed()) return
     this.reconnectTimer = setTimeout(() => {
       this.reconnectTimer = undefined
       this.background(this.connect())
     }, delay)
   }
 
-  /** Stops for good: timers cleared, everything waiting rejected with the reason. */
+  /** Stops for good: timers cleared, the diagnosis aborted, everything waiting rejected with `err`. */
   private giveUp (err: RealtimeClientError, announce: boolean): void {
-    if (this.currentState === 'closed') return
+    if (this.isClosed()) return
     this.currentState = 'closed'
-    this.opened = false
+    this.ready = false
     clearTimeout(this.reconnectTimer)
-    this.stopPing()
+    this.reconnectTimer = undefined
+    this.link.stop()
+    this.diagnosis?.abort()
     this.detach?.()
     this.detach = undefined
-    for (const entry of this.pending.values()) {
-      clearTimeout(entry.timer)
-      entry.reject(err)
-    }
-    this.pending.clear()
-    this.queue = []
+    this.outbox.failAll(err)
     if (announce) this.emit('offline', err)
   }
 
-  private startPing (): void {
-    const interval = this.options.pingInterval ?? 25_000
-    if (interval <= 0) return
-    this.pingTimer = setInterval(() => {
-      if (this.ws === undefined || this.ws.readyState !== OPEN || this.pongTimer !== undefined) return
-      this.ws.send('{"type":"ping"}')
-      this.pongTimer = setTimeout(() => { this.abandon() }, this.options.pingTimeout ?? 10_000)
-    }, interval)
-  }
-
-  private stopPing (): void {
-    clearInterval(this.pingTimer)
-    clearTimeout(this.pongTimer)
-    this.pingTimer = this.pongTimer = undefined
-  }
-
   /** A dead link: a close handshake would wait on it, so drop the socket and go on as after an abnormal close. */
-  private abandon (): void {
+  private abandon (why: string): void {
     const ws = this.ws
     this.detach?.()
     this.detach = undefined
-    if (ws !== undefined) {
-      if (typeof ws.terminate === 'function') ws.terminate()
-      else ws.close(4000, 'ping timeout')
-    }
-    this.background(this.handleClose(1006, 'ping timeout', this.token))
+    if (typeof ws?.terminate === 'function') ws.terminate()
+    else ws?.close(CloseCode.NORMAL, why)
+    this.background(this.handleClose(CloseCode.ABNORMAL, why))
   }
 }
 

@@ -1,15 +1,19 @@
-/** Codes the client itself gives (the server's own codes pass through as they are). */
+/** Codes the client itself gives (the server's own error and refusal codes pass through as they are). */
 export const ClientErrorCode = {
   /** No reply within the request's timeout. */
   TIMEOUT: 'TIMEOUT',
   /** The connection dropped while the request was in flight. */
   DISCONNECTED: 'DISCONNECTED',
-  /** `client.close()` was called, or the client gave up reconnecting. */
+  /** `client.close()` was called, a close code the client does not reconnect after, or `maxAttempts` ran out. */
   CLOSED: 'CLOSED',
-  /** More than `maxQueue` messages waiting for the connection. */
+  /** More than `maxQueue` messages wait for the connection. */
   QUEUE_FULL: 'QUEUE_FULL',
-  /** No token could be had from `getToken`. */
-  NO_TOKEN: 'NO_TOKEN'
+  /** `refreshToken()` without a token and without `getToken`. */
+  NO_TOKEN: 'NO_TOKEN',
+  /** `onReconnect` threw or rejected (the queue is sent anyway). */
+  RECONNECT_HOOK_FAILED: 'RECONNECT_HOOK_FAILED',
+  /** A handshake refusal whose answer carried no code of its own. */
+  REFUSED: 'REFUSED'
 } as const
 export type ClientErrorCodeName = typeof ClientErrorCode[keyof typeof ClientErrorCode]
 
@@ -19,7 +23,9 @@ export type ClientErrorCodeName = typeof ClientErrorCode[keyof typeof ClientErro
  * reconnect after (`closeCode`), or one of the client's own `ClientErrorCode`s.
  */
 export class RealtimeClientError extends Error {
+  /** The server's code (`VALIDATION_FAILED`, `INVALID_TOKEN`, your own…) or a `ClientErrorCode`. */
   readonly code: string
+  /** The `details` of the server's error envelope (for `VALIDATION_FAILED`: `[{ path, message }]`). */
   readonly details: unknown
   /** The HTTP status of a refused handshake. */
   readonly status: number | undefined

@@ -1,6 +1,11 @@
 // fastify-realtime/client: the typed client. It imports nothing from Node's standard library and no server code
-// (only types), so a bundler needs no polyfill.
-export { createClient, RealtimeClient, type ClientOptions } from './client.js'
+// (types only), so a bundler needs no polyfill; dist/client/realtime-client.js is the same, pre-bundled.
+export { createClient, RealtimeClient, type ClientState } from './client.js'
+export type { ClientOptions } from './options.js'
 export { RealtimeClientError, ClientErrorCode, type ClientErrorCodeName } from './errors.js'
-export { backoffDelay, shouldReconnect, type BackoffOptions } from './backoff.js'
-export type { AnyRoute, MessageType, MessageData, ReplyData, EventType, EventData, LifecycleEvents, WebSocketLike, WebSocketConstructor } from './types.js'
+export { CloseCode, shouldReconnect, type CloseCodeNumber } from './policy.js'
+export { backoffDelay, type BackoffOptions } from './backoff.js'
+export type {
+  AnyRoute, MessageType, MessageData, ReplyData, WireResult, EventType, EventData, ListenerType, ListenerData,
+  LifecycleEvent, LifecycleEvents, WebSocketLike, WebSocketConstructor
+} from './types.js'

@@ -1,43 +1,60 @@
 import type { Static, TSchema } from '@sinclair/typebox'
+import type { RealtimeClientError } from './errors.js'
 
-/** What the client needs to know of a route: the shape `app.realtimeRoute()` and `defineRoute()` return. */
+/**
+ * What the client needs to know of a route, structurally: `app.realtimeRoute()` and `defineRoute()` both return
+ * it. Import the route's type with `import type`, so no server code reaches the client's bundle.
+ */
 export interface AnyRoute {
   messages: Record<string, { schema: TSchema, handler: (...args: any[]) => unknown }>
   events: Record<string, TSchema>
 }
 
-export type MessageType<R extends AnyRoute> = keyof R['messages'] & string
-export type MessageData<R extends AnyRoute, K extends MessageType<R>> = Static<R['messages'][K]['schema']>
-/** The reply's data: what the handler returns (resolved), or null when it returns nothing. */
-export type ReplyData<R extends AnyRoute, K extends MessageType<R>> =
-  Awaited<ReturnType<R['messages'][K]['handler']>> extends infer T ? ([T] extends [undefined | void] ? null : T) : never
-
-export type EventType<R extends AnyRoute> = keyof R['events'] & string
-export type EventData<R extends AnyRoute, K extends EventType<R>> = Static<R['events'][K]>
-
 /** The client's own events, beside the route's. */
-export interface LifecycleEvents<E> {
-  /** The socket opened (first time and after each reconnect). */
+export interface LifecycleEvents {
+  /** The socket opened (the first time, and after each reconnect). */
   open: { reconnected: boolean }
-  /** The socket closed, with the close code and reason. */
+  /** The socket closed (or a connect attempt failed), with the close code and reason. */
   close: { code: number, reason: string }
-  /** A reconnect attempt is scheduled after `delay` ms. */
+  /** A reconnect attempt is scheduled in `delay` ms. */
   reconnecting: { attempt: number, delay: number }
-  /** The client gave up for good (a refusal, a final close code, `close()`): why. */
-  offline: E
-  /** The server sent an error envelope that answered no request. */
-  error: E
+  /** The client gave up for good (a refusal, a final close code, `maxAttempts`), and why. */
+  offline: RealtimeClientError
+  /** An error envelope that answered no request (a rate-limited `send`, say), or a failed `onReconnect`. */
+  error: RealtimeClientError
   /** A binary frame from the server. */
   binary: ArrayBuffer
 }
+export type LifecycleEvent = keyof LifecycleEvents
 
-export type ListenerData<R extends AnyRoute, E, K> =
-  K extends keyof LifecycleEvents<E> ? LifecycleEvents<E>[K] : K extends EventType<R> ? EventData<R, K> : never
+/** The route's message types. */
+export type MessageType<R extends AnyRoute> = keyof R['messages'] & string
+/** A message's `data`, from its schema. */
+export type MessageData<R extends AnyRoute, K extends MessageType<R>> = Static<R['messages'][K]['schema']>
+
+type IsAny<T> = 0 extends 1 & T ? true : false
+/** A handler's result as the wire carries it: nothing (undefined, void) arrives as null. */
+export type WireResult<T> =
+  IsAny<T> extends true ? any
+    : [T] extends [undefined | void] ? null
+        : undefined extends T ? Exclude<T, undefined | void> | null : T
+/** The reply's data: what the handler returns, awaited, with nothing as null. */
+export type ReplyData<R extends AnyRoute, K extends MessageType<R>> = WireResult<Awaited<ReturnType<R['messages'][K]['handler']>>>
+
+/** The route's event types (a route event named like a lifecycle event is never delivered: the lifecycle wins). */
+export type EventType<R extends AnyRoute> = Exclude<keyof R['events'] & string, LifecycleEvent>
+/** An event's `data`, from its schema. */
+export type EventData<R extends AnyRoute, K extends EventType<R>> = Static<R['events'][K]>
+
+/** What `on(type, listener)` accepts: the route's events and the lifecycle events. */
+export type ListenerType<R extends AnyRoute> = EventType<R> | LifecycleEvent
+/** What a listener of `K` receives. */
+export type ListenerData<R extends AnyRoute, K> =
+  K extends LifecycleEvent ? LifecycleEvents[K] : K extends EventType<R> ? EventData<R, K> : never
 
 /** The part of a WebSocket the client uses: the browser's, or the `ws` package's on Node. */
 export interface WebSocketLike {
   readonly readyState: number
-  readonly protocol: string
   binaryType?: string
   send: (data: string) => void
   close: (code?: number, reason?: string) => void
@@ -47,4 +64,5 @@ export interface WebSocketLike {
   terminate?: () => void
 }
 
+/** A WebSocket constructor: the global one, or `import WebSocket from 'ws'` on Node. */
 export type WebSocketConstructor = new (url: string, protocols?: string | string[]) => WebSocketLike

@@ -1,0 +1,44 @@
+import { RealtimeClientError } from './errors.js'
+
+/** What a frame from the server means to the client. */
+export type Incoming =
+  | { kind: 'pong' }
+  | { kind: 'reply', id: string, data: unknown }
+  | { kind: 'error', id: string | undefined, error: RealtimeClientError }
+  | { kind: 'event', type: string, data: unknown }
+  | { kind: 'binary', data: unknown }
+
+interface Envelope { type?: unknown, id?: unknown, data?: unknown, error?: { code?: unknown, message?: unknown, details?: unknown } }
+
+/** The server's error envelope as an error: its code, message and details. */
+function errorOf (error: Envelope['error']): RealtimeClientError {
+  const code = typeof error?.code === 'string' ? error.code : 'ERROR'
+  return new RealtimeClientError(code, typeof error?.message === 'string' ? error.message : code, { details: error?.details })
+}
+
+/**
+ * Decodes a frame from the server (`{ type, data }`, `{ type: 'reply', id, data }`, `{ type: 'error', id?, error }`,
+ * `{ type: 'pong' }`); undefined for anything else, which the client ignores. A reply's missing data is null.
+ */
+export function decodeIncoming (raw: unknown): Incoming | undefined {
+  if (typeof raw !== 'string') return { kind: 'binary', data: raw }
+  let message: Envelope
+  try {
+    message = JSON.parse(raw)
+  } catch {
+    return undefined
+  }
+  if (typeof message !== 'object' || message === null || typeof message.type !== 'string') return undefined
+  const id = typeof message.id === 'string' || typeof message.id === 'number' ? String(message.id) : undefined
+  switch (message.type) {
+    case 'pong': return { kind: 'pong' }
+    case 'reply': return id === undefined ? undefined : { kind: 'reply', id, data: message.data ?? null }
+    case 'error': return { kind: 'error', id, error: errorOf(message.error) }
+    default: return { kind: 'event', type: message.type, data: message.data }
+  }
+}
+
+/** A frame for the server: `{ type, data, id? }`. */
+export function encodeOutgoing (type: string, data: unknown, id?: string): string {
+  return JSON.stringify(id === undefined ? { type, data } : { type, data, id })
+}

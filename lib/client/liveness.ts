@@ -1,0 +1,46 @@
+/**
+ * The timers that find a dead link: a deadline for the socket to open (browsers have none of their own and a
+ * black-holed connect can hang for minutes), and the app-level ping whose pong must come within `pingTimeout`.
+ * `stop()` clears them all.
+ */
+export class Liveness {
+  private openTimer: ReturnType<typeof setTimeout> | undefined
+  private pingTimer: ReturnType<typeof setInterval> | undefined
+  private pongTimer: ReturnType<typeof setTimeout> | undefined
+  private readonly options: { connectTimeout: number, pingInterval: number, pingTimeout: number }
+
+  constructor (options: { connectTimeout: number, pingInterval: number, pingTimeout: number }) {
+    this.options = options
+  }
+
+  /** A connect attempt began: `onDead` runs unless `opened()` comes first. */
+  connecting (onDead: () => void): void {
+    this.stop()
+    this.openTimer = setTimeout(onDead, this.options.connectTimeout)
+  }
+
+  /** The socket opened: ping every `pingInterval`; `onDead` runs when a pong is late. */
+  opened (ping: () => void, onDead: () => void): void {
+    this.stop()
+    const { pingInterval, pingTimeout } = this.options
+    if (pingInterval <= 0) return
+    this.pingTimer = setInterval(() => {
+      if (this.pongTimer !== undefined) return
+      this.pongTimer = setTimeout(onDead, pingTimeout)
+      ping()
+    }, pingInterval)
+  }
+
+  /** A pong arrived: the link is alive. */
+  pong (): void {
+    clearTimeout(this.pongTimer)
+    this.pongTimer = undefined
+  }
+
+  stop (): void {
+    clearTimeout(this.openTimer)
+    clearInterval(this.pingTimer)
+    clearTimeout(this.pongTimer)
+    this.openTimer = this.pingTimer = this.pongTimer = undefined
+  }
+}

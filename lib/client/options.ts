@@ -1,0 +1,59 @@
+import type { BackoffOptions } from './backoff.js'
+import type { AnyRoute, WebSocketConstructor } from './types.js'
+import type { RealtimeClient } from './client.js'
+
+/** Options of `createClient()`. */
+export interface ClientOptions<R extends AnyRoute = AnyRoute> {
+  /** A fixed session token. */
+  token?: string
+  /** Called on every connect, so a renewed token is used after an expiry; lets the client come back after 4401. */
+  getToken?: () => string | Promise<string>
+  /**
+   * How the token travels: a `bearer.<token>` subprotocol entry (browsers cannot set headers), or `?token=`
+   * (only when the app lists the `query` source). @default 'protocol'
+   */
+  tokenSource?: 'protocol' | 'query'
+  /** The application subprotocol offered beside the token. @default 'realtime.v1' */
+  protocol?: string
+  /** The WebSocket constructor: pass `ws`'s on Node 20. @default globalThis.WebSocket */
+  WebSocket?: WebSocketConstructor
+  /** `fetch`, to learn why a handshake was refused. @default globalThis.fetch */
+  fetch?: typeof fetch
+  /** Reconnect delays, exponential with full jitter. @default { base: 500, cap: 30000 } */
+  backoff?: BackoffOptions
+  /** Reconnect attempts in a row before giving up. @default Infinity */
+  maxAttempts?: number
+  /** How long (ms) a connect attempt, or the diagnosis of a failed one, may take. @default 10000 */
+  connectTimeout?: number
+  /** App-level ping period in ms (0: none). @default 25000 */
+  pingInterval?: number
+  /** A pong later than this (ms) means a dead link: the client drops it and reconnects. @default 10000 */
+  pingTimeout?: number
+  /** Request timeout in ms, counted from the call (queued time included). @default 10000 */
+  requestTimeout?: number
+  /** Messages kept while disconnected; past it `send` throws `QUEUE_FULL`. @default 100 */
+  maxQueue?: number
+  /**
+   * Runs after each reconnect, before the messages queued while away are sent: re-join rooms here. What is sent
+   * while it runs goes out at once (its own requests must).
+   */
+  onReconnect?: (client: RealtimeClient<R>) => unknown
+}
+
+type Defaulted = 'tokenSource' | 'protocol' | 'maxAttempts' | 'connectTimeout' | 'pingInterval' | 'pingTimeout' | 'requestTimeout' | 'maxQueue'
+/** The options with every default applied. */
+export type ResolvedOptions<R extends AnyRoute> = ClientOptions<R> & Required<Pick<ClientOptions<R>, Defaulted>>
+
+export function resolveOptions<R extends AnyRoute> (options: ClientOptions<R>): ResolvedOptions<R> {
+  return {
+    ...options,
+    tokenSource: options.tokenSource ?? 'protocol',
+    protocol: options.protocol ?? 'realtime.v1',
+    maxAttempts: options.maxAttempts ?? Infinity,
+    connectTimeout: options.connectTimeout ?? 10_000,
+    pingInterval: options.pingInterval ?? 25_000,
+    pingTimeout: options.pingTimeout ?? 10_000,
+    requestTimeout: options.requestTimeout ?? 10_000,
+    maxQueue: options.maxQueue ?? 100
+  }
+}

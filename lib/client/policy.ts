@@ -1,0 +1,63 @@
+/**
+ * Close codes the client acts on, and which of them are worth a reconnect. The server's own codes are
+ * `CloseCode` of lib/protocol/codes.ts; the client cannot import server code, so they are repeated here and
+ * test/client.test.ts keeps the two tables in step. The rest are the standard codes a peer or a proxy may send.
+ */
+export const CloseCode = {
+  /** Normal closure: by the client's `close()`, or the server meant it. Final. */
+  NORMAL: 1000,
+  /** The server is shutting down. Reconnect with backoff. */
+  GOING_AWAY: 1001,
+  /** A frame broke the WebSocket protocol. Final. */
+  PROTOCOL_ERROR: 1002,
+  /** A close frame without a code. Reconnect with backoff. */
+  NO_STATUS: 1005,
+  /** No close frame at all: the network, a crash, a dead link. Reconnect with backoff. */
+  ABNORMAL: 1006,
+  /** A text frame that was not UTF-8. Final. */
+  INVALID_PAYLOAD: 1007,
+  /** Policy violation (too many rejected messages). Final. */
+  POLICY_VIOLATION: 1008,
+  /** A message over the server's `limits.maxPayload`. Final. */
+  MESSAGE_TOO_BIG: 1009,
+  /** The server failed. Reconnect with backoff. */
+  INTERNAL_ERROR: 1011,
+  /** The server restarts. Reconnect with backoff. */
+  SERVICE_RESTART: 1012,
+  /** Try again later. Reconnect with backoff. */
+  TRY_AGAIN_LATER: 1013,
+  /** A proxy's upstream failed. Reconnect with backoff. */
+  BAD_GATEWAY: 1014,
+  /** The session's token expired. Reconnect only with `getToken`, which supplies a new one. */
+  SESSION_EXPIRED: 4401,
+  /** The client read too slowly. Reconnect with backoff. */
+  SLOW_CONSUMER: 4408
+} as const
+export type CloseCodeNumber = typeof CloseCode[keyof typeof CloseCode]
+
+const RETRYABLE: ReadonlySet<number> = new Set([
+  CloseCode.GOING_AWAY,
+  CloseCode.NO_STATUS,
+  CloseCode.ABNORMAL,
+  CloseCode.INTERNAL_ERROR,
+  CloseCode.SERVICE_RESTART,
+  CloseCode.TRY_AGAIN_LATER,
+  CloseCode.BAD_GATEWAY,
+  CloseCode.SLOW_CONSUMER
+])
+
+/**
+ * Whether a close of an open connection is worth reconnecting after: the server going away, an abnormal close, an
+ * internal error, a restart, try-again-later, a slow-consumer close; a session expiry only with a way to get a new
+ * token. A close the client asked for, a policy violation, a message too big, a protocol error and an
+ * application's own codes are final.
+ */
+export function shouldReconnect (code: number, canRenewToken: boolean): boolean {
+  if (code === CloseCode.SESSION_EXPIRED) return canRenewToken
+  return RETRYABLE.has(code)
+}
+
+/** May `WebSocket.close()` send this code? Browsers throw for anything but 1000 and 3000–4999. */
+export function isSendableCloseCode (code: number): boolean {
+  return code === CloseCode.NORMAL || (Number.isInteger(code) && code >= 3000 && code <= 4999)
+}
