@@ -54,17 +54,25 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   const maxPending = options.maxPendingBytes ?? 16 * 1024 * 1024
   const instanceId = randomUUID()
   // The publisher fails at once while Redis is away (no offline queue) and drops what was in flight when the
-  // connection broke (no retry): a fan-out crosses at most once, never late and never twice; failures are counted.
+  // connection broke (no retry): a fan-out crosses at most once, never replayed after an outage; failures are counted.
   const pubOptions: RedisOptions = { enableOfflineQueue: false, maxRetriesPerRequest: 0, connectionName: `${prefix}pub`, lazyConnect: true }
   // The subscriber keeps the SUBSCRIBEs and UNSUBSCRIBEs of an outage of any length, in order; once Redis is back
-  // ioredis resubscribes what it had and then sends them, so its channels match the local members again.
-  const subOptions: RedisOptions = { maxRetriesPerRequest: null, autoResubscribe: true, connectionName: `${prefix}sub`, lazyConnect: true }
+  // ioredis resubscribes what it had and then sends them, so its channels match the local members again. (Set
+  // explicitly: a duplicate inherits the app's client's options.)
+  const subOptions: RedisOptions = {
+    enableOfflineQueue: true,
+    maxRetriesPerRequest: null,
+    autoResubscribe: true,
+    autoResendUnfulfilledCommands: true,
+    connectionName: `${prefix}sub`,
+    lazyConnect: true
+  }
   const pub = options.client !== undefined ? options.client.duplicate(pubOptions) : new Redis(options.url, pubOptions)
   const sub = options.client !== undefined ? options.client.duplicate(subOptions) : new Redis(options.url, subOptions)
   const presence = new RedisPresence(pub, prefix, instanceId, (options.presenceTtl ?? 30) * 1000)
   let node: BrokerNode | undefined
   const health = new RedisHealth(() => node as BrokerNode)
-  /** Room and user channels this instance is subscribed to (the broadcast channel is always). */
+  /** Room and user channels this instance is subscribed to (besides the broadcast channel, always). */
   const channels = new Set<string>()
   /** Bytes published and not yet answered. */
   let pending = 0

@@ -1,6 +1,7 @@
 import net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
+import type { FastifyBaseLogger } from 'fastify'
 
 export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 
@@ -21,24 +22,63 @@ export async function requireRedis (): Promise<Redis> {
 /** A key and channel prefix of its own for each test, so runs never see each other. */
 export const uniquePrefix = (): string => `rt-test-${randomBytes(4).toString('hex')}:`
 
+/** The ids of the connections Redis knows by this name (`CLIENT SETNAME`, ioredis's `connectionName`). */
+export async function clientIds (redis: Redis, name: string): Promise<string[]> {
+  const list = await redis.client('LIST') as string
+  return list.split('\n').flatMap((line) => {
+    const fields = new Map(line.trim().split(' ').map((kv) => kv.split('=', 2) as [string, string]))
+    return fields.get('name') === name && fields.has('id') ? [fields.get('id') as string] : []
+  })
+}
+
+/** Kills the connections of that name, as a failing network or `CLIENT KILL` by an operator would; returns how many. */
+export async function killClients (redis: Redis, name: string): Promise<number> {
+  let killed = 0
+  for (const id of await clientIds(redis, name)) killed += Number(await redis.client('KILL', 'ID', id))
+  return killed
+}
+
+/** A logger for `Fastify({ loggerInstance })` that keeps every line, to count what an outage logs. */
+export function captureLogger (): { logger: FastifyBaseLogger, lines: Array<{ level: string, msg: string }> } {
+  const lines: Array<{ level: string, msg: string }> = []
+  const at = (level: string) => (obj: unknown, msg?: string) => { lines.push({ level, msg: typeof obj === 'string' ? obj : msg ?? '' }) }
+  const logger = {
+    level: 'info',
+    fatal: at('fatal'),
+    error: at('error'),
+    warn: at('warn'),
+    info: at('info'),
+    debug: at('debug'),
+    trace: at('trace'),
+    silent: () => {},
+    child: () => logger
+  }
+  return { logger: logger as unknown as FastifyBaseLogger, lines }
+}
+
 /**
- * A TCP proxy in front of Redis that a test can cut and restore: an outage without stopping the shared server.
+ * A TCP proxy in front of Redis that a test can cut and restore, or stall and resume: an outage (or a Redis that
+ * stops answering) without touching the shared server.
  */
 export class RedisProxy {
   private server: net.Server | undefined
-  private readonly sockets = new Set<net.Socket>()
+  private readonly pairs = new Set<[net.Socket, net.Socket]>()
+  private stalled = false
   port = 0
 
   async start (port = 0): Promise<string> {
     const target = new URL(REDIS_URL)
     this.server = net.createServer((client) => {
       const upstream = net.connect(Number(target.port || 6379), target.hostname)
-      for (const s of [client, upstream]) {
-        this.sockets.add(s)
+      const pair: [net.Socket, net.Socket] = [client, upstream]
+      this.pairs.add(pair)
+      for (const s of pair) {
         s.on('error', () => {})
-        s.on('close', () => { this.sockets.delete(s); client.destroy(); upstream.destroy() })
+        s.on('close', () => { this.pairs.delete(pair); client.destroy(); upstream.destroy() })
       }
-      client.pipe(upstream).pipe(client)
+      upstream.pipe(client)
+      if (this.stalled) client.pause()
+      else client.pipe(upstream)
     })
     await new Promise<void>((resolve) => this.server?.listen(port, '127.0.0.1', resolve))
     this.port = (this.server.address() as net.AddressInfo).port
@@ -49,11 +89,26 @@ export class RedisProxy {
   async cut (): Promise<void> {
     const server = this.server
     this.server = undefined
-    for (const s of this.sockets) s.destroy()
+    for (const pair of this.pairs) for (const s of pair) s.destroy()
     await new Promise<void>((resolve) => { if (server === undefined) resolve(); else server.close(() => { resolve() }) })
   }
 
   async restore (): Promise<void> {
     await this.start(this.port)
+  }
+
+  /** Keeps the connections open but stops passing requests to Redis, as a Redis that stopped answering would. */
+  stall (): void {
+    this.stalled = true
+    for (const [client, upstream] of this.pairs) {
+      client.unpipe(upstream)
+      client.pause()
+    }
+  }
+
+  /** Passes the requests held since `stall()` on, and everything after them. */
+  resume (): void {
+    this.stalled = false
+    for (const [client, upstream] of this.pairs) client.pipe(upstream)
   }
 }
