@@ -10,7 +10,8 @@ const now = () => Math.floor(Date.now() / 1000)
 test('a session closes with 4401 when its token expires', { timeout: 10000 }, async (t) => {
   const h = await startApp({ setup: (app) => { app.realtimeRoute(route) } })
   t.after(() => h.close())
-  const exp = now() + 1
+  // Two seconds: one could pass before the handshake on a loaded machine, and the token would be refused instead.
+  const exp = now() + 2
   const c = await connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ sub: 'alice', exp })}` } })
   const closed = await c.closed
   assert.deepEqual(closed, { code: 4401, reason: 'session expired' })
@@ -23,7 +24,7 @@ test('a session closes with 4401 when its token expires', { timeout: 10000 }, as
 test('auth.refresh extends the session; a token of another user or an expired one does not', { timeout: 15000 }, async (t) => {
   const h = await startApp({ setup: (app) => { app.realtimeRoute(route) } })
   t.after(() => h.close())
-  const c = await connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ sub: 'alice', exp: now() + 2 })}` } })
+  const c = await connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ sub: 'alice', exp: now() + 3 })}` } })
   t.after(() => { c.destroy() })
   assert.deepEqual(await c.request('auth.refresh', { token: h.sign({ sub: 'mallory', exp: now() + 60 }) }),
     { type: 'error', id: 1, error: { code: 'INVALID_TOKEN', message: 'the token belongs to another user' } })
@@ -31,10 +32,10 @@ test('auth.refresh extends the session; a token of another user or an expired on
     { type: 'error', id: 2, error: { code: 'TOKEN_EXPIRED', message: 'session token expired' } })
   assert.equal((await c.request('auth.refresh', { token: 'garbage' })).error.code, 'INVALID_TOKEN')
   assert.equal((await c.request('auth.refresh', {})).error.code, 'INVALID_TOKEN')
-  const exp = now() + 5
+  const exp = now() + 8
   assert.deepEqual(await c.request('auth.refresh', { token: h.sign({ sub: 'alice', exp }) }), { type: 'reply', id: 5, data: { exp } })
   // Past the first expiry, the connection lives on.
-  await new Promise((resolve) => setTimeout(resolve, 3000))
+  await new Promise((resolve) => setTimeout(resolve, 4000))
   assert.equal(c.ws.readyState, c.ws.OPEN)
   assert.equal((await c.request('echo', 'still here')).data, 'still here')
 })
@@ -42,8 +43,9 @@ test('auth.refresh extends the session; a token of another user or an expired on
 test('closeOnExpiry: false keeps an expired session open', { timeout: 10000 }, async (t) => {
   const h = await startApp({ realtime: { auth: { closeOnExpiry: false } }, setup: (app) => { app.realtimeRoute(route) } })
   t.after(() => h.close())
-  const c = await connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ sub: 'alice', exp: now() + 1 })}` } })
+  const exp = now() + 2
+  const c = await connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ sub: 'alice', exp })}` } })
   t.after(() => { c.destroy() })
-  await new Promise((resolve) => setTimeout(resolve, 2200))
+  await new Promise((resolve) => setTimeout(resolve, exp * 1000 - Date.now() + 1200))
   assert.equal((await c.request('echo', 1)).data, 1)
 })

@@ -25,7 +25,7 @@ test('a client that stops answering pings is terminated within two intervals; a 
   const seen = await mute.closed
   const elapsed = Date.now() - started
   assert.equal(seen.code, 1006, 'no close handshake with a dead peer')
-  assert.ok(elapsed <= 2 * interval + 400, `terminated after ${elapsed} ms`)
+  assert.ok(elapsed <= 2 * interval + 1000, `terminated after ${elapsed} ms`)
   await waitFor(() => h.app.realtime.connections.size === 1)
   // The healthy client lives through several more sweeps.
   await new Promise((resolve) => setTimeout(resolve, 4 * interval))
