@@ -1,4 +1,3 @@
-import { backoffDelay } from './backoff.js'
 import { diagnose } from './diagnose.js'
 import { decodeIncoming, encodeOutgoing } from './envelope.js'
 import { ClientErrorCode, RealtimeClientError } from './errors.js'
@@ -6,17 +5,17 @@ import { Listeners } from './listeners.js'
 import { Liveness } from './liveness.js'
 import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js'
 import { Outbox } from './outbox.js'
-import { CloseCode, isSendableCloseCode, shouldReconnect } from './policy.js'
+import { backoffDelay, CloseCode, isSendableCloseCode, shouldReconnect } from './reconnect.js'
 import { handshakeOf, listen } from './socket.js'
 import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData, MessageType, ReplyData, WebSocketConstructor, WebSocketLike } from './types.js'
 
 /**
- * The client's life:
+ * The client's life (`state`):
  *
- *   connecting ──open──▶ open ──abnormal close, dead link──▶ reconnecting ──backoff──▶ connecting …
- *        │                 └──final close code (1000, 1008, 4401 without getToken…)──▶ closed
- *        └──failed before open──▶ diagnosis over HTTP ──network, 426, 429, 5xx, TOKEN_EXPIRED──▶ reconnecting
- *                                                    └──401, 403──▶ closed
+ *   connecting ──open──▶ open ──abnormal close, dead link──▶ reconnecting ──backoff, new socket──▶ open …
+ *       │                  └──final close code (1000, 1008, 4401 without getToken…)──▶ closed
+ *       └─ an attempt fails before open ─▶ diagnosis over HTTP ─┬─ network, 426, 429, 5xx, TOKEN_EXPIRED ─▶ reconnecting
+ *                                                               └─ other 4xx (401, 403) ─▶ closed
  *   any ──close(), maxAttempts──▶ closed: timers cleared, requests rejected, nothing left running
  */
 export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed'

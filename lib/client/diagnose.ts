@@ -1,4 +1,5 @@
 import { withQueryToken } from './socket.js'
+import { deadline } from './timer.js'
 
 /** What a failed handshake means, learned from the server's answer to an ordinary GET of the same URL. */
 export interface Verdict {
@@ -35,7 +36,7 @@ export async function diagnose (wsUrl: string, options: DiagnoseOptions): Promis
   if (fetchFn === undefined) return { ...NETWORK, message: 'the connection failed' }
   let url = wsUrl.replace(/^ws(s?):/i, 'http$1:')
   if (token !== undefined && options.tokenSource === 'query') url = withQueryToken(url, token)
-  const timer = setTimeout(() => { controller.abort() }, options.timeout)
+  const timer = deadline(options.timeout, () => { controller.abort() })
   let res: Response | undefined
   let body: unknown
   try {

@@ -3,8 +3,7 @@
 export { createClient, RealtimeClient, type ClientState } from './client.js'
 export type { ClientOptions } from './options.js'
 export { RealtimeClientError, ClientErrorCode, type ClientErrorCodeName } from './errors.js'
-export { CloseCode, shouldReconnect, type CloseCodeNumber } from './policy.js'
-export { backoffDelay, type BackoffOptions } from './backoff.js'
+export { CloseCode, shouldReconnect, backoffDelay, type CloseCodeNumber, type BackoffOptions } from './reconnect.js'
 export type {
   AnyRoute, MessageType, MessageData, ReplyData, WireResult, EventType, EventData, ListenerType, ListenerData,
   LifecycleEvent, LifecycleEvents, WebSocketLike, WebSocketConstructor

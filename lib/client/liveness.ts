@@ -1,3 +1,5 @@
+import { deadline } from './timer.js'
+
 /**
  * The timers that find a dead link: a deadline for the socket to open (browsers have none of their own and a
  * black-holed connect can hang for minutes), and the app-level ping whose pong must come within `pingTimeout`.
@@ -16,17 +18,17 @@ export class Liveness {
   /** A connect attempt began: `onDead` runs unless `opened()` comes first. */
   connecting (onDead: () => void): void {
     this.stop()
-    this.openTimer = setTimeout(onDead, this.options.connectTimeout)
+    this.openTimer = deadline(this.options.connectTimeout, onDead)
   }
 
   /** The socket opened: ping every `pingInterval`; `onDead` runs when a pong is late. */
   opened (ping: () => void, onDead: () => void): void {
     this.stop()
     const { pingInterval, pingTimeout } = this.options
-    if (pingInterval <= 0) return
+    if (!(pingInterval > 0) || pingInterval === Infinity) return
     this.pingTimer = setInterval(() => {
       if (this.pongTimer !== undefined) return
-      this.pongTimer = setTimeout(onDead, pingTimeout)
+      this.pongTimer = deadline(pingTimeout, onDead)
       ping()
     }, pingInterval)
   }

@@ -1,4 +1,4 @@
-import type { BackoffOptions } from './backoff.js'
+import type { BackoffOptions } from './reconnect.js'
 import type { AnyRoute, WebSocketConstructor } from './types.js'
 import type { RealtimeClient } from './client.js'
 
@@ -23,13 +23,13 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
   backoff?: BackoffOptions
   /** Reconnect attempts in a row before giving up. @default Infinity */
   maxAttempts?: number
-  /** How long (ms) a connect attempt, or the diagnosis of a failed one, may take. @default 10000 */
+  /** How long (ms) a connect attempt, or the diagnosis of a failed one, may take (0: no limit). @default 10000 */
   connectTimeout?: number
   /** App-level ping period in ms (0: none). @default 25000 */
   pingInterval?: number
-  /** A pong later than this (ms) means a dead link: the client drops it and reconnects. @default 10000 */
+  /** A pong later than this (ms) means a dead link: the client drops it and reconnects (0: wait forever). @default 10000 */
   pingTimeout?: number
-  /** Request timeout in ms, counted from the call (queued time included). @default 10000 */
+  /** Request timeout in ms, counted from the call, queued time included (0: none). @default 10000 */
   requestTimeout?: number
   /** Messages kept while disconnected; past it `send` throws `QUEUE_FULL`. @default 100 */
   maxQueue?: number

@@ -1,4 +1,5 @@
 import { ClientErrorCode, RealtimeClientError } from './errors.js'
+import { deadline } from './timer.js'
 
 /** A frame waiting for the socket; `id` when it is a request's. */
 export interface Queued {
@@ -9,7 +10,7 @@ export interface Queued {
 interface Pending {
   resolve: (data: unknown) => void
   reject: (err: RealtimeClientError) => void
-  timer: ReturnType<typeof setTimeout>
+  timer: ReturnType<typeof setTimeout> | undefined
   /** Written to a socket: lost if that socket drops. */
   inFlight: boolean
 }
@@ -48,13 +49,13 @@ export class Outbox {
     return queued
   }
 
-  /** Starts waiting for the reply to request `id`; rejects with TIMEOUT after `timeout` ms. */
+  /** Starts waiting for the reply to request `id`; rejects with TIMEOUT after `timeout` ms (0, Infinity: never). */
   expect (id: string, type: string, timeout: number): Promise<unknown> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = deadline(timeout, () => {
         this.forget(id)
         reject(new RealtimeClientError(ClientErrorCode.TIMEOUT, `no reply to ${type} within ${timeout} ms`))
-      }, timeout)
+      })
       this.pending.set(id, { resolve, reject, timer, inFlight: false })
     })
   }

@@ -1,7 +1,7 @@
 /**
- * Close codes the client acts on, and which of them are worth a reconnect. The server's own codes are
- * `CloseCode` of lib/protocol/codes.ts; the client cannot import server code, so they are repeated here and
- * test/client.test.ts keeps the two tables in step. The rest are the standard codes a peer or a proxy may send.
+ * When to reconnect, and how soon. Close codes the client acts on: the server's own are `CloseCode` of
+ * lib/protocol/codes.ts; the client cannot import server code, so they are repeated here and test/client.test.ts
+ * keeps the two tables in step. The rest are the standard codes a peer or a proxy may send.
  */
 export const CloseCode = {
   /** Normal closure: by the client's `close()`, or the server meant it. Final. */
@@ -60,4 +60,20 @@ export function shouldReconnect (code: number, canRenewToken: boolean): boolean 
 /** May `WebSocket.close()` send this code? Browsers throw for anything but 1000 and 3000–4999. */
 export function isSendableCloseCode (code: number): boolean {
   return code === CloseCode.NORMAL || (Number.isInteger(code) && code >= 3000 && code <= 4999)
+}
+
+/** Reconnect delays: exponential with full jitter, so that clients dropped together do not return together. */
+export interface BackoffOptions {
+  /** The first delay's ceiling in ms. @default 500 */
+  base?: number
+  /** No delay is longer, in ms. @default 30000 */
+  cap?: number
+}
+
+/** The delay before reconnect attempt `attempt` (1, 2, …): a random point in [0, min(cap, base · 2^(attempt-1))]. */
+export function backoffDelay (attempt: number, options: BackoffOptions = {}, random: () => number = Math.random): number {
+  const base = options.base ?? 500
+  const cap = options.cap ?? 30_000
+  const ceiling = Math.min(cap, base * 2 ** Math.min(Math.max(attempt, 1) - 1, 30))
+  return Math.floor(random() * ceiling)
 }

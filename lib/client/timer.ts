@@ -1,0 +1,11 @@
+/** The longest delay setTimeout honours (a longer one fires at once, in browsers and on Node alike). */
+const MAX_DELAY = 2_147_483_647
+
+/**
+ * `setTimeout(fn, ms)` for the client's deadlines, where 0 or Infinity means "no deadline" (no timer at all) and a
+ * delay past what setTimeout can hold is clamped instead of firing at once.
+ */
+export function deadline (ms: number, fn: () => void): ReturnType<typeof setTimeout> | undefined {
+  if (!(ms > 0) || ms === Infinity) return undefined
+  return setTimeout(fn, Math.min(ms, MAX_DELAY))
+}
