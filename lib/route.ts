@@ -76,8 +76,10 @@ async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: Co
   const { registry, options } = ctx
   if (registry.closing) throw new HandshakeError('SHUTTING_DOWN')
   const origin = request.headers.origin
+  // A same-origin fetch carries no Origin; a plain GET cannot open a socket, so the missing-Origin rules apply to
+  // upgrades only, and a page can still learn why its handshake failed.
   if (origin === undefined) {
-    if (route.requireOrigin) throw new HandshakeError('FORBIDDEN_ORIGIN', 'an Origin header is required')
+    if (route.requireOrigin && request.ws) throw new HandshakeError('FORBIDDEN_ORIGIN', 'an Origin header is required')
   } else {
     const normalized = normalizeOrigin(origin)
     if (normalized === undefined || !(await route.originCheck(normalized, request))) throw new HandshakeError('FORBIDDEN_ORIGIN')
@@ -87,7 +89,7 @@ async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: Co
   if (route.auth !== false) {
     const checked = await checkSession(instance, request, route.auth)
     // A browser sends cookies on a cross-site upgrade too; without an Origin nothing shows where it came from.
-    if (checked.fromCookie && origin === undefined) throw new HandshakeError('FORBIDDEN_ORIGIN', 'a session cookie needs an Origin header')
+    if (checked.fromCookie && origin === undefined && request.ws) throw new HandshakeError('FORBIDDEN_ORIGIN', 'a session cookie needs an Origin header')
     session = checked.session
   }
   if (session.userId !== undefined && registry.userCount(session.userId) >= options.limits.maxConnectionsPerUser) {

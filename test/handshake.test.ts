@@ -230,3 +230,19 @@ test('shutting down: new upgrades get 503 SHUTTING_DOWN, whatever return503OnClo
     await closing
   }
 })
+
+test('the diagnosis GET: a same-origin fetch (no Origin) and a header token are heard even where upgrades need more', { timeout: 10000 }, async (t) => {
+  const h = await startApp({
+    realtime: { requireOrigin: true, auth: { sources: ['protocol'] } },
+    setup: (app) => { app.realtimeRoute(echoRoute) }
+  })
+  t.after(() => h.close())
+  const token = h.sign({ sub: 'a' })
+  // The upgrade itself still needs an Origin and a token from its own sources.
+  assert.equal((await refusalOf(connect(`${h.wsBase}/rt`, { protocols: [`bearer.${token}`, 'x'] }))).body.code, 'FORBIDDEN_ORIGIN')
+  assert.equal((await refusalOf(connect(`${h.wsBase}/rt`, { origin: `http://127.0.0.1:${h.port}`, headers: { authorization: `Bearer ${token}` } }))).body.code, 'MISSING_TOKEN')
+  // A plain GET learns the truth: the endpoint would take this token (426), or why not.
+  assert.equal((await fetch(`${h.httpBase}/rt`, { headers: { authorization: `Bearer ${token}` } })).status, 426)
+  const expired = await fetch(`${h.httpBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ sub: 'a', exp: Math.floor(Date.now() / 1000) - 10 })}` } })
+  assert.equal(((await expired.json()) as { code: string }).code, 'TOKEN_EXPIRED')
+})

@@ -110,10 +110,12 @@ function start (session) {
     state.countdown = setInterval(tick, 250)
   })
   client.on('close', ({ code }) => { if ($('status').dataset.state === 'connected') setStatus('reconnecting', `disconnected (${code})`) })
-  client.on('error', (err) => {
+  client.on('offline', (err) => {
     clearInterval(state.countdown)
     setStatus('offline', `offline: ${err.code ?? err.message}`)
   })
+  // An error envelope that answered no request (a rate-limited `typing`, say): shown, the connection is fine.
+  client.on('error', (err) => { showError(`${err.code}: ${err.message}`) })
   client.on('chat.message', addMessage)
   client.on('presence', ({ room, users }) => { presence.set(room, users); renderPresence() })
   client.on('typing', ({ room, from }) => {

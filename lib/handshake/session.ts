@@ -16,7 +16,9 @@ type RawWithTokens = FastifyRequest['raw'] & { [kProtocolToken]?: string, [kQuer
 /** Finds the token in the configured sources, in order; notes whether it came from a cookie. */
 export function findToken (request: FastifyRequest, auth: ResolvedAuth): { token: string, fromCookie: boolean } | undefined {
   const raw = request.raw as RawWithTokens
-  for (const source of auth.sources) {
+  // A plain GET (the client's diagnosis of a failed handshake) may always carry the token in Authorization.
+  const sources = request.ws || auth.sources.includes('header') ? auth.sources : ['header' as const, ...auth.sources]
+  for (const source of sources) {
     let token: string | undefined
     if (source === 'header') {
       const header = request.headers.authorization
