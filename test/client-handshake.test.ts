@@ -5,7 +5,7 @@ import assert from 'node:assert/strict'
 import { once } from 'node:events'
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http'
 import type { Socket } from 'node:net'
-import { WebSocketServer } from 'ws'
+import WebSocket, { WebSocketServer } from 'ws'
 import { diagnose } from '../lib/client/diagnose.js'
 import { waitFor } from './helpers/client.js'
 import { nextEvent, opened, serveChat, sleep, typedClient } from './helpers/typed-client.js'
@@ -77,12 +77,31 @@ test('a 401 at the handshake ends it: the refusal\'s code, learned over plain HT
 })
 
 test('a 403 at the handshake ends it with FORBIDDEN_ORIGIN', { timeout: 10000 }, async (t) => {
-  const h = await serveChat({ auth: false, requireOrigin: true }) // ws on Node sends no Origin
+  const h = await serveChat({ auth: false, origins: ['http://good.example'] })
   t.after(() => h.close())
-  const c = typedClient(h.url)
+  // A page on another origin: its socket and its fetch both carry that Origin (a browser sets it; here, by hand).
+  const origin = 'http://evil.example'
+  class ForeignWebSocket extends WebSocket {
+    constructor (url: string, protocols?: string | string[]) { super(url, protocols, { origin }) }
+  }
+  const c = typedClient(h.url, {
+    WebSocket: ForeignWebSocket as never,
+    fetch: async (url, init) => await fetch(url, { ...init, headers: { ...(init?.headers as Record<string, string>), origin } })
+  })
   t.after(() => { c.close() })
   const err = await nextEvent(c, 'offline')
   assert.deepEqual([err.code, err.status], ['FORBIDDEN_ORIGIN', 403])
+})
+
+test('a missing Origin refused at the upgrade is not refused to the diagnosis GET (same-origin fetches send none)', { timeout: 10000 }, async (t) => {
+  const h = await serveChat({ auth: false, requireOrigin: true }) // ws on Node sends no Origin
+  t.after(() => h.close())
+  const c = typedClient(h.url, { maxAttempts: 2 })
+  t.after(() => { c.close() })
+  // The GET says the endpoint is up (426), so the client retries as after a network failure, up to maxAttempts.
+  const err = await nextEvent(c, 'offline')
+  assert.equal(err.code, 'CLOSED')
+  assert.match(err.message, /gave up after 2 attempts/)
 })
 
 test('an expired token at the handshake: with getToken it is asked again and the retry succeeds; without, it ends', { timeout: 10000 }, async (t) => {
