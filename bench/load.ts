@@ -1,42 +1,56 @@
-// A load generator in its own process: `tsx bench/load.ts <mode> <kind> <port> ...`. It speaks each server's
-// protocol (JSON envelopes over ws, or socket.io) and reports over IPC.
+// A load generator in its own process: `node --import tsx --expose-gc bench/load.ts`. The runner starts a few once
+// and hands them work over IPC, `{ cmd: 'run', mode, kind, port, args }`, then `{ cmd: 'reset' }` to close every
+// connection; a fresh process per step would cost a second of start-up each time. It speaks each server's protocol
+// (JSON envelopes over ws, or socket.io). Receipt times are `performance.timeOrigin + performance.now()`,
+// comparable across the processes of one machine.
 import WebSocket from 'ws'
 import { io as ioClient, type Socket } from 'socket.io-client'
 import { createSigner } from 'fast-jwt'
 import { SECRET } from './shared.js'
 
-const [mode, kind, portText, ...rest] = process.argv.slice(2) as [string, string, string, ...string[]]
-const url = `ws://127.0.0.1:${portText}${kind === 'socket.io' ? '' : '/rt'}`
 const now = (): number => performance.timeOrigin + performance.now()
 const token = createSigner({ key: SECRET })({ sub: `bench-${process.pid}` })
 const DATA = { text: 'hello world, this is a benchmark message', n: 1, tags: ['a', 'b'] }
 
 /** One client, whatever the server: `request` for echo, `join`, `fanout`, and a `news` callback. */
-interface Peer { request: (data: unknown) => Promise<void>, join: () => Promise<void>, fanout: () => void, onNews: (fn: () => void) => void, close: () => void }
+interface Peer {
+  request: (data: unknown) => Promise<void>
+  join: () => Promise<void>
+  fanout: () => void
+  onNews: (fn: () => void) => void
+  close: () => void
+}
 
-async function open (): Promise<Peer> {
-  if (kind === 'socket.io') {
-    const socket: Socket = ioClient(`http://127.0.0.1:${portText}`, { transports: ['websocket'], reconnection: false, forceNew: true })
-    await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('connect_error', reject) })
-    return {
-      request: async (data) => { await new Promise<void>((resolve) => socket.emit('echo', data, () => { resolve() })) },
-      join: async () => { await new Promise<void>((resolve) => socket.emit('join', () => { resolve() })) },
-      fanout: () => { socket.emit('fanout') },
-      onNews: (fn) => { socket.on('news', fn) },
-      close: () => { socket.disconnect() }
-    }
+async function openSocketIo (port: number): Promise<Peer> {
+  const socket: Socket = ioClient(`http://127.0.0.1:${port}`, { transports: ['websocket'], reconnection: false, forceNew: true })
+  await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('connect_error', reject) })
+  return {
+    request: async (data) => { await new Promise<void>((resolve) => socket.emit('echo', data, () => { resolve() })) },
+    join: async () => { await new Promise<void>((resolve) => socket.emit('join', () => { resolve() })) },
+    fanout: () => { socket.emit('fanout') },
+    onNews: (fn) => { socket.on('news', fn) },
+    close: () => { socket.disconnect() }
   }
+}
+
+async function openWs (kind: string, port: number): Promise<Peer> {
+  // fastify-ws and realtime check a JWT before the upgrade (for D; the other workloads pay it once per connection).
   const headers = kind === 'realtime' || kind === 'fastify-ws' ? { authorization: `Bearer ${token}` } : {}
-  const ws = new WebSocket(url, { headers, perMessageDeflate: false })
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/rt`, { headers, perMessageDeflate: false })
   await new Promise<void>((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+  // Errors after the open (a reset when a server stops) are the runner's business, not a crash.
+  ws.on('error', () => {})
   const waiting = new Map<number, () => void>()
   let seq = 0
   let news: (() => void) | undefined
   ws.on('message', (raw) => {
     const m = JSON.parse(raw.toString())
-    if (m.type === 'news') news?.()
-    else waiting.get(m.id)?.()
-    waiting.delete(m.id)
+    if (m.type === 'news') {
+      news?.()
+    } else {
+      waiting.get(m.id)?.()
+      waiting.delete(m.id)
+    }
   })
   const call = async (type: string, data: unknown): Promise<void> => {
     const id = ++seq
@@ -51,70 +65,122 @@ async function open (): Promise<Peer> {
   }
 }
 
-async function openMany (count: number, concurrency = 100): Promise<Peer[]> {
-  const peers: Peer[] = []
+const open = async (kind: string, port: number): Promise<Peer> => kind === 'socket.io' ? await openSocketIo(port) : await openWs(kind, port)
+
+/** Every connection this process holds; `reset` closes them. */
+let peers: Peer[] = []
+/** Connections kept for echo rounds, by server: A opens them on every server first, then runs short rounds in turn. */
+let groups = new Map<string, Peer[]>()
+/** What `arm`, `fire` and `report` act on in the current step. */
+let handlers: Record<string, () => void> = {}
+
+async function openMany (kind: string, port: number, count: number, concurrency = 100): Promise<Peer[]> {
+  const opened: Peer[] = []
   for (let i = 0; i < count; i += concurrency) {
-    peers.push(...await Promise.all(Array.from({ length: Math.min(concurrency, count - i) }, open)))
+    const batch = await Promise.all(Array.from({ length: Math.min(concurrency, count - i) }, async () => await open(kind, port)))
+    opened.push(...batch)
+    peers.push(...batch)
   }
-  return peers
+  return opened
 }
 
 const send = (m: object): void => { process.send?.(m) }
-process.on('disconnect', () => { process.exit(0) })
 
-if (mode === 'echo') {
-  const [conns, inflight, ms] = rest.map(Number) as [number, number, number]
-  const peers = await openMany(conns)
+/** Connect: `count` connections kept as `group`, for the echo rounds. */
+async function connect (kind: string, port: number, [count]: number[], group: string): Promise<void> {
+  groups.set(group, [...groups.get(group) ?? [], ...await openMany(kind, port, count as number)])
+  send({ ready: true })
+}
+
+/** Echo: every connection of `group` keeps `inflight` requests in flight for `ms`. */
+async function echo (_kind: string, _port: number, [inflight, ms]: number[], group: string): Promise<void> {
+  const mine = groups.get(group) ?? []
+  if (mine.length === 0) throw new Error(`no connections in group ${group}`)
   let done = 0
   let running = true
   const started = now()
-  await Promise.all(peers.flatMap((p) => Array.from({ length: inflight }, async () => {
+  await Promise.all(mine.flatMap((p) => Array.from({ length: inflight as number }, async () => {
     while (running) {
       await p.request(DATA)
       done++
-      if (now() - started > ms) running = false
+      if (now() - started > (ms as number)) running = false
     }
   })))
   send({ messages: done, seconds: (now() - started) / 1000 })
-  for (const p of peers) p.close()
-} else if (mode === 'members') {
-  const [count, trigger] = rest.map(Number) as [number, number]
-  const peers = await openMany(count)
-  await Promise.all(peers.map(async (p) => { await p.join() }))
+}
+
+/** Fan-out: `count` members join the room; with `trigger` 1, one more connection sends what fans out. */
+async function members (kind: string, port: number, [count, trigger]: number[]): Promise<void> {
+  const mine = await openMany(kind, port, count as number)
+  await Promise.all(mine.map(async (p) => { await p.join() }))
   let last = 0
   let received = 0
-  for (const p of peers) p.onNews(() => { last = now(); received++ })
-  const firer = trigger === 1 ? await open() : undefined
-  send({ ready: true })
-  process.on('message', (m: { cmd: string }) => {
-    if (m.cmd === 'fire') {
+  for (const p of mine) p.onNews(() => { last = now(); received++ })
+  const firer = trigger === 1 ? (await openMany(kind, port, 1))[0] : undefined
+  handlers = {
+    // Every generator forgets the previous fan-out before the next is sent; only one of them sends it.
+    arm: () => {
       last = 0
       received = 0
+      send({ armed: true })
+    },
+    fire: () => {
       const at = now()
       firer?.fanout()
       send({ fired: at })
-    } else if (m.cmd === 'report') {
-      send({ last, received })
-    }
-  })
-} else if (mode === 'idle') {
-  const [count] = rest.map(Number) as [number]
-  await openMany(count)
+    },
+    report: () => { send({ last, received }) }
+  }
   send({ ready: true })
-} else if (mode === 'setup') {
-  const [total, concurrency] = rest.map(Number) as [number, number]
+}
+
+/** Idle: `count` connections that do nothing. */
+async function idle (kind: string, port: number, [count]: number[]): Promise<void> {
+  await openMany(kind, port, count as number)
+  send({ ready: true })
+}
+
+/** Set-up: `total` connections opened and closed, `concurrency` at a time. */
+async function setup (kind: string, port: number, [total, concurrency]: number[]): Promise<void> {
   const started = now()
   let ok = 0
   let next = 0
-  await Promise.all(Array.from({ length: concurrency }, async () => {
-    while (next < total) {
+  let firstError: string | undefined
+  await Promise.all(Array.from({ length: concurrency as number }, async () => {
+    while (next < (total as number)) {
       next++
       try {
-        const p = await open()
+        const p = await open(kind, port)
         ok++
         p.close()
-      } catch {}
+      } catch (err) {
+        firstError ??= (err as Error).message
+      }
     }
   }))
-  send({ ok, seconds: (now() - started) / 1000 })
+  send({ ok, seconds: (now() - started) / 1000, firstError })
 }
+
+const modes: Record<string, (kind: string, port: number, args: number[], group: string) => Promise<void>> = { connect, echo, members, idle, setup }
+
+interface Command { cmd: string, mode?: string, kind?: string, port?: number, args?: number[], group?: string }
+
+process.on('message', (m: Command) => {
+  if (m.cmd === 'run') {
+    const run = modes[m.mode as string]
+    if (run === undefined) return send({ error: `unknown mode ${String(m.mode)}` })
+    run(m.kind as string, m.port as number, m.args ?? [], m.group ?? '').catch((err: Error) => { send({ error: `${m.mode} ${m.kind}: ${err.message}` }) })
+  } else if (m.cmd === 'reset') {
+    for (const p of peers) p.close()
+    peers = []
+    groups = new Map()
+    handlers = {}
+    globalThis.gc?.()
+    send({ reset: true })
+  } else {
+    handlers[m.cmd]?.()
+  }
+})
+process.on('disconnect', () => { process.exit(0) })
+process.on('uncaughtException', (err) => { send({ error: `load generator: ${err.message}` }); process.exit(1) })
+send({ started: true })

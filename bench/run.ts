@@ -1,192 +1,210 @@
-// `npm run bench [-- --quick]`: every server in its own process, driven by load generators in others, each
-// workload repeated; prints medians as ratios to raw ws from the same repeat, and writes bench/results/*.json.
-import { fork, type ChildProcess } from 'node:child_process'
+// `npm run bench [-- --quick] [--only=A,C] [--no-redis] [--profile[=kind]] [--sizes=JSON]`: each server in its own
+// process, driven by load generators in others, every workload repeated; prints medians with ratios to raw ws from
+// the same repeat and writes bench/results/<date>.json and latest.json. bench/README.md says how to read them.
 import { mkdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
-import { randomBytes } from 'node:crypto'
+import { BudgetSpent, killAll, remaining, setDeadline } from './children.js'
+import { echo, fanout, fromSlices, GeneratorPool, heap, setup, turn, type Kind, type Measurement, type Sizes, type Slice, type Target } from './workloads.js'
+import { ServerSet } from './servers.js'
+import { openFileLimit, redisUnavailable } from './preflight.js'
+import { summarize, table, targets, type Failure, type Result, type Workload } from './report.js'
 
-const quick = process.argv.includes('--quick')
-const withRedis = !process.argv.includes('--no-redis')
+const argv = process.argv.slice(2)
+const quick = argv.includes('--quick')
+const only = argv.find((a) => a.startsWith('--only='))?.slice('--only='.length).toUpperCase().split(',')
+const profileArg = argv.find((a) => a === '--profile' || a.startsWith('--profile='))
+const profiled = profileArg === undefined ? undefined : profileArg.split('=')[1] ?? 'realtime'
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
-const sizes = quick
-  ? { repeats: 1, echoConns: 50, inflight: 16, echoMs: 800, members: 600, generators: 2, fires: 2, idle: 200, setupTotal: 200, setupConcurrency: 25 }
-  : { repeats: 3, echoConns: 100, inflight: 16, echoMs: 4000, members: 10000, generators: 4, fires: 5, idle: 2000, setupTotal: 2000, setupConcurrency: 50 }
-const KINDS = ['raw-ws', 'fastify-ws', 'minimal', 'realtime', 'socket.io'] as const
-type Kind = typeof KINDS[number] | 'realtime-redis'
-const deadline = Date.now() + (quick ? 60_000 : 600_000)
-const children = new Set<ChildProcess>()
-process.on('exit', () => { for (const c of children) c.kill('SIGKILL') })
 
-function spawn (file: string, args: string[], execArgv: string[] = []): ChildProcess {
-  const child = fork(new URL(file, import.meta.url), args, { execArgv: ['--import', 'tsx', ...execArgv], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] })
-  children.add(child)
-  child.on('exit', () => { children.delete(child) })
-  return child
+const sizes: Sizes = quick
+  ? { repeats: 1, rounds: 2, echoConns: 40, inflight: 16, echoMs: 800, echoGenerators: 2, members: 800, memberGenerators: 2, fires: 3, idle: 300, setupTotal: 300, setupConcurrency: 24, setupGenerators: 2, stepMs: 15_000, connectMs: 20_000 }
+  : { repeats: 3, rounds: 4, echoConns: 100, inflight: 16, echoMs: 4000, echoGenerators: 2, members: 10_000, memberGenerators: 4, fires: 11, idle: 2000, setupTotal: 2000, setupConcurrency: 50, setupGenerators: 2, stepMs: 30_000, connectMs: 90_000 }
+// `--sizes='{"members":20000}'` overrides any of them, for a closer look at one thing.
+const overrides = argv.find((a) => a.startsWith('--sizes='))
+if (overrides !== undefined) Object.assign(sizes, JSON.parse(overrides.slice('--sizes='.length)))
+// The whole run ends by itself: quick in under a minute, full in under ten (a hard stop follows the budget).
+const budgetMs = quick ? 50_000 : 560_000
+const startedAt = Date.now()
+setDeadline(startedAt + budgetMs)
+
+const KINDS: Kind[] = ['raw-ws', 'fastify-ws', 'minimal', 'realtime', 'socket.io']
+/** Which servers each workload compares, in the order the workloads run: C first, while the heaps are fresh. */
+const PLAN: Record<Workload, Kind[]> = {
+  C: KINDS,
+  A: KINDS,
+  D: ['raw-ws', 'fastify-ws', 'realtime', 'socket.io'],
+  B: ['raw-ws', 'realtime', 'socket.io']
+}
+const ORDER = (Object.keys(PLAN) as Workload[]).filter((w) => only === undefined || only.includes(w))
+const notes: string[] = []
+const results: Result[] = []
+const failures: Failure[] = []
+const loadAverage = { start: os.loadavg()[0] as number, end: 0 }
+
+// The server of B holds every member's socket, plus its own files and listeners.
+const fdLimit = openFileLimit()
+if (ORDER.includes('B') && fdLimit !== undefined && fdLimit < sizes.members + 256) {
+  const fit = Math.floor((fdLimit - 256) / 100) * 100
+  notes.push(`the open-file limit (ulimit -n) is ${fdLimit}: B ran with ${fit} members instead of ${sizes.members}; raise it (ulimit -n ${sizes.members + 1024}) for the full size`)
+  sizes.members = fit
+}
+if (ORDER.includes('B')) {
+  const skipped = await redisUnavailable(REDIS_URL, argv.includes('--no-redis'))
+  if (skipped === undefined) PLAN.B.push('realtime-redis')
+  else notes.push(skipped)
+}
+if (loadAverage.start > os.cpus().length) {
+  notes.push(`the machine was busy when the run started (load average ${loadAverage.start.toFixed(1)} on ${os.cpus().length} cores): expect wide ranges`)
 }
 
-/** The next IPC message that has `key`, or a failure after `ms`. */
-async function expect<T> (child: ChildProcess, key: string, ms = 60_000): Promise<T> {
-  return await new Promise<T>((resolve, reject) => {
-    const timer = setTimeout(() => { cleanup(); reject(new Error(`no "${key}" from ${child.spawnargs.slice(-4).join(' ')} in ${ms} ms`)) }, Math.min(ms, Math.max(1000, deadline - Date.now())))
-    const onMessage = (m: Record<string, unknown>): void => { if (key in m) { cleanup(); resolve(m as T) } }
-    const onExit = (): void => { cleanup(); reject(new Error(`${child.spawnargs.slice(-4).join(' ')} exited`)) }
-    const cleanup = (): void => { clearTimeout(timer); child.off('message', onMessage); child.off('exit', onExit) }
-    child.on('message', onMessage)
-    child.on('exit', onExit)
-  })
+const progress = (line: string): void => { process.stderr.write(`  [${((Date.now() - startedAt) / 1000).toFixed(1).padStart(5)} s] ${line}\n`) }
+const pool = new GeneratorPool(sizes.stepMs)
+const serverSet = (tag: string): ServerSet => new ServerSet({
+  stepMs: sizes.stepMs,
+  redisUrl: REDIS_URL,
+  profiled,
+  profileDir: new URL('./results/profiles/', import.meta.url).pathname,
+  tag: `${ORDER.join('')}-${tag}`
+})
+
+function record (repeat: number, workload: Workload, slot: Kind, m: Measurement): void {
+  results.push({ repeat, workload, kind: slot, ...m })
+  progress(`repeat ${repeat + 1}/${sizes.repeats} ${workload} ${slot}: ${m.value.toFixed(1)}${m.cpu === undefined ? '' : ` (server CPU ${m.cpu.toFixed(2)} µs)`}`)
 }
 
-async function stop (child: ChildProcess): Promise<void> {
-  if (child.exitCode !== null) return
-  const exited = new Promise((resolve) => child.once('exit', resolve))
-  child.kill('SIGKILL')
-  await exited
+/** Records a failure (the time budget is not one: it ends the run) and replaces the server for what follows. */
+async function failed (servers: ServerSet, repeat: number, workload: Workload, slot: Kind, err: unknown): Promise<void> {
+  if (err instanceof BudgetSpent) throw err
+  failures.push({ repeat, workload, kind: slot, error: (err as Error).message })
+  progress(`repeat ${repeat + 1}/${sizes.repeats} ${workload} ${slot}: FAILED ${(err as Error).message}`)
+  await servers.discard(slot)
 }
 
-interface Server { child: ChildProcess, port: number }
-async function server (kind: string, args: string[] = []): Promise<Server> {
-  const child = spawn('./server.ts', [kind, ...args], ['--expose-gc'])
-  const { port } = await expect<{ port: number }>(child, 'port')
-  return { child, port }
-}
-async function measure (s: Server): Promise<{ cpu: NodeJS.CpuUsage, heap: number, connections: number }> {
-  s.child.send({ cmd: 'measure' })
-  return await expect(s.child, 'cpu')
-}
-const cpuMicros = (a: NodeJS.CpuUsage, b: NodeJS.CpuUsage): number => (b.user - a.user) + (b.system - a.system)
-
-/** A: echo throughput, and the server's CPU per message. */
-async function echo (kind: Kind): Promise<{ rate: number, cpuPerMessage: number }> {
-  const s = await server(kind)
+/** A, every server connected at once and measured in rounds (see `echo`). */
+async function runEcho (servers: ServerSet, slots: Kind[], repeat: number): Promise<void> {
+  const ready: Target[] = []
+  for (const slot of slots) {
+    try { ready.push(await servers.target(slot)) } catch (err) { await failed(servers, repeat, 'A', slot, err) }
+  }
   try {
-    // Two generator processes, so that the server, not one generator's event loop, is what runs out of CPU.
-    const generators = 2
-    const before = await measure(s)
-    const loads = Array.from({ length: generators }, () => spawn('./load.ts', ['echo', kind, String(s.port), String(sizes.echoConns / generators), String(sizes.inflight), String(sizes.echoMs)]))
-    const reports = await Promise.all(loads.map(async (load) => await expect<{ messages: number, seconds: number }>(load, 'messages')))
-    const after = await measure(s)
-    for (const load of loads) await stop(load)
-    const messages = reports.reduce((n, r) => n + r.messages, 0)
-    const seconds = Math.max(...reports.map((r) => r.seconds))
-    return { rate: messages / seconds, cpuPerMessage: cpuMicros(before.cpu, after.cpu) / messages }
-  } finally { await stop(s.child) }
+    const measured = await echo(pool, ready, sizes)
+    for (const t of ready) record(repeat, 'A', t.slot, measured.get(t.slot) as Measurement)
+  } catch (err) {
+    for (const t of ready) await failed(servers, repeat, 'A', t.slot, err)
+  }
 }
 
-/** B: one message to every member of a room, from the send to the last receipt. */
-async function fanout (kind: Kind): Promise<{ ms: number, received: number }> {
-  const prefix = `rt-bench-${randomBytes(3).toString('hex')}:`
-  const servers = kind === 'realtime-redis'
-    ? [await server('realtime', [REDIS_URL, prefix]), await server('realtime', [REDIS_URL, prefix])]
-    : [await server(kind)]
-  const wire = kind === 'realtime-redis' ? 'realtime' : kind
-  const generators: ChildProcess[] = []
+/** D in rounds: each round sets up a share of the connections on every server in turn. */
+async function runSetup (servers: ServerSet, slots: Kind[], repeat: number): Promise<void> {
+  const slices = new Map<Kind, Slice[]>(slots.map((slot) => [slot, []]))
+  for (let round = 0; round < sizes.rounds; round++) {
+    for (const slot of turn([...slices.keys()], round)) {
+      try {
+        const t = await servers.target(slot)
+        slices.get(slot)?.push(await setup(pool, t.server, t.kind, sizes, Math.ceil(sizes.setupTotal / sizes.rounds)))
+      } catch (err) {
+        slices.delete(slot)
+        await failed(servers, repeat, 'D', slot, err)
+      }
+    }
+  }
+  for (const [slot, list] of slices) record(repeat, 'D', slot, fromSlices(list))
+}
+
+/**
+ * One repeat: every server starts at once (start-up is not measured), then each workload runs on every server in
+ * turn, so that the two figures of a ratio were taken close together; the order turns with every repeat.
+ */
+async function runRepeat (repeat: number): Promise<void> {
+  const servers = serverSet(`r${repeat + 1}`)
   try {
-    const per = Math.ceil(sizes.members / sizes.generators)
-    for (let g = 0; g < sizes.generators; g++) {
-      // Members alternate between the instances; the trigger sits on the first.
-      const target = servers[g % servers.length] as Server
-      generators.push(spawn('./load.ts', ['members', wire, String(target.port), String(per), g === 0 ? '1' : '0']))
+    await servers.startAll([...new Set(ORDER.flatMap((w) => PLAN[w]))])
+    for (const workload of ORDER) {
+      const slots = turn(PLAN[workload], repeat)
+      if (workload === 'A') await runEcho(servers, slots, repeat)
+      else if (workload === 'D') await runSetup(servers, slots, repeat)
+      else {
+        for (const slot of slots) {
+          try {
+            const t = await servers.target(slot)
+            const m = workload === 'B' ? await fanout(pool, await servers.get(slot), t.kind, sizes) : await heap(pool, t.server, t.kind, sizes)
+            record(repeat, workload, slot, m)
+          } catch (err) {
+            await failed(servers, repeat, workload, slot, err)
+          }
+        }
+      }
     }
-    await Promise.all(generators.map(async (g) => await expect(g, 'ready', 120_000)))
-    await new Promise((resolve) => setTimeout(resolve, 100))
-    const times: number[] = []
-    let received = 0
-    for (let f = 0; f < sizes.fires; f++) {
-      const first = generators[0] as ChildProcess
-      first.send({ cmd: 'fire' })
-      const { fired } = await expect<{ fired: number }>(first, 'fired')
-      // Ask until every member has it (or 10 s went by); the receipt times were taken by the generators themselves.
-      const until = Date.now() + 10_000
-      let reports: Array<{ last: number, received: number }> = []
-      do {
-        await new Promise((resolve) => setTimeout(resolve, 25))
-        reports = await Promise.all(generators.map(async (g) => { g.send({ cmd: 'report' }); return await expect<{ last: number, received: number }>(g, 'last') }))
-        received = reports.reduce((n, r) => n + r.received, 0)
-      } while (received < per * sizes.generators && Date.now() < until)
-      if (received < per * sizes.generators) throw new Error(`${kind}: only ${received} of ${per * sizes.generators} members got the fan-out`)
-      times.push(Math.max(...reports.map((r) => r.last)) - fired)
-    }
-    return { ms: median(times), received }
   } finally {
-    for (const g of generators) await stop(g)
-    for (const s of servers) await stop(s.child)
+    await servers.close()
   }
 }
 
-/** C: heap per idle connection, after GC. */
-async function heap (kind: Kind): Promise<{ bytesPerConnection: number }> {
-  const s = await server(kind)
+/** Generators that have not run yet would hand their JIT warm-up to the first server measured: a short unrecorded round. */
+async function warmUp (): Promise<void> {
+  const servers = serverSet('warm-up')
   try {
-    const before = await measure(s)
-    const load = spawn('./load.ts', ['idle', kind, String(s.port), String(sizes.idle)])
-    await expect(load, 'ready', 120_000)
-    await new Promise((resolve) => setTimeout(resolve, 100))
-    const after = await measure(s)
-    await stop(load)
-    return { bytesPerConnection: (after.heap - before.heap) / sizes.idle }
-  } finally { await stop(s.child) }
-}
-
-/** D: connections set up a second (with a JWT checked before the upgrade for fastify-ws and realtime). */
-async function setup (kind: Kind): Promise<{ rate: number }> {
-  const s = await server(kind)
-  try {
-    const load = spawn('./load.ts', ['setup', kind, String(s.port), String(sizes.setupTotal), String(sizes.setupConcurrency)])
-    const { ok, seconds } = await expect<{ ok: number, seconds: number }>(load, 'ok', 120_000)
-    await stop(load)
-    return { rate: ok / seconds }
-  } finally { await stop(s.child) }
-}
-
-function median (xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b)
-  const mid = Math.floor(s.length / 2)
-  return s.length % 2 === 1 ? s[mid] as number : ((s[mid - 1] as number) + (s[mid] as number)) / 2
-}
-
-interface Row { workload: string, kind: Kind, value: number, ratio: number, cpu?: number }
-const results: Array<{ repeat: number, workload: string, kind: Kind, value: number, cpu?: number }> = []
-const workloads: Array<[string, Kind[], (k: Kind) => Promise<{ value: number, cpu?: number }>]> = [
-  ['A echo msgs/s', [...KINDS], async (k) => { const r = await echo(k); return { value: r.rate, cpu: r.cpuPerMessage } }],
-  ['B fan-out ms', ['raw-ws', 'realtime', 'socket.io', ...(withRedis ? ['realtime-redis' as const] : [])], async (k) => ({ value: (await fanout(k)).ms })],
-  ['C heap B/conn', ['raw-ws', 'fastify-ws', 'minimal', 'realtime', 'socket.io'], async (k) => ({ value: (await heap(k)).bytesPerConnection })],
-  ['D setup conns/s', ['raw-ws', 'fastify-ws', 'realtime', 'socket.io'], async (k) => ({ value: (await setup(k)).rate })]
-]
-
-// `--only A,C` runs just those workloads (for profiling one thing).
-const only = process.argv.find((a) => a.startsWith('--only='))?.slice(7).split(',')
-if (only !== undefined) workloads.splice(0, workloads.length, ...workloads.filter(([name]) => only.includes(name.slice(0, 1))))
-const started = Date.now()
-for (let repeat = 0; repeat < sizes.repeats; repeat++) {
-  for (const [workload, kinds, run] of workloads) {
-    for (const kind of kinds) {
-      if (Date.now() > deadline) throw new Error('the benchmark ran out of its time budget')
-      const r = await run(kind)
-      results.push({ repeat, workload, kind, ...r })
-      process.stderr.write(`  repeat ${repeat + 1}/${sizes.repeats} ${workload} ${kind}: ${r.value.toFixed(1)}${r.cpu !== undefined ? ` (${r.cpu.toFixed(1)} µs CPU/msg)` : ''}\n`)
-    }
+    const t = await servers.target('raw-ws')
+    await echo(pool, [t], { ...sizes, echoMs: 300, rounds: 1 })
+    if (ORDER.includes('D')) await setup(pool, t.server, 'raw-ws', sizes, 100)
+  } finally {
+    await servers.close()
   }
+  progress('warm-up done')
 }
 
-const rows: Row[] = []
-for (const [workload, kinds] of workloads) {
-  for (const kind of kinds) {
-    const mine = results.filter((r) => r.workload === workload && r.kind === kind)
-    const ratios = mine.map((r) => r.value / (results.find((x) => x.workload === workload && x.kind === 'raw-ws' && x.repeat === r.repeat)?.value ?? NaN))
-    const cpus = mine.flatMap((r) => r.cpu === undefined ? [] : [r.cpu])
-    rows.push({ workload, kind, value: median(mine.map((r) => r.value)), ratio: median(ratios), ...(cpus.length > 0 ? { cpu: median(cpus) } : {}) })
-  }
+let finished = false
+/** Prints the table and writes the JSON; also the hard stop's way out, with whatever was measured by then. */
+async function finish (): Promise<void> {
+  if (finished) return
+  finished = true
+  killAll()
+  loadAverage.end = os.loadavg()[0] as number
+  const seconds = (Date.now() - startedAt) / 1000
+  const rows = summarize(results)
+  const goals = targets(rows, results)
+  const date = new Date().toISOString()
+  const cpus = os.cpus()
+  const machine = `${cpus.length} × ${cpus[0]?.model.trim() ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()}`
+  for (const f of failures) notes.push(`failed: repeat ${f.repeat + 1} ${f.workload} ${f.kind}: ${f.error}`)
+  const lines = [
+    `fastify-realtime benchmark — ${date} — ${quick ? 'quick' : 'full'} run, ${sizes.repeats} repeat(s), ${seconds.toFixed(0)} s`,
+    `${machine}; load average ${loadAverage.start.toFixed(1)} at the start, ${loadAverage.end.toFixed(1)} at the end`,
+    `Sizes: A ${sizes.echoConns} conns × ${sizes.inflight} in flight, ${sizes.echoMs / 1000} s in ${sizes.rounds} rounds; B ${sizes.members} members, ${sizes.fires} sends; ` +
+      `C ${sizes.idle} idle conns; D ${sizes.setupTotal} conns, ${sizes.setupConcurrency} at a time, in ${sizes.rounds} rounds`,
+    'Medians over the repeats; ratios = the figure / raw ws\'s in the same repeat (A, D: higher is better; B, C and CPU: lower is better)',
+    '',
+    ...table(rows),
+    '',
+    'Targets (fastify-realtime):',
+    ...goals.map((t) => `- ${t.text}`),
+    ...(notes.length > 0 ? ['', 'Notes:', ...notes.map((n) => `- ${n}`)] : [])
+  ]
+  process.stdout.write(lines.join('\n') + '\n')
+  const dir = new URL('./results/', import.meta.url)
+  await mkdir(dir, { recursive: true })
+  const json = JSON.stringify({ date, machine, mode: quick ? 'quick' : 'full', seconds, loadAverage, sizes, rows, targets: goals, notes, results, failures }, null, 2) + '\n'
+  const name = `${date.replace(/[:.]/g, '-')}${quick ? '-quick' : ''}.json`
+  await writeFile(new URL(name, dir), json)
+  await writeFile(new URL('latest.json', dir), json)
+  await writeFile(new URL('latest.md', dir), lines.join('\n') + '\n')
+  process.stderr.write(`  wrote bench/results/${name}, latest.json and latest.md\n`)
 }
-const date = new Date().toISOString()
-const machine = `${os.cpus().length} × ${os.cpus()[0]?.model ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}`
-const lines = [`fastify-realtime benchmark, ${date}, ${machine}, ${quick ? 'quick' : 'full'} (${sizes.repeats} repeats, medians; ratio = value / raw ws in the same repeat)`, '',
-  '| workload | server | median | ratio to raw ws | server CPU µs/msg |', '| --- | --- | --- | --- | --- |',
-  ...rows.map((r) => `| ${r.workload} | ${r.kind} | ${r.value.toFixed(r.value < 100 ? 1 : 0)} | ${r.ratio.toFixed(2)} | ${r.cpu === undefined ? '' : r.cpu.toFixed(1)} |`)]
-process.stdout.write(lines.join('\n') + `\n\n(${((Date.now() - started) / 1000).toFixed(0)} s)\n`)
-const dir = new URL('./results/', import.meta.url)
-await mkdir(dir, { recursive: true })
-const json = JSON.stringify({ date, machine, quick, sizes, rows, results }, null, 2)
-await writeFile(new URL(`${date.replace(/[:.]/g, '-')}.json`, dir), json)
-await writeFile(new URL('latest.json', dir), json)
-await writeFile(new URL('latest.md', dir), lines.join('\n') + '\n')
-process.exit(0)
+
+// Should a wait outlive its own timeout, the hard stop still ends the run in time.
+setTimeout(() => {
+  notes.push('hard stop: the run outlived its time budget; the table holds what was measured by then')
+  finish().finally(() => process.exit(2))
+}, budgetMs + 6000).unref()
+
+try {
+  process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${sizes.repeats} repeat(s), workloads ${ORDER.join(', ')}${profiled !== undefined ? `, profiling ${profiled}` : ''}\n`)
+  await warmUp()
+  for (let repeat = 0; repeat < sizes.repeats; repeat++) await runRepeat(repeat)
+} catch (err) {
+  if (!(err instanceof BudgetSpent)) throw err
+  notes.push(`stopped at the time budget (${budgetMs / 1000} s, ${(-remaining() / 1000).toFixed(0)} s over): the table holds what was measured by then`)
+}
+await pool.close()
+await finish()
+process.exit(failures.length > 0 ? 1 : 0)
