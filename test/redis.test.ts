@@ -1,4 +1,4 @@
-import { after, before, test, type TestContext } from 'node:test'
+import { after, before, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { fork } from 'node:child_process'
 import { Type } from '@sinclair/typebox'
@@ -8,11 +8,11 @@ import { redisBroker, type RedisBrokerOptions } from '../lib/redis.js'
 import { decodeMessage, encodeMessage } from '../lib/broker/redis-codec.js'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, waitFor, type TestClient } from './helpers/client.js'
-import { REDIS_URL, RedisProxy, captureLogger, clientIds, killClients, requireRedis, uniquePrefix } from './helpers/redis.js'
+import { REDIS_SKIP, REDIS_URL, RedisProxy, captureLogger, clientIds, killClients, redisTest, requireRedis, uniquePrefix } from './helpers/redis.js'
 
 let redis: Redis
-before(async () => { redis = await requireRedis() })
-after(() => { redis.disconnect() })
+before(async () => { if (REDIS_SKIP === undefined) redis = await requireRedis() })
+after(() => { if (REDIS_SKIP === undefined) redis.disconnect() })
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
@@ -86,7 +86,7 @@ async function subscribed (channel: string, n: number): Promise<void> {
   await eventually(async () => await numsub(channel) === n, `${n} subscribers of ${channel}`)
 }
 
-test('the wire message carries the frame as the publisher encoded it; the receiver slices it without a copy', { timeout: 5000 }, () => {
+redisTest('the wire message carries the frame as the publisher encoded it; the receiver slices it without a copy', { timeout: 5000 }, () => {
   const frame = Buffer.from(JSON.stringify({ type: 'news', data: { text: 'héllo' } }))
   const message = encodeMessage('instance-1', { target: { kind: 'room', name: 'lobby' }, frame, except: 'conn-7' })
   assert.ok(message.subarray(message.length - frame.length).equals(frame), 'the frame is the tail, byte for byte')
@@ -100,7 +100,7 @@ test('the wire message carries the frame as the publisher encoded it; the receiv
   }
 })
 
-test('room, user and broadcast fan-outs reach every member on every instance exactly once; except works across them', { timeout: 20000 }, async (t) => {
+redisTest('room, user and broadcast fan-outs reach every member on every instance exactly once; except works across them', { timeout: 20000 }, async (t) => {
   const { instances: [a, b, c], prefix } = await cluster(t, { size: 3 })
   const a1 = await member(t, a, 'alice', 'lobby')
   const b1 = await member(t, b, 'bob', 'lobby')
@@ -133,7 +133,7 @@ test('room, user and broadcast fan-outs reach every member on every instance exa
   for (const m of [a1, c1, c2, b2]) assert.deepEqual(await drain(m, 0), [{ type: 'all2', data: 1 }])
 })
 
-test('each instance subscribes only to the rooms and users it has members for', { timeout: 20000 }, async (t) => {
+redisTest('each instance subscribes only to the rooms and users it has members for', { timeout: 20000 }, async (t) => {
   const { instances: [a, b], prefix } = await cluster(t, { size: 2 })
   const channels = async (): Promise<string[]> => (await redis.pubsub('CHANNELS', `${prefix}*`) as string[]).sort()
   const only = async (expected: string[]): Promise<void> => {
@@ -161,7 +161,7 @@ test('each instance subscribes only to the rooms and users it has members for', 
   await only(['all'])
 })
 
-test('roomSize and online answer for the whole cluster, and forget an instance killed without closing', { timeout: 30000 }, async (t) => {
+redisTest('roomSize and online answer for the whole cluster, and forget an instance killed without closing', { timeout: 30000 }, async (t) => {
   const { instances: [a, b, c], prefix } = await cluster(t, { size: 3, broker: () => ({ presenceTtl: 1 }) })
   await member(t, a, 'ann', 'hall')
   await member(t, b, 'ben', 'hall')
@@ -198,7 +198,7 @@ test('roomSize and online answer for the whole cluster, and forget an instance k
   assert.equal(await a.app.realtime.online('ben'), true)
 })
 
-test('a Redis outage longer than ioredis\'s retry budget: local delivery goes on, failures are counted and logged once, ' +
+redisTest('a Redis outage longer than ioredis\'s retry budget: local delivery goes on, failures are counted and logged once, ' +
   'subscriptions and presence follow what changed meanwhile, delivery resumes', { timeout: 30000 }, async (t) => {
   const proxy = new RedisProxy()
   const url = await proxy.start()
@@ -252,7 +252,7 @@ test('a Redis outage longer than ioredis\'s retry budget: local delivery goes on
   assert.equal(errors(0).length, 1)
 })
 
-test('connections killed by name (CLIENT KILL): the publish in flight is counted, subscriptions come back, delivery resumes', { timeout: 20000 }, async (t) => {
+redisTest('connections killed by name (CLIENT KILL): the publish in flight is counted, subscriptions come back, delivery resumes', { timeout: 20000 }, async (t) => {
   const logs = [captureLogger(), captureLogger()]
   const { instances: [a, b], prefix } = await cluster(t, { size: 2, logger: (i) => logs[i]?.logger })
   const lines = (i: number, level: string): string[] => logs[i]?.lines.filter((l) => l.level === level && l.msg.startsWith('redis broker')).map((l) => l.msg) ?? []
@@ -276,7 +276,7 @@ test('connections killed by name (CLIENT KILL): the publish in flight is counted
   for (const i of [0, 1]) assert.equal(lines(i, 'error').length, 1, 'the outage is logged once, though no socket error was seen')
 })
 
-test('a Redis that stops answering: publishes past maxPendingBytes fail at once instead of piling up', { timeout: 20000 }, async (t) => {
+redisTest('a Redis that stops answering: publishes past maxPendingBytes fail at once instead of piling up', { timeout: 20000 }, async (t) => {
   const proxy = new RedisProxy()
   const url = await proxy.start()
   t.after(async () => { await proxy.cut() })
@@ -302,7 +302,7 @@ test('a Redis that stops answering: publishes past maxPendingBytes fail at once 
   assert.equal(a.app.realtime.stats().brokerFailures, failures)
 })
 
-test('messages on the cluster\'s channels that are not the broker\'s are ignored', { timeout: 10000 }, async (t) => {
+redisTest('messages on the cluster\'s channels that are not the broker\'s are ignored', { timeout: 10000 }, async (t) => {
   const { instances: [a, b], prefix } = await cluster(t, { size: 2 })
   const a1 = await member(t, a, 'u1', 'g')
   const b1 = await member(t, b, 'u2', 'g')
@@ -317,7 +317,7 @@ test('messages on the cluster\'s channels that are not the broker\'s are ignored
   assert.deepEqual(await drain(b1), [{ type: 'fine', data: true }])
 })
 
-test('{ client }: the broker duplicates the app\'s connection, and app.close() closes the duplicates only', { timeout: 15000 }, async (t) => {
+redisTest('{ client }: the broker duplicates the app\'s connection, and app.close() closes the duplicates only', { timeout: 15000 }, async (t) => {
   const own = new Redis(REDIS_URL)
   t.after(() => { own.disconnect() })
   const { instances: [a, b], prefix } = await cluster(t, { size: 2, broker: () => ({ url: undefined, client: own }) })
@@ -337,7 +337,7 @@ test('{ client }: the broker duplicates the app\'s connection, and app.close() c
   assert.deepEqual([...await clientIds(redis, `${prefix}pub`), ...await clientIds(redis, `${prefix}sub`)], [])
 })
 
-test('{ url }: app.close() closes both connections and leaves no keys behind', { timeout: 15000 }, async (t) => {
+redisTest('{ url }: app.close() closes both connections and leaves no keys behind', { timeout: 15000 }, async (t) => {
   const { instances: [a], prefix } = await cluster(t, { size: 1 })
   await member(t, a, 'solo', 'room')
   assert.equal(await a.app.realtime.roomSize('room'), 1)
@@ -347,7 +347,7 @@ test('{ url }: app.close() closes both connections and leaves no keys behind', {
   assert.deepEqual(await redis.keys(`${prefix}*`), [], 'a clean close removes its presence entries')
 })
 
-test('an unreachable Redis at start fails the registration with a clear error and leaves nothing running', { timeout: 10000 }, async () => {
+redisTest('an unreachable Redis at start fails the registration with a clear error and leaves nothing running', { timeout: 10000 }, async () => {
   const proxy = new RedisProxy()
   const url = await proxy.start()
   await proxy.cut()

@@ -1,11 +1,22 @@
 import net from 'node:net'
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
+import { after, test } from 'node:test'
 import type { FastifyBaseLogger } from 'fastify'
+import { HOW_TO_RUN, provideRedis } from './redis-server.js'
 
-export const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
+// REDIS_URL, a throw-away redis-server of this test file's own, or 127.0.0.1:6379 (see redis-server.ts).
+const provided = await provideRedis()
+if (provided.skip !== undefined) process.stderr.write(`\n*** SKIPPING the Redis tests of this file: ${provided.skip} ***\n\n`)
+after(async () => { await provided.stop() })
 
-/** Fails (never skips) when no Redis answers, saying how to start one. */
+export const REDIS_URL = provided.url ?? 'redis://127.0.0.1:6379'
+/** Why the Redis tests cannot run on this machine, when they cannot (never under CI=true: that fails instead). */
+export const REDIS_SKIP = provided.skip
+/** `test`, or `test.skip` when this machine has no Redis for the tests. */
+export const redisTest: typeof test.skip = REDIS_SKIP === undefined ? test : test.skip
+
+/** Connects to the tests' Redis; fails, saying how to get one, when it does not answer. */
 export async function requireRedis (): Promise<Redis> {
   const redis = new Redis(REDIS_URL, { lazyConnect: true, maxRetriesPerRequest: 0, retryStrategy: () => null })
   try {
@@ -14,8 +25,7 @@ export async function requireRedis (): Promise<Redis> {
     return redis
   } catch (err) {
     redis.disconnect()
-    throw new Error(`These tests need a Redis at ${REDIS_URL} (${(err as Error).message}). Start one with: ` +
-      'redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no')
+    throw new Error(`These tests need a Redis at ${REDIS_URL} (${(err as Error).message}); ${HOW_TO_RUN}`)
   }
 }
 
