@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify'
 import type { Static, TSchema } from '@sinclair/typebox'
 import type { AuthOptions, OriginsOption } from './options.js'
 import type { Connection } from './connection.js'
+import type { Except } from './registry.js'
 
 /** Server-to-client event types of a route, each with its TypeBox schema. */
 export type EventSchemas = Record<string, TSchema>
@@ -58,6 +59,30 @@ export interface RealtimeRoute<M = Record<string, { schema: TSchema, handler: (.
 /** A route definition as `realtimeRoute` and `defineRoute` return it: each handler keeps its own return type. */
 export type TypedRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> =
   Omit<RouteDefinition<S, M, E>, 'messages' | 'events'> & RealtimeRoute<M, E>
+
+/** A fan-out typed by a route's events: a misspelled event name or data of the wrong shape does not compile. */
+export interface TypedFanOut<E extends EventSchemas> {
+  /** Sends `{ type, data }` to every member, here and (with a broker) on every instance; returns the local count. */
+  send: <K extends keyof E & string>(type: K, data: Static<E[K]>, options?: { except?: Except }) => number
+}
+
+/**
+ * What `app.realtimeRoute()` returns: the typed route (for `createClient<typeof route>()`) with fan-outs typed by
+ * its `events`. They reach the same connections as `app.realtime.to()`, `toUser()` and `broadcast()`: every
+ * member, whichever route it connected through.
+ */
+export interface RouteFanOut<E extends EventSchemas> {
+  /** The members of a room. */
+  to: (room: string) => TypedFanOut<E>
+  /** Every connection of a user. */
+  toUser: (userId: string) => TypedFanOut<E>
+  /** Every connection of this instance (and of every instance, with a broker); returns the local count. */
+  broadcast: <K extends keyof E & string>(type: K, data: Static<E[K]>, options?: { except?: Except }) => number
+}
+
+/** A registered route: `TypedRoute` plus its typed fan-outs. */
+export type RegisteredRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> =
+  TypedRoute<S, M, E> & RouteFanOut<E>
 
 /**
  * Returns its argument, typed: define a route in its own module (for `import type` by the client) and pass it to

@@ -143,7 +143,7 @@ export { realtime }
 export { RealtimeError, HandshakeError, ErrorCode, CloseCode, CloseReason, HandshakeCode, RESERVED_TYPES } from './protocol/codes.js'
 export type { ErrorCodeName, CloseCodeNumber, HandshakeCodeName } from './protocol/codes.js'
 export { defineRoute } from './definition.js'
-export type { RouteDefinition, RealtimeRoute, TypedRoute, MessageDefinitions, EventSchemas } from './definition.js'
+export type { RouteDefinition, RealtimeRoute, TypedRoute, RegisteredRoute, RouteFanOut, TypedFanOut, MessageDefinitions, EventSchemas } from './definition.js'
 export type { Connection } from './connection.js'
 export type { RealtimeRegistry, FanOut, Except } from './registry.js'
 export type { RealtimeStats } from './stats.js'

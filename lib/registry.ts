@@ -136,7 +136,8 @@ export class Registry implements RealtimeRegistry {
       brokerFailures: c.brokerFailures,
       errors: { ...c.errors },
       closes: { ...c.closes },
-      refused: { ...c.refused }
+      refused: { ...c.refused },
+      diagnoses: { ...c.diagnoses }
     }
   }
 

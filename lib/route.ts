@@ -1,15 +1,17 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
-import type { TSchema } from '@sinclair/typebox'
+import { Kind, type TSchema } from '@sinclair/typebox'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { WebSocket } from 'ws'
 import { HandshakeCode, HandshakeError, RESERVED_TYPES } from './protocol/codes.js'
 import { RT_ERR_RESERVED_TYPE, RT_ERR_ROUTE, RT_ERR_SCHEMA } from './errors.js'
-import { checkOrigins, resolveAuth, type ResolvedAuth, type ResolvedOptions } from './options.js'
+import { checkKeys, checkOrigins, resolveAuth, type ResolvedAuth, type ResolvedOptions } from './options.js'
 import { compileOriginCheck, normalizeOrigin, type OriginCheck } from './handshake/origin.js'
 import { checkSession, type Session } from './handshake/session.js'
+import { allowOrigin, allowedOrigin, answerPreflight } from './handshake/cors.js'
 import { kAdmission } from './symbols.js'
 import type { CompiledMessage, DispatchContext, DispatchRoute } from './dispatch.js'
-import type { EventSchemas, MessageDefinitions, RouteDefinition, TypedRoute } from './definition.js'
+import type { EventSchemas, MessageDefinitions, RegisteredRoute, RouteDefinition } from './definition.js'
+import type { Except } from './registry.js'
 import { openConnection } from './socket.js'
 import { bump } from './stats.js'
 
@@ -36,16 +38,37 @@ export interface RealtimeContext extends DispatchContext {
   addPath: (path: string) => void
 }
 
+/** The keys of a route definition and of each of its messages. */
+const ROUTE_KEYS = ['url', 'messages', 'events', 'binary', 'onOpen', 'onClose', 'origins', 'requireOrigin', 'auth', 'protocols', 'upgradeHeaders']
+const MESSAGE_KEYS = ['schema', 'handler']
+
+/**
+ * Why a schema is not one TypeCompiler can compile, or undefined when it is: schemas come from @sinclair/typebox
+ * 0.34 (the app's own copy, a peer dependency), whose kinds are marked with a global symbol.
+ */
+function notTypeBoxSchema (schema: unknown): string | undefined {
+  if (schema !== null && typeof schema === 'object' && Kind in schema) return undefined
+  const what = schema === null || typeof schema !== 'object'
+    ? `got ${schema === null ? 'null' : typeof schema}`
+    : '~kind' in schema ? 'it comes from the `typebox` 1.x package' : 'it is a plain object (a JSON schema?)'
+  return `${what}; build schemas with Type from @sinclair/typebox 0.34 (import { Type } from '@sinclair/typebox')`
+}
+
 const ANONYMOUS: Session = { user: null, userId: undefined, expiresAt: undefined }
 
 function compile (definition: RouteDefinition<any, any, any>, options: ResolvedOptions): CompiledRoute {
   const { url } = definition
   if (typeof url !== 'string' || url === '') throw new RT_ERR_ROUTE(String(url), 'url must be a non-empty string')
+  const routeError = (message: string): Error => new RT_ERR_ROUTE(url, message)
+  checkKeys(definition, ROUTE_KEYS, '', routeError)
   if (definition.messages === null || typeof definition.messages !== 'object') throw new RT_ERR_ROUTE(url, 'messages must be an object')
   const messages = new Map<string, CompiledMessage>()
   for (const [type, message] of Object.entries(definition.messages as Record<string, { schema: TSchema, handler: CompiledMessage['handler'] }>)) {
     if (RESERVED_TYPES.has(type)) throw new RT_ERR_RESERVED_TYPE(url, type)
+    checkKeys(message, MESSAGE_KEYS, `messages["${type}"]`, routeError)
     if (typeof message?.handler !== 'function') throw new RT_ERR_ROUTE(url, `message type "${type}" needs a handler function`)
+    const notTypeBox = notTypeBoxSchema(message.schema)
+    if (notTypeBox !== undefined) throw new RT_ERR_SCHEMA(url, type, notTypeBox)
     let check
     try {
       check = TypeCompiler.Compile(message.schema)
@@ -75,6 +98,10 @@ function compile (definition: RouteDefinition<any, any, any>, options: ResolvedO
 async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest): Promise<Session> {
   const { registry, options } = ctx
   if (registry.closing) throw new HandshakeError('SHUTTING_DOWN')
+  // Node hands an upgrade's body to ws as if it were frames: such a request is no WebSocket handshake.
+  if (request.ws && (Number(request.headers['content-length'] ?? 0) > 0 || request.headers['transfer-encoding'] !== undefined)) {
+    throw new HandshakeError('BODY_NOT_ALLOWED')
+  }
   const origin = request.headers.origin
   // A same-origin fetch carries no Origin; a plain GET cannot open a socket, so the missing-Origin rules apply to
   // upgrades only, and a page can still learn why its handshake failed.
@@ -99,10 +126,26 @@ async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: Co
   return session
 }
 
-function refuse (ctx: RealtimeContext, request: FastifyRequest, reply: FastifyReply, err: HandshakeError): FastifyReply {
-  bump(ctx.registry.counters.refused, err.code)
-  request.log.info({ remoteAddress: request.ip, code: err.code }, 'realtime handshake refused')
-  return reply.code(err.statusCode).send({ statusCode: err.statusCode, code: err.code, message: err.message })
+/**
+ * Answers a refused handshake with its status and JSON body. A plain GET is the client's diagnosis of a failed
+ * upgrade (or a curious browser): counted apart from refused upgrades, and readable by an allowed origin (CORS).
+ */
+async function refuse (ctx: RealtimeContext, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, err: HandshakeError): Promise<FastifyReply> {
+  const { counters } = ctx.registry
+  if (request.ws) {
+    bump(counters.refused, err.code)
+    const origin = err.code === 'FORBIDDEN_ORIGIN' ? request.headers.origin : undefined
+    request.log.info({ remoteAddress: request.ip, code: err.code, origin }, origin === undefined
+      ? `realtime handshake refused: ${err.code}`
+      : `realtime handshake refused: FORBIDDEN_ORIGIN, ${origin} is not in the \`origins\` option`)
+  } else {
+    bump(counters.diagnoses, err.code)
+    const origin = err.code === 'FORBIDDEN_ORIGIN' ? undefined : await allowedOrigin(request, route.originCheck)
+    if (origin !== undefined) allowOrigin(reply, origin)
+  }
+  // RFC 9110: a 426 names the protocol to upgrade to.
+  if (err.code === 'UPGRADE_REQUIRED') reply.header('upgrade', 'websocket')
+  return await reply.code(err.statusCode).send({ statusCode: err.statusCode, code: err.code, message: err.message })
 }
 
 /**
@@ -111,13 +154,19 @@ function refuse (ctx: RealtimeContext, request: FastifyRequest, reply: FastifyRe
  */
 export function addRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> (
   ctx: RealtimeContext, instance: FastifyInstance, definition: RouteDefinition<S, M, E>
-): TypedRoute<S, M, E> {
+): RegisteredRoute<S, M, E> {
+  // Not enumerable: the handle can be spread into, or registered as, another route definition.
+  const handle = Object.defineProperties({ ...definition }, {
+    to: { value: (room: string) => ctx.registry.to(room) },
+    toUser: { value: (userId: string) => ctx.registry.toUser(userId) },
+    broadcast: { value: (type: string, data?: unknown, options?: { except?: Except }) => ctx.registry.broadcast(type, data, options) }
+  }) as unknown as RegisteredRoute<S, M, E>
   let route: CompiledRoute
   try {
     route = compile(definition, ctx.options)
   } catch (err) {
     instance.register(async () => { throw err })
-    return definition as unknown as TypedRoute<S, M, E>
+    return handle
   }
   ctx.routes.push({ route, instance })
   ctx.addPath(instance.prefix + route.url)
@@ -131,16 +180,23 @@ export function addRoute<S extends Record<string, TSchema>, M extends MessageDef
         ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request }
       } catch (err) {
         if (!(err instanceof HandshakeError)) throw err
-        return refuse(ctx, request, reply, err)
+        return await refuse(ctx, route, request, reply, err)
       }
     },
     handler: async function realtimeHttpHandler (request: FastifyRequest, reply: FastifyReply) {
       // Only reached when the hooks let a plain GET through, which admit() never does.
-      return refuse(ctx, request, reply, new HandshakeError('UPGRADE_REQUIRED', HandshakeCode.UPGRADE_REQUIRED.message))
+      return await refuse(ctx, route, request, reply, new HandshakeError('UPGRADE_REQUIRED', HandshakeCode.UPGRADE_REQUIRED.message))
     },
     wsHandler: function realtimeWsHandler (socket: WebSocket, request: FastifyRequest) {
       openConnection(ctx, route, socket, request)
     }
   })
-  return definition as unknown as TypedRoute<S, M, E>
+  instance.route({
+    method: 'OPTIONS',
+    url: route.url,
+    handler: async function realtimePreflight (request: FastifyRequest, reply: FastifyReply) {
+      await answerPreflight(request, reply, route.originCheck)
+    }
+  })
+  return handle
 }

@@ -12,8 +12,10 @@ export interface Counters {
   errors: Record<string, number>
   /** Closed connections, by close code. */
   closes: Record<string, number>
-  /** Refused handshakes, by code. */
+  /** Refused handshakes (upgrade requests), by code. */
   refused: Record<string, number>
+  /** Plain GETs of a realtime route answered with a refusal, by code: mostly the client's handshake diagnosis. */
+  diagnoses: Record<string, number>
 }
 
 /** What `app.realtime.stats()` returns. */
@@ -33,7 +35,8 @@ export function createCounters (): Counters {
     brokerFailures: 0,
     errors: Object.create(null),
     closes: Object.create(null),
-    refused: Object.create(null)
+    refused: Object.create(null),
+    diagnoses: Object.create(null)
   }
 }
 

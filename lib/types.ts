@@ -1,5 +1,5 @@
 import type { TSchema } from '@sinclair/typebox'
-import type { EventSchemas, MessageDefinitions, RouteDefinition, TypedRoute } from './definition.js'
+import type { EventSchemas, MessageDefinitions, RegisteredRoute, RouteDefinition } from './definition.js'
 import type { RealtimeRegistry } from './registry.js'
 
 // The one place where fastify-realtime adds to Fastify's types.
@@ -9,10 +9,11 @@ declare module 'fastify' {
     realtime: RealtimeRegistry
     /**
      * Registers a realtime route on this instance (its prefix and hooks apply) and returns the definition, typed,
-     * for `createClient<typeof route>()`.
+     * for `createClient<typeof route>()`, with `to(room)`, `toUser(id)` and `broadcast()` typed by its `events`.
+     * Always `await app.register(realtime)` first: before that, this method does not exist.
      */
     realtimeRoute: <S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas = {}>(
       definition: RouteDefinition<S, M, E>
-    ) => TypedRoute<S, M, E>
+    ) => RegisteredRoute<S, M, E>
   }
 }

@@ -204,7 +204,7 @@ test('the pre-bundled client builds into one file and works', { timeout: 30000 }
   assert.doesNotMatch(source, /(?:^|[;}])\s*(?:import\s*[\w{*]|export\s*[^;]*\bfrom\s*["'])|\bimport\s*\(/, 'one file: it imports nothing')
   const h = await serveChat()
   t.after(() => h.close())
-  const c = bundled.createClient<ChatRoute>(h.url, { WebSocket: WebSocket as never })
+  const c = bundled.createClient<ChatRoute>(h.url, { WebSocket })
   t.after(() => { c.close() })
   assert.deepEqual(await c.request('echo', { text: 'bundled' }), { echoed: 'bundled', length: 7 })
   await assert.rejects(c.request('refuse', null), (err: unknown) => err instanceof bundled.RealtimeClientError)

@@ -34,10 +34,60 @@ test('a reserved message type fails at app.ready(), naming the route and the typ
 
 test('a schema that does not compile fails at app.ready(), naming the route and the type', { timeout: 10000 }, async () => {
   const err = await readyError((app) => {
-    app.realtimeRoute({ url: '/chat', auth: false, messages: { 'chat.send': { schema: { type: 'object', properties: { a: { $ref: 'missing' } } } as never, handler: () => null } } })
+    app.realtimeRoute({ url: '/chat', auth: false, messages: { 'chat.send': { schema: Type.Object({ a: Type.Ref('missing') }), handler: () => null } } })
   })
   assert.equal(err.code, 'RT_ERR_SCHEMA')
   assert.match(err.message, /route \/chat: the schema of message type "chat\.send" does not compile/)
+})
+
+test('a schema TypeBox 0.34 did not build says which builds the plugin compiles', { timeout: 10000 }, async () => {
+  const cases: Array<[unknown, RegExp]> = [
+    [{ type: 'object', properties: { a: { type: 'string' } } }, /it is a plain object \(a JSON schema\?\); build schemas with Type from @sinclair\/typebox 0\.34/],
+    [Object.defineProperty({ type: 'string' }, '~kind', { value: 'String' }), /it comes from the `typebox` 1\.x package; build schemas with Type from @sinclair\/typebox 0\.34/],
+    [undefined, /got undefined; build schemas/]
+  ]
+  for (const [schema, message] of cases) {
+    const err = await readyError((app) => { app.realtimeRoute({ url: '/chat', auth: false, messages: { say: { schema: schema as never, handler: () => null } } }) })
+    assert.equal(err.code, 'RT_ERR_SCHEMA')
+    assert.match(err.message, message)
+  }
+})
+
+test('an unknown option key fails, naming the closest valid one', { timeout: 10000 }, async () => {
+  const cases: Array<[Record<string, unknown>, string]> = [
+    [{ origin: ['https://a.example'] }, 'origin: unknown option (did you mean "origins"?)'],
+    [{ limit: { rate: 5 } }, 'limit: unknown option (did you mean "limits"?)'],
+    [{ limits: { maxPayLoad: 5 } }, 'limits.maxPayLoad: unknown option (did you mean "maxPayload"?)'],
+    [{ auth: { source: ['header'] } }, 'auth.source: unknown option (did you mean "sources"?)'],
+    [{ heartbeat: { intervall: 10 } }, 'heartbeat.intervall: unknown option (did you mean "interval"?)'],
+    [{ zzzzzz: true }, 'zzzzzz: unknown option; valid: origins,']
+  ]
+  for (const [options, message] of cases) {
+    const app = Fastify()
+    await assert.rejects(async () => { await app.register(realtime, options as RealtimeOptions) }, (err: Error & { code?: string }) => {
+      assert.equal(err.code, 'RT_ERR_OPTIONS')
+      assert.ok(err.message.includes(message), `${err.message} includes ${message}`)
+      return true
+    })
+    await app.close()
+  }
+  const route = await readyError((app) => { app.realtimeRoute({ url: '/chat', auth: false, origin: ['x'], messages: { a: ok } } as never) })
+  assert.equal(route.code, 'RT_ERR_ROUTE')
+  assert.match(route.message, /route \/chat: origin: unknown option \(did you mean "origins"\?\)/)
+  const message = await readyError((app) => { app.realtimeRoute({ url: '/chat', auth: false, messages: { a: { ...ok, shcema: ok.schema } } } as never) })
+  assert.match(message.message, /route \/chat: messages\["a"\]\.shcema: unknown option \(did you mean "schema"\?\)/)
+})
+
+test('the handle realtimeRoute returns can be registered again elsewhere: its fan-outs are not definition keys', { timeout: 10000 }, async (t) => {
+  const app = Fastify()
+  await app.register(realtime, { auth: false })
+  const handle = app.realtimeRoute({ url: '/a', messages: { a: ok } })
+  app.realtimeRoute({ ...handle, url: '/b' })
+  await app.register(async (child) => { child.realtimeRoute(handle) }, { prefix: '/v2' })
+  await app.ready()
+  t.after(() => app.close())
+  assert.equal(typeof handle.to, 'function')
+  assert.deepEqual(Object.keys(handle).sort(), ['messages', 'url'])
 })
 
 test('a route inside a plugin fails the same way', { timeout: 10000 }, async () => {

@@ -6,6 +6,7 @@ import cookie from '@fastify/cookie'
 import { signRaw } from './helpers/jwt.js'
 import { startApp, type StartOptions } from './helpers/app.js'
 import { connect, refusalOf } from './helpers/client.js'
+import { rawRequest } from './helpers/raw.js'
 
 const echoRoute = {
   url: '/rt',
@@ -25,7 +26,7 @@ test('origins: same-origin by default, exact matches after normalization, never 
   await same.close()
   const other = await refusalOf(connect(`${h.wsBase}/rt`, { origin: 'http://evil.example' }))
   assert.equal(other.statusCode, 403)
-  assert.deepEqual(other.body, { statusCode: 403, code: 'FORBIDDEN_ORIGIN', message: 'origin not allowed' })
+  assert.deepEqual(other.body, { statusCode: 403, code: 'FORBIDDEN_ORIGIN', message: 'origin not allowed by the server\'s `origins` option' })
   const noOrigin = await connect(`${h.wsBase}/rt`)
   await noOrigin.close()
 
@@ -189,6 +190,7 @@ test('a plain GET gets 426 after the Origin and session checks', { timeout: 1000
   const res = await fetch(`${h.httpBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ sub: 'a' })}` } })
   assert.equal(res.status, 426)
   assert.deepEqual(await res.json(), { statusCode: 426, code: 'UPGRADE_REQUIRED', message: 'this endpoint speaks WebSocket; send an upgrade request' })
+  assert.equal(res.headers.get('upgrade'), 'websocket', 'RFC 9110: a 426 names the protocol')
   const forbidden = await fetch(`${h.httpBase}/rt`, { headers: { origin: 'http://evil.example' } })
   assert.equal(forbidden.status, 403)
 })
@@ -245,4 +247,44 @@ test('the diagnosis GET: a same-origin fetch (no Origin) and a header token are 
   assert.equal((await fetch(`${h.httpBase}/rt`, { headers: { authorization: `Bearer ${token}` } })).status, 426)
   const expired = await fetch(`${h.httpBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ sub: 'a', exp: Math.floor(Date.now() / 1000) - 10 })}` } })
   assert.equal(((await expired.json()) as { code: string }).code, 'TOKEN_EXPIRED')
+})
+
+test('refusals say how to fix them: the offending Origin in the log, where the token was looked for', { timeout: 10000 }, async (t) => {
+  const lines: Array<Record<string, unknown>> = []
+  const stream = new Writable({ write (chunk, _enc, cb) { lines.push(JSON.parse(chunk.toString())); cb() } })
+  const h = await startApp({
+    fastify: { logger: { level: 'info', stream } },
+    realtime: { origins: ['https://app.example'], auth: { sources: ['header', 'protocol'], cookieName: 'sid' } },
+    setup: (app) => { app.realtimeRoute(echoRoute) }
+  })
+  t.after(() => h.close())
+  const foreign = await refusalOf(connect(`${h.wsBase}/rt`, { origin: 'https://evil.example', ...bearer(h.sign({ sub: 'a' })) }))
+  assert.equal(foreign.body.message, 'origin not allowed by the server\'s `origins` option')
+  const line = lines.find((l) => l.code === 'FORBIDDEN_ORIGIN')
+  assert.equal(line?.origin, 'https://evil.example')
+  assert.equal(line?.msg, 'realtime handshake refused: FORBIDDEN_ORIGIN, https://evil.example is not in the `origins` option')
+
+  const missing = await refusalOf(connect(`${h.wsBase}/rt`))
+  assert.equal(missing.body.message, 'no session token; looked in the Authorization header (Bearer), a `bearer.<token>` Sec-WebSocket-Protocol entry')
+  const inQuery = await refusalOf(connect(`${h.wsBase}/rt?token=${h.sign({ sub: 'a' })}`))
+  assert.equal(inQuery.body.code, 'MISSING_TOKEN')
+  assert.match(inQuery.body.message, /; a \?token= was sent, but `query` is not in auth\.sources$/)
+})
+
+test('an upgrade request with a body is refused with 400 before ws sees the body as frames', { timeout: 10000 }, async (t) => {
+  const h = await appWith({ auth: false })
+  t.after(() => h.close())
+  const head = (extra: string): string => 'GET /rt HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n' +
+    `Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n${extra}\r\n`
+  const frame = Buffer.from([0x81, 0x85, 0, 0, 0, 0]).toString('latin1') + 'hello'
+  for (const extra of [`Content-Length: ${frame.length}\r\n`, 'Transfer-Encoding: chunked\r\n']) {
+    const res = await rawRequest(h.port, head(extra) + frame)
+    assert.equal(res.status, 400, extra)
+    assert.deepEqual(JSON.parse(res.body), { statusCode: 400, code: 'BODY_NOT_ALLOWED', message: 'an upgrade request carries no body' })
+  }
+  assert.equal(h.app.realtime.connections.size, 0)
+  assert.deepEqual(h.app.realtime.stats().refused, { BODY_NOT_ALLOWED: 2 })
+  // Without a body the same request upgrades.
+  const ok = await rawRequest(h.port, head(''))
+  assert.equal(ok.status, 101)
 })

@@ -52,16 +52,20 @@ export type ListenerType<R extends AnyRoute> = EventType<R> | LifecycleEvent
 export type ListenerData<R extends AnyRoute, K> =
   K extends LifecycleEvent ? LifecycleEvents[K] : K extends EventType<R> ? EventData<R, K> : never
 
-/** The part of a WebSocket the client uses: the browser's, or the `ws` package's on Node. */
+/**
+ * The part of a WebSocket the client uses: the browser's, or the `ws` package's on Node. Declared with method
+ * syntax on purpose: methods compare their parameters bivariantly, so ws's keyed `addEventListener` overloads and
+ * the DOM's both fit without a cast.
+ */
 export interface WebSocketLike {
   readonly readyState: number
   binaryType?: string
-  send: (data: string) => void
-  close: (code?: number, reason?: string) => void
-  addEventListener: (type: string, listener: (event: any) => void) => void
-  removeEventListener: (type: string, listener: (event: any) => void) => void
+  send (data: string): void
+  close (code?: number, reason?: string): void
+  addEventListener (type: string, listener: (event: any) => void): void
+  removeEventListener (type: string, listener: (event: any) => void): void
   /** `ws` has it; a browser's socket does not. */
-  terminate?: () => void
+  terminate? (): void
 }
 
 /** A WebSocket constructor: the global one, or `import WebSocket from 'ws'` on Node. */

@@ -32,10 +32,13 @@ export class TokenRedactor {
     const hasQueryToken = url.includes('token=')
     const protocols = req.headers['sec-websocket-protocol']
     const hasProtocolToken = typeof protocols === 'string' && protocols.includes('bearer.')
-    if (!hasQueryToken && !hasProtocolToken) return
+    // Fastify's `injectWS` sends the version as the number 13; ws 8.23.1 and later accept only the string.
+    const numericVersion = typeof (req.headers['sec-websocket-version'] as unknown) === 'number'
+    if (!hasQueryToken && !hasProtocolToken && !numericVersion) return
     const q = url.indexOf('?')
     const path = q === -1 ? url : url.slice(0, q)
     if (!this.patterns.some((p) => p.test(path))) return
+    if (numericVersion) req.headers['sec-websocket-version'] = String(req.headers['sec-websocket-version'])
     if (hasQueryToken && q !== -1) {
       const params = new URLSearchParams(url.slice(q + 1))
       const token = params.get('token')
@@ -53,8 +56,12 @@ export class TokenRedactor {
       const kept = entries.filter((p) => !p.startsWith('bearer.')).join(', ')
       if (kept === '') delete req.headers['sec-websocket-protocol']
       else req.headers['sec-websocket-protocol'] = kept
-      for (let i = 0; i < req.rawHeaders.length; i += 2) {
-        if (req.rawHeaders[i]?.toLowerCase() === 'sec-websocket-protocol') req.rawHeaders[i + 1] = kept
+      // `injectWS` builds a request without rawHeaders.
+      const rawHeaders = req.rawHeaders as string[] | undefined
+      if (rawHeaders !== undefined) {
+        for (let i = 0; i < rawHeaders.length; i += 2) {
+          if (rawHeaders[i]?.toLowerCase() === 'sec-websocket-protocol') rawHeaders[i + 1] = kept
+        }
       }
     }
   }

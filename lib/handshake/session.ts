@@ -76,6 +76,27 @@ export function sessionOf (auth: ResolvedAuth, user: unknown): Session {
   return { user, userId: auth.userId(user), expiresAt: auth.closeOnExpiry ? expiryOf(user) : undefined }
 }
 
+const PLACES: Record<string, (auth: ResolvedAuth) => string> = {
+  header: () => 'the Authorization header (Bearer)',
+  protocol: () => 'a `bearer.<token>` Sec-WebSocket-Protocol entry',
+  cookie: (auth) => `the cookie "${auth.cookieName}"`,
+  query: () => '?token='
+}
+
+/** Says where the token was looked for, and whether one was sent where this route does not look. */
+function missingTokenMessage (request: FastifyRequest, auth: ResolvedAuth): string {
+  const sources = request.ws || auth.sources.includes('header') ? auth.sources : ['header' as const, ...auth.sources]
+  let message = `no session token; looked in ${sources.map((s) => PLACES[s]?.(auth)).join(', ')}`
+  const raw = request.raw as RawWithTokens
+  if (raw[kQueryToken] !== undefined && !auth.sources.includes('query')) {
+    message += '; a ?token= was sent, but `query` is not in auth.sources'
+  }
+  if (raw[kProtocolToken] !== undefined && !auth.sources.includes('protocol')) {
+    message += '; a bearer. subprotocol entry was sent, but `protocol` is not in auth.sources'
+  }
+  return message
+}
+
 /** The session check of the handshake. Throws a `HandshakeError` for every refusal. */
 export async function checkSession (app: FastifyInstance, request: FastifyRequest, auth: ResolvedAuth): Promise<{ session: Session, fromCookie: boolean }> {
   if (auth.authenticate !== undefined) {
@@ -90,7 +111,7 @@ export async function checkSession (app: FastifyInstance, request: FastifyReques
     return { session: sessionOf(auth, user), fromCookie: false }
   }
   const found = findToken(request, auth)
-  if (found === undefined) throw new HandshakeError('MISSING_TOKEN')
+  if (found === undefined) throw new HandshakeError('MISSING_TOKEN', missingTokenMessage(request, auth))
   const user = await verifyToken(app, auth, found.token)
   return { session: sessionOf(auth, user), fromCookie: found.fromCookie }
 }

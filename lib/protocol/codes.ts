@@ -72,14 +72,15 @@ export const CloseReason = {
 
 /** Refusals before the upgrade: a plain HTTP response with the JSON body `{ statusCode, code, message }`. */
 export const HandshakeCode = {
-  FORBIDDEN_ORIGIN: { statusCode: 403, message: 'origin not allowed' },
+  FORBIDDEN_ORIGIN: { statusCode: 403, message: 'origin not allowed by the server\'s `origins` option' },
   MISSING_TOKEN: { statusCode: 401, message: 'no session token' },
   INVALID_TOKEN: { statusCode: 401, message: 'invalid session token' },
   TOKEN_EXPIRED: { statusCode: 401, message: 'session token expired' },
   TOO_MANY_CONNECTIONS: { statusCode: 429, message: 'too many connections for this user' },
   SERVER_FULL: { statusCode: 503, message: 'server is at its connection limit' },
   SHUTTING_DOWN: { statusCode: 503, message: 'server is shutting down' },
-  UPGRADE_REQUIRED: { statusCode: 426, message: 'this endpoint speaks WebSocket; send an upgrade request' }
+  UPGRADE_REQUIRED: { statusCode: 426, message: 'this endpoint speaks WebSocket; send an upgrade request' },
+  BODY_NOT_ALLOWED: { statusCode: 400, message: 'an upgrade request carries no body' }
 } as const
 export type HandshakeCodeName = keyof typeof HandshakeCode
 

@@ -66,7 +66,7 @@ export async function serveChat (options: RealtimeOptions = { auth: false }, por
 
 /** A typed client on `ws`, with backoff short enough for tests (20 ms base, 200 ms cap). */
 export function typedClient (url: string, options: ClientOptions<ChatRoute> = {}): RealtimeClient<ChatRoute> {
-  return createClient<ChatRoute>(url, { WebSocket: WebSocket as never, backoff: { base: 20, cap: 200 }, ...options })
+  return createClient<ChatRoute>(url, { WebSocket, backoff: { base: 20, cap: 200 }, ...options })
 }
 
 /** The next lifecycle event `type` of `client`; rejects after `timeout` ms. */

@@ -74,3 +74,28 @@ app.realtimeRoute({
     a: { schema: Type.Object({ a: Type.Number() }), handler: (data: { a: string }) => data }
   }
 })
+
+// The handle realtimeRoute returns fans out typed by the route's events, even from the route's own handlers.
+const typed = app.realtimeRoute({
+  url: '/typed',
+  messages: {
+    say: {
+      schema: Type.Object({ room: Type.String(), text: Type.String() }),
+      handler: ({ room, text }, conn) => {
+        typed.to(room).send('said', { text }, { except: conn })
+        // @ts-expect-error a misspelled event name
+        typed.to(room).send('sayd', { text })
+      }
+    }
+  },
+  events: { said: Type.Object({ text: Type.String() }) }
+})
+expectTypeOf(typed.to('r').send('said', { text: 'x' })).toEqualTypeOf<number>()
+expectTypeOf(typed.toUser('u').send('said', { text: 'x' })).toEqualTypeOf<number>()
+expectTypeOf(typed.broadcast('said', { text: 'x' })).toEqualTypeOf<number>()
+// @ts-expect-error wrong data for the event
+typed.toUser('u').send('said', { text: 1 })
+// @ts-expect-error an event of another route
+typed.broadcast('chat.message', { from: 'a', text: 'b' })
+// The registry's own fan-outs stay untyped, for code that does not hold the route.
+app.realtime.to('r').send('anything', { at: 'all' })
