@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { UserType } from '@fastify/jwt'
-import type { Static } from '@sinclair/typebox'
+import type { StaticOf as Static } from './schema-types.js'
 import WebSocket from 'ws'
 import { CloseCode, CloseReason } from './protocol/codes.js'
 import { encodeEvent } from './protocol/envelope.js'

@@ -1,5 +1,5 @@
 import type { FastifyRequest } from 'fastify'
-import type { Static, TSchema } from '@sinclair/typebox'
+import type { SchemaLike as TSchema, StaticOf as Static } from './schema-types.js'
 import type { AuthOptions, OriginsOption } from './options.js'
 import type { Connection } from './connection.js'
 import type { Except } from './registry.js'

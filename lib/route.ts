@@ -1,5 +1,6 @@
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify'
 import { Kind, type TSchema } from '@sinclair/typebox'
+import type { SchemaLike } from './schema-types.js'
 import { TypeCompiler } from '@sinclair/typebox/compiler'
 import type { WebSocket } from 'ws'
 import { HandshakeCode, HandshakeError, RESERVED_TYPES } from './protocol/codes.js'
@@ -152,7 +153,7 @@ async function refuse (ctx: RealtimeContext, route: CompiledRoute, request: Fast
  * `instance.realtimeRoute(definition)`: compiles the route and registers a GET route on the calling instance
  * (its prefix and hooks apply). A broken definition fails at `app.ready()`, naming the route and the type.
  */
-export function addRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> (
+export function addRoute<S extends Record<string, SchemaLike>, M extends MessageDefinitions<S, E>, E extends EventSchemas> (
   ctx: RealtimeContext, instance: FastifyInstance, definition: RouteDefinition<S, M, E>
 ): RegisteredRoute<S, M, E> {
   // Not enumerable: the handle can be spread into, or registered as, another route definition.

@@ -1,4 +1,4 @@
-import type { TSchema } from '@sinclair/typebox'
+import type { SchemaLike as TSchema } from './schema-types.js'
 import type { EventSchemas, MessageDefinitions, RegisteredRoute, RouteDefinition } from './definition.js'
 import type { RealtimeRegistry } from './registry.js'
 

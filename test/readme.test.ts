@@ -1,16 +1,15 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { signRaw } from './helpers/jwt.js'
 import { connect } from './helpers/client.js'
+import { readmeBlock } from './helpers/readme.js'
 
 const root = new URL('../', import.meta.url)
 
 test('the README\'s quick start runs as written', { timeout: 60000 }, async (t) => {
-  const readme = await readFile(new URL('README.md', root), 'utf8')
-  const section = readme.slice(readme.indexOf('## Quick start'))
-  const code = section.slice(section.indexOf('```ts\n') + 6, section.indexOf('\n```', section.indexOf('```ts\n')))
+  const code = await readmeBlock('## Quick start')
   assert.ok(code.split('\n').length <= 25, 'the quick start is 25 lines or fewer')
   // Inside the repository, so that `fastify-realtime` resolves to this package (its built dist/).
   const dir = new URL('test/artifacts/', root)
@@ -57,9 +56,7 @@ test('the README\'s client snippet runs against the example', { timeout: 60000 }
   const example = await buildExample({ logger: false })
   const port = await example.listen(0)
   t.after(() => example.app.close())
-  const readme = await readFile(new URL('README.md', root), 'utf8')
-  const section = readme.slice(readme.indexOf('## The client'))
-  const code = section.slice(section.indexOf('```ts\n') + 6, section.indexOf('\n```', section.indexOf('```ts\n')))
+  const code = await readmeBlock('## The client')
   const dir = new URL('test/artifacts/', root)
   await mkdir(dir, { recursive: true })
   const file = new URL(`client-snippet-${process.pid}.ts`, dir)

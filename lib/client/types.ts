@@ -1,4 +1,4 @@
-import type { Static, TSchema } from '@sinclair/typebox'
+import type { SchemaLike as TSchema, StaticOf as Static } from '../schema-types.js'
 import type { RealtimeClientError } from './errors.js'
 
 /**

@@ -72,8 +72,8 @@ export function typedClient (url: string, options: ClientOptions<ChatRoute> = {}
 /** The next lifecycle event `type` of `client`; rejects after `timeout` ms. */
 export async function nextEvent<K extends keyof LifecycleEvents> (client: RealtimeClient<ChatRoute>, type: K, timeout = 5000): Promise<LifecycleEvents[K]> {
   return await new Promise((resolve, reject) => {
-    const timer = setTimeout(() => { client.off(type, listener); reject(new Error(`no ${type} event within ${timeout} ms`)) }, timeout)
-    const listener = (data: LifecycleEvents[K]): void => { clearTimeout(timer); client.off(type, listener); resolve(data) }
+    const timer = setTimeout(() => { client.off(type, listener as never); reject(new Error(`no ${type} event within ${timeout} ms`)) }, timeout)
+    const listener = (data: LifecycleEvents[K]): void => { clearTimeout(timer); client.off(type, listener as never); resolve(data) }
     client.on(type, listener as never)
   })
 }

@@ -1,0 +1,154 @@
+// What a user meets: the packed package (`npm pack`) installed into a fresh app with its peers, the README's
+// snippets compiled with strict TypeScript (no skipLibCheck) and run with plain node, ES modules and CommonJS.
+import { after, before, test } from 'node:test'
+import assert from 'node:assert/strict'
+import { execFile, spawn } from 'node:child_process'
+import { existsSync } from 'node:fs'
+import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { promisify } from 'node:util'
+import { fileURLToPath } from 'node:url'
+import { signRaw } from './helpers/jwt.js'
+import { connect } from './helpers/client.js'
+import { readmeBlock } from './helpers/readme.js'
+
+const run = promisify(execFile)
+const root = fileURLToPath(new URL('../', import.meta.url))
+const tsc = join(root, 'node_modules/typescript/bin/tsc')
+const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
+// The peers (and what the snippets import) at the versions this repository tests with.
+const PEERS = ['fastify', '@fastify/jwt', '@sinclair/typebox', 'ws', '@types/node', 'ioredis']
+
+let app: string
+let installed: string
+
+before(async () => {
+  if (!existsSync(join(root, 'dist/index.js')) || !existsSync(join(root, 'dist/client/realtime-client.js'))) {
+    throw new Error('dist/ is missing: run `npm run build` first (`npm test` does)')
+  }
+  app = await mkdtemp(join(tmpdir(), 'fastify-realtime-consumer-'))
+  // The build ran just before (npm test), so packing skips prepack's second build.
+  const { stdout } = await run(npm, ['pack', '--ignore-scripts', '--json', '--pack-destination', app], { cwd: root })
+  const [{ filename }] = JSON.parse(stdout) as Array<{ filename: string }>
+  const versions = await Promise.all(PEERS.map(async (name) => {
+    const { version } = JSON.parse(await readFile(join(root, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }
+    return `${name}@${version}`
+  }))
+  await writeFile(join(app, 'package.json'), JSON.stringify({ name: 'consumer', private: true, type: 'module' }))
+  await run(npm, ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', `./${filename}`, ...versions], { cwd: app, timeout: 120_000 })
+  installed = join(app, 'node_modules/fastify-realtime')
+})
+after(async () => { if (app !== undefined) await rm(app, { recursive: true, force: true }) })
+
+/** Compiles files with the repository's TypeScript as a user's project would: strict, nodenext, no skipLibCheck. */
+async function compile (cwd: string, files: string[]): Promise<void> {
+  try {
+    await run(process.execPath, [tsc, '--ignoreConfig', '--strict', '--module', 'nodenext', '--target', 'es2022', '--types', 'node', '--outDir', 'out', ...files], { cwd })
+  } catch (err) {
+    assert.fail(`tsc failed in ${cwd}:\n${(err as { stdout?: string }).stdout ?? String(err)}`)
+  }
+}
+
+/** Runs a compiled file with plain node until it prints `pattern`; the child is killed when the test ends. */
+async function startNode (file: string, env: Record<string, string>, pattern: RegExp, t: { after: (fn: () => void) => void }): Promise<RegExpExecArray> {
+  const child = spawn(process.execPath, [file], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  t.after(() => { child.kill() })
+  return await new Promise((resolve, reject) => {
+    let out = ''
+    const timer = setTimeout(() => { reject(new Error(`no ${String(pattern)} within 20 s in: ${out}`)) }, 20_000)
+    const onData = (chunk: Buffer): void => {
+      out += chunk.toString()
+      const m = pattern.exec(out)
+      if (m !== null) { clearTimeout(timer); resolve(m) }
+    }
+    child.stdout.on('data', onData)
+    child.stderr.on('data', onData)
+    child.on('exit', (code) => { clearTimeout(timer); reject(new Error(`exited with ${String(code)}: ${out}`)) })
+  })
+}
+
+test('the package: a license, no install script, exports that resolve, source maps whose sources ship', { timeout: 150_000 }, async () => {
+  const manifest = JSON.parse(await readFile(join(installed, 'package.json'), 'utf8')) as { scripts?: Record<string, string>, license: string }
+  assert.equal(manifest.license, 'MIT')
+  assert.match(await readFile(join(installed, 'LICENSE'), 'utf8'), /^MIT License/)
+  for (const script of ['preinstall', 'install', 'postinstall', 'prepare']) assert.equal(manifest.scripts?.[script], undefined, script)
+  const { stdout } = await run(process.execPath, ['--input-type=module', '-e', `
+    for (const entry of ['fastify-realtime', 'fastify-realtime/client', 'fastify-realtime/redis', 'fastify-realtime/client/bundle']) {
+      const m = await import(entry)
+      console.log(entry, Object.keys(m).length > 0)
+    }`], { cwd: app })
+  assert.equal(stdout, 'fastify-realtime true\nfastify-realtime/client true\nfastify-realtime/redis true\nfastify-realtime/client/bundle true\n')
+  const maps = (await readdir(join(installed, 'dist'), { recursive: true })).filter((f) => f.endsWith('.js.map'))
+  assert.ok(maps.length > 10)
+  for (const map of maps) {
+    const { sources } = JSON.parse(await readFile(join(installed, 'dist', map), 'utf8')) as { sources: string[] }
+    for (const source of sources) assert.ok(existsSync(join(installed, 'dist', map, '..', source)), `${map} → ${source}`)
+  }
+})
+
+test('the README\'s quick start and client snippet compile strictly and run with plain node', { timeout: 150_000 }, async (t) => {
+  await writeFile(join(app, 'quickstart.ts'), await readmeBlock('## Quick start'))
+  // The client snippet types itself from the example's route, which comes along with its import renamed.
+  await mkdir(join(app, 'example'), { recursive: true })
+  const chatRoute = await readFile(join(root, 'example/chat-route.ts'), 'utf8')
+  assert.ok(chatRoute.includes("from '../lib/index.js'"))
+  await writeFile(join(app, 'example/chat-route.ts'), chatRoute.replace("from '../lib/index.js'", "from 'fastify-realtime'"))
+  await writeFile(join(app, 'example/presence.ts'), await readFile(join(root, 'example/presence.ts'), 'utf8'))
+  await writeFile(join(app, 'client.ts'), await readmeBlock('## The client'))
+  await compile(app, ['quickstart.ts', 'client.ts'])
+
+  // The quick start, as compiled, with node.
+  const secret = 'package-test-secret-package-test-secret'
+  const [, port] = await startNode(join(app, 'out/quickstart.js'), { PORT: '0', JWT_SECRET: secret }, /listening at http:\/\/(?:127\.0\.0\.1|localhost|\[::1\]):(\d+)/, t)
+  const c = await connect(`ws://localhost:${port}/chat`, { headers: { authorization: `Bearer ${signRaw({ sub: 'alice' }, { key: secret })}` } })
+  t.after(() => { c.destroy() })
+  assert.deepEqual(await c.request('room.join', { room: 'lobby' }), { type: 'reply', id: 1, data: { joined: 'lobby' } })
+  c.sendJson({ type: 'chat.send', data: { room: 'lobby', text: 'hello' } })
+  assert.deepEqual(await c.nextMessage(), { type: 'chat.message', data: { from: 'alice', text: 'hello' } })
+
+  // The client snippet, as compiled, with node, against the example.
+  const { buildExample } = await import('../example/app.js')
+  const example = await buildExample({ logger: false })
+  const examplePort = await example.listen(0)
+  t.after(() => example.app.close())
+  const client = join(app, 'out/client.js')
+  await writeFile(client, (await readFile(client, 'utf8')).replaceAll('127.0.0.1:3000', `127.0.0.1:${examplePort}`))
+  const { stdout } = await run(process.execPath, [client], { cwd: app, timeout: 20_000 })
+  assert.equal(stdout, 'node: hello, 1 here\n')
+})
+
+test('CommonJS: require() of every entry, and a CommonJS TypeScript project', { timeout: 150_000 }, async () => {
+  const dir = join(app, 'cjs')
+  await mkdir(dir, { recursive: true })
+  await writeFile(join(dir, 'package.json'), JSON.stringify({ type: 'commonjs' }))
+  await writeFile(join(dir, 'plain.cjs'), `
+    const { realtime } = require('fastify-realtime')
+    const { createClient } = require('fastify-realtime/client')
+    const { redisBroker } = require('fastify-realtime/redis')
+    const Fastify = require('fastify')
+    const app = Fastify()
+    app.register(realtime, { auth: false }).after(() => { app.realtimeRoute({ url: '/rt', messages: {} }) })
+    app.ready().then(() => { console.log('plain', typeof createClient, typeof redisBroker, app.hasRoute({ method: 'GET', url: '/rt' })); return app.close() })
+  `)
+  await writeFile(join(dir, 'app.ts'), `
+    import Fastify from 'fastify'
+    import { Type } from '@sinclair/typebox'
+    import realtime from 'fastify-realtime'
+    async function main (): Promise<void> {
+      const app = Fastify()
+      await app.register(realtime, { auth: false })
+      const route = app.realtimeRoute({ url: '/rt', messages: { echo: { schema: Type.String(), handler: (text) => text.toUpperCase() } }, events: { said: Type.String() } })
+      route.broadcast('said', 'typed')
+      await app.ready()
+      console.log('typescript', app.hasRoute({ method: 'GET', url: '/rt' }))
+      await app.close()
+    }
+    void main()
+  `)
+  const plain = await run(process.execPath, ['plain.cjs'], { cwd: dir, timeout: 20_000 })
+  assert.equal(plain.stdout, 'plain function function true\n')
+  await compile(dir, ['app.ts'])
+  const typescript = await run(process.execPath, ['out/app.js'], { cwd: dir, timeout: 20_000 })
+  assert.equal(typescript.stdout, 'typescript true\n')
+})
