@@ -16,6 +16,8 @@ export interface ExampleOptions {
   logger?: boolean | object
   /** Shutdown wait in ms. @default 5000 */
   shutdownTimeout?: number
+  /** Origins of pages served elsewhere (a single-page app on its own host) that may connect too. @default none */
+  allowedOrigins?: string[]
 }
 
 export interface Example {
@@ -50,7 +52,7 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
     broker = redisBroker({ url: options.redisUrl })
     presence = redisPresence(new Redis(options.redisUrl))
   }
-  const origins = new Set<string>()
+  const origins = new Set<string>(options.allowedOrigins)
   await app.register(realtime, {
     origins: (origin) => origins.has(origin),
     auth: { sources: ['protocol', 'header'] },
@@ -96,7 +98,7 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
       try {
         return await reply.type(type).header('cache-control', 'no-cache').send(await readFile(file))
       } catch {
-        return await reply.code(404).send({ statusCode: 404, message: `${path} is missing: run npm run build` })
+        return await reply.code(404).send({ statusCode: 404, message: `${path} is missing: run npm run bundle:client` })
       }
     })
   }

@@ -1,7 +1,8 @@
-// The example chat in a real browser: Debian's Chromium through playwright-core.
+// The example chat in a real browser (the system Chromium, or the one inside @sparticuz/chromium) through playwright-core.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import http from 'node:http'
+import { readFile } from 'node:fs/promises'
 import type { Browser, Page } from 'playwright-core'
 import { buildExample, type Example } from '../example/app.js'
 import { MAX_MESSAGE_LENGTH } from '../example/chat-route.js'
@@ -95,4 +96,38 @@ test('a page from another origin cannot connect: the Origin check refuses it bef
   assert.equal(await page.title(), 'closed 1006')
   assert.equal(example.app.realtime.stats().refused.FORBIDDEN_ORIGIN, 1)
   assert.equal(example.app.realtime.connections.size, 0)
+})
+
+test('a page on another origin that the allowlist accepts, with a bad token, goes offline with INVALID_TOKEN after one attempt', { timeout: 30000 }, async (t) => {
+  // A single-page app on its own origin, serving the client bundle itself; the chat server allows that origin.
+  const bundle = await readFile(new URL('../dist/client/realtime-client.js', import.meta.url))
+  const spa = http.createServer((req, res) => {
+    if (req.url === '/client.js') {
+      res.setHeader('content-type', 'text/javascript')
+      res.end(bundle)
+      return
+    }
+    res.setHeader('content-type', 'text/html')
+    res.end(`<script type="module">
+      import { createClient } from '/client.js'
+      let attempts = 0
+      const client = createClient('ws://127.0.0.1:${String(chatPort)}/chat', { token: 'not-a-token', maxAttempts: 5, backoff: { base: 50, cap: 100 } })
+      client.on('reconnecting', () => { attempts++ })
+      client.on('offline', (err) => { document.title = 'offline ' + err.code + ' after ' + attempts + ' retries' })
+    </script>`)
+  })
+  await new Promise<void>((resolve) => spa.listen(0, '127.0.0.1', resolve))
+  t.after(() => { spa.close() })
+  const spaOrigin = `http://127.0.0.1:${(spa.address() as { port: number }).port}`
+  const example = await buildExample({ logger: false, shutdownTimeout: 1000, allowedOrigins: [spaOrigin] })
+  const chatPort = await example.listen(0)
+  t.after(() => example.app.close())
+  const page = await browser.newPage()
+  t.after(() => page.close())
+  await page.goto(`${spaOrigin}/`)
+  await page.waitForFunction(() => document.title.startsWith('offline'), null, { timeout: 10000 })
+  assert.equal(await page.title(), 'offline INVALID_TOKEN after 0 retries')
+  const stats = example.app.realtime.stats()
+  assert.deepEqual([stats.refused, stats.diagnoses], [{ INVALID_TOKEN: 1 }, { INVALID_TOKEN: 1 }])
+  assert.equal(stats.connections, 0)
 })

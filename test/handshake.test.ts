@@ -288,3 +288,28 @@ test('an upgrade request with a body is refused with 400 before ws sees the body
   const ok = await rawRequest(h.port, head(''))
   assert.equal(ok.status, 101)
 })
+
+test('CORS for the handshake diagnosis: the preflight and the plain GET are readable by allowed origins only', { timeout: 10000 }, async (t) => {
+  const h = await appWith({ origins: ['https://spa.example'] })
+  t.after(() => h.close())
+  const preflight = (origin: string) => fetch(`${h.httpBase}/rt`, { method: 'OPTIONS', headers: { origin, 'access-control-request-method': 'GET', 'access-control-request-headers': 'authorization' } })
+  const allowed = await preflight('https://spa.example')
+  assert.equal(allowed.status, 204)
+  assert.equal(allowed.headers.get('access-control-allow-origin'), 'https://spa.example')
+  assert.equal(allowed.headers.get('access-control-allow-headers'), 'authorization')
+  assert.equal(allowed.headers.get('access-control-allow-methods'), 'GET')
+  const foreign = await preflight('https://evil.example')
+  assert.equal(foreign.headers.get('access-control-allow-origin'), null)
+
+  const get = (origin: string, token = 'garbage') => fetch(`${h.httpBase}/rt`, { headers: { origin, authorization: `Bearer ${token}` } })
+  const refused = await get('https://spa.example')
+  assert.deepEqual([refused.status, (await refused.json() as { code: string }).code, refused.headers.get('access-control-allow-origin')], [401, 'INVALID_TOKEN', 'https://spa.example'])
+  const accepted = await get('https://spa.example', h.sign({ sub: 'a' }))
+  assert.deepEqual([accepted.status, accepted.headers.get('access-control-allow-origin')], [426, 'https://spa.example'])
+  const evil = await get('https://evil.example')
+  assert.deepEqual([evil.status, evil.headers.get('access-control-allow-origin')], [403, null])
+  // An allowed origin still gets a socket only through a real upgrade with a valid token.
+  assert.equal((await refusalOf(connect(`${h.wsBase}/rt`, { origin: 'https://spa.example', ...bearer('garbage') }))).body.code, 'INVALID_TOKEN')
+  assert.deepEqual(h.app.realtime.stats().refused, { INVALID_TOKEN: 1 })
+  assert.deepEqual(h.app.realtime.stats().diagnoses, { INVALID_TOKEN: 1, UPGRADE_REQUIRED: 1, FORBIDDEN_ORIGIN: 1 })
+})

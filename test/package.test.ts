@@ -30,7 +30,7 @@ before(async () => {
   app = await mkdtemp(join(tmpdir(), 'fastify-realtime-consumer-'))
   // The build ran just before (npm test), so packing skips prepack's second build.
   const { stdout } = await run(npm, ['pack', '--ignore-scripts', '--json', '--pack-destination', app], { cwd: root })
-  const [{ filename }] = JSON.parse(stdout) as Array<{ filename: string }>
+  const [{ filename }] = JSON.parse(stdout) as [{ filename: string }]
   const versions = await Promise.all(PEERS.map(async (name) => {
     const { version } = JSON.parse(await readFile(join(root, 'node_modules', name, 'package.json'), 'utf8')) as { version: string }
     return `${name}@${version}`
