@@ -120,6 +120,19 @@ test('handlers of one connection run in arrival order, async ones included', { t
   assert.deepEqual(order, ['first', 'second', 'third', 'fourth'])
 })
 
+test('refusals and pongs are answered at once, ahead of replies still being computed (as the README says)', { timeout: 10000 }, async (t) => {
+  const { c } = await fixture(t)
+  c.sendJson({ type: 'slow', data: { ms: 150, tag: 'busy' }, id: 1 })
+  c.sendJson({ type: 'echo', data: { text: 'far too long for the schema' }, id: 2 })
+  c.sendJson({ type: 'nope', id: 3 })
+  c.sendJson({ type: 'ping', id: 4 })
+  c.sendJson({ type: 'fast', data: { tag: 'queued' }, id: 5 })
+  const answers = [await c.nextMessage(), await c.nextMessage(), await c.nextMessage(), await c.nextMessage(), await c.nextMessage()]
+  assert.deepEqual(answers.map((a) => [a.id, a.type, a.error?.code]), [
+    [2, 'error', 'VALIDATION_FAILED'], [3, 'error', 'UNKNOWN_TYPE'], [4, 'pong', undefined], [1, 'reply', undefined], [5, 'reply', undefined]
+  ])
+})
+
 test('__proto__ and constructor.prototype cannot pollute prototypes', { timeout: 10000 }, async (t) => {
   const { c } = await fixture(t)
   c.ws.send('{"type":"probe","id":1,"data":{"__proto__":{"polluted":"yes"}}}')

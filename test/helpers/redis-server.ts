@@ -14,7 +14,7 @@ export interface RedisServer {
   stop: () => Promise<void>
 }
 
-const answers = async (port: number, host = '127.0.0.1', timeout = 500): Promise<boolean> =>
+export const answers = async (port: number, host = '127.0.0.1', timeout = 500): Promise<boolean> =>
   await new Promise((resolve) => {
     const socket = net.connect(port, host)
     const done = (ok: boolean): void => { socket.destroy(); resolve(ok) }
@@ -24,7 +24,8 @@ const answers = async (port: number, host = '127.0.0.1', timeout = 500): Promise
     socket.on('data', (chunk) => { done(chunk.toString().startsWith('+PONG')) })
   })
 
-export const hasRedisServerBinary = (): boolean => spawnSync('redis-server', ['--version'], { stdio: 'ignore' }).status === 0
+export const hasRedisServerBinary = (env = process.env): boolean =>
+  spawnSync('redis-server', ['--version'], { stdio: 'ignore', env }).status === 0
 
 /** A port nobody listens on right now (the kernel's choice; the server binds it a moment later). */
 export async function freePort (): Promise<number> {
@@ -79,16 +80,16 @@ export interface ProvidedRedis {
 
 export const HOW_TO_RUN = 'install redis-server (apt-get install redis-server) or set REDIS_URL=redis://host:port'
 
-/** Finds or starts a Redis in the order above. */
-export async function provideRedis (env = process.env): Promise<ProvidedRedis> {
+/** Finds or starts a Redis in the order above (`env` and `fallbackPort` only change for this helper's own tests). */
+export async function provideRedis (env = process.env, fallbackPort = 6379): Promise<ProvidedRedis> {
   const none = async (): Promise<void> => {}
   if (env.REDIS_URL !== undefined && env.REDIS_URL !== '') return { url: env.REDIS_URL, skip: undefined, stop: none }
-  if (hasRedisServerBinary()) {
+  if (hasRedisServerBinary(env)) {
     const server = await startRedisServer()
     return { url: server.url, skip: undefined, stop: server.stop }
   }
-  if (await answers(6379)) return { url: 'redis://127.0.0.1:6379', skip: undefined, stop: none }
-  const skip = `no Redis: redis-server is not on the PATH, REDIS_URL is not set and nothing answers on 127.0.0.1:6379; ${HOW_TO_RUN}`
+  if (await answers(fallbackPort)) return { url: `redis://127.0.0.1:${fallbackPort}`, skip: undefined, stop: none }
+  const skip = `no Redis: redis-server is not on the PATH, REDIS_URL is not set and nothing answers on 127.0.0.1:${fallbackPort}; ${HOW_TO_RUN}`
   if (env.CI === 'true') throw new Error(`The Redis tests cannot run under CI=true: ${skip}`)
   return { url: undefined, skip, stop: none }
 }
