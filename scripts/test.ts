@@ -1,9 +1,11 @@
 // `npm test`'s test step: finds or starts one Redis for the whole run (test/helpers/redis-server.ts says in which
 // order), hands it to every test file as REDIS_URL, runs node:test over the suites, and stops that Redis afterwards.
 import { spawn } from 'node:child_process'
+import { readdirSync } from 'node:fs'
 import { provideRedis } from '../test/helpers/redis-server.js'
 
-const SUITES = ['test/*.test.ts', 'test/hardening/*.test.ts']
+// test/*.test.ts and test/hardening/*.test.ts (Node 20's runner does not expand globs itself).
+const SUITES = ['test', 'test/hardening'].flatMap((dir) => readdirSync(dir).filter((f) => f.endsWith('.test.ts')).sort().map((f) => `${dir}/${f}`))
 
 const redis = await provideRedis()
 const env = { ...process.env }
