@@ -45,6 +45,8 @@ test('two users join a room, see each other and exchange messages; a message ove
   await bob.waitForSelector('#messages li:has-text("hello bob")', { timeout: 5000 })
   await say(bob, 'hi alice')
   await alice.waitForSelector('#messages li:has-text("hi alice")', { timeout: 5000 })
+  // Bob's own message comes back to his page through the room too: wait for it there before reading it.
+  await bob.waitForSelector('#messages li:has-text("hi alice")', { timeout: 5000 })
   assert.equal(await bob.textContent('#messages li:last-child b'), 'bob')
   await screenshot(alice, 'example-two-users')
 
