@@ -1,4 +1,4 @@
-import type { ChainableCommander, Redis } from 'ioredis'
+import type { ChainableCommander, Cluster, Redis } from 'ioredis'
 import type { BrokerNode } from './types.js'
 
 type Kind = 'room' | 'user'
@@ -44,7 +44,7 @@ type ScriptPipeline = ChainableCommander & {
  * instance's members stop counting within the TTL, and the hash itself expires when nobody refreshes it.
  */
 export class RedisPresence {
-  private readonly redis: Redis & Scripts
+  private readonly redis: (Redis | Cluster) & Scripts
   private timer: ReturnType<typeof setInterval> | undefined
   /** Fields whose count fell to 0 while Redis was away: removed at the next refresh instead of waiting to expire. */
   private readonly stale = new Set<string>()
@@ -52,18 +52,43 @@ export class RedisPresence {
   private refreshing = false
 
   constructor (
-    redis: Redis,
+    redis: Redis | Cluster,
     private readonly prefix: string,
     private readonly instanceId: string,
-    private readonly ttlMs: number
+    private readonly ttlMs: number,
+    /** Wraps a name in a cluster hash tag (`{lobby}`), or leaves it as it is. */
+    private readonly tag: (name: string) => string = (name) => name
   ) {
     redis.defineCommand('rtPresenceWrite', { numberOfKeys: 1, lua: WRITE })
     redis.defineCommand('rtPresenceCount', { numberOfKeys: 1, lua: COUNT })
-    this.redis = redis as Redis & Scripts
+    this.redis = redis as (Redis | Cluster) & Scripts
   }
 
   private key (kind: Kind, name: string): string {
-    return `${this.prefix}presence:${kind}:${name}`
+    return `${this.prefix}presence:${kind}:${this.tag(name)}`
+  }
+
+  /**
+   * A batch of writes: one pipeline on a single Redis; on a cluster, where a pipeline's keys must share a slot,
+   * the commands go one by one (ioredis routes each to its shard).
+   */
+  private batch (): ScriptPipeline & { run: () => Promise<unknown> } {
+    if (!this.redis.isCluster) {
+      const pipeline = this.redis.pipeline() as ScriptPipeline
+      return Object.assign(pipeline, { run: async () => await pipeline.exec() })
+    }
+    const calls: Array<() => Promise<unknown>> = []
+    const redis = this.redis
+    const batch = {
+      get length () { return calls.length },
+      hdel: (key: string, field: string) => { calls.push(async () => await redis.hdel(key, field)); return batch },
+      rtPresenceWrite: (key: string, instance: string, count: number, ttlMs: number) => {
+        calls.push(async () => await redis.rtPresenceWrite(key, instance, count, ttlMs))
+        return batch
+      },
+      run: async () => await Promise.allSettled(calls.map(async (call) => await call()))
+    }
+    return batch as unknown as ScriptPipeline & { run: () => Promise<unknown> }
   }
 
   start (node: BrokerNode): void {
@@ -87,7 +112,7 @@ export class RedisPresence {
   /** Rewrites every local count with a fresh expiry (and drops the fields of names left while Redis was away). */
   refresh (node: BrokerNode): void {
     if (this.redis.status !== 'ready' || this.refreshing) return
-    const batch = this.redis.pipeline() as ScriptPipeline
+    const batch = this.batch()
     for (const key of this.stale) batch.hdel(key, this.instanceId)
     this.stale.clear()
     for (const kind of ['room', 'user'] as const) {
@@ -95,7 +120,7 @@ export class RedisPresence {
     }
     if (batch.length === 0) return
     this.refreshing = true
-    batch.exec().catch(() => {}).finally(() => { this.refreshing = false })
+    batch.run().catch(() => {}).finally(() => { this.refreshing = false })
   }
 
   /** The members across instances. Rejects while Redis is unreachable. */
@@ -108,10 +133,10 @@ export class RedisPresence {
     if (this.timer !== undefined) clearInterval(this.timer)
     this.timer = undefined
     if (node === undefined || this.redis.status !== 'ready') return
-    const batch = this.redis.pipeline()
+    const batch = this.batch()
     for (const kind of ['room', 'user'] as const) {
       for (const [name] of node.local(kind)) batch.hdel(this.key(kind, name), this.instanceId)
     }
-    if (batch.length > 0) await batch.exec().catch(() => {})
+    if (batch.length > 0) await batch.run().catch(() => {})
   }
 }

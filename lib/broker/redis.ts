@@ -1,12 +1,25 @@
 import { randomUUID } from 'node:crypto'
-import { Redis, type RedisOptions } from 'ioredis'
+import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { Broker, BrokerNode, Delivery, Target } from './types.js'
 import { decodeMessage, encodeMessage } from './redis-codec.js'
 import { RedisHealth, type Fault } from './redis-health.js'
 import { RedisPresence } from './redis-presence.js'
 
+/** Where the broker's Redis is: a URL, the app's own client (a `Redis` or a `Cluster`), or a Redis Cluster's nodes. */
+export type RedisConnectionOptions =
+  | { url: string, client?: never, cluster?: never }
+  | { client: Redis | Cluster, url?: never, cluster?: never }
+  | { cluster: { nodes: ClusterNode[], options?: ClusterOptions }, url?: never, client?: never }
+
 /** Options of `redisBroker()`. */
-export type RedisBrokerOptions = ({ url: string, client?: never } | { client: Redis, url?: never }) & {
+export type RedisBrokerOptions = RedisConnectionOptions & {
+  /**
+   * On a Redis Cluster: room and user channels use sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, Redis 7+), so each
+   * channel lives on the shard that owns its slot and fan-out traffic spreads over the masters; `false` uses classic
+   * pub/sub, which every node of the cluster relays to every other. Ignored without a cluster.
+   * @default true
+   */
+  sharded?: boolean
   /**
    * Every channel and key starts with it; instances that share rooms share it.
    * @default 'rt:'
@@ -35,7 +48,9 @@ async function within (promise: Promise<unknown>, ms: number): Promise<void> {
   clearTimeout(timer)
 }
 
-async function closeConnection (client: Redis): Promise<void> {
+type Client = Redis | Cluster
+
+async function closeConnection (client: Client): Promise<void> {
   if (client.status === 'ready') await within(client.quit(), CLOSE_TIMEOUT)
   client.disconnect()
 }
@@ -67,9 +82,10 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     connectionName: `${prefix}sub`,
     lazyConnect: true
   }
-  const pub = options.client !== undefined ? options.client.duplicate(pubOptions) : new Redis(options.url, pubOptions)
-  const sub = options.client !== undefined ? options.client.duplicate(subOptions) : new Redis(options.url, subOptions)
-  const presence = new RedisPresence(pub, prefix, instanceId, (options.presenceTtl ?? 30) * 1000)
+  const { pub, sub, cluster } = connect(options, pubOptions, subOptions, options.sharded !== false)
+  const sharded = cluster && options.sharded !== false
+  const names = channelNames(prefix, cluster)
+  const presence = new RedisPresence(pub, prefix, instanceId, (options.presenceTtl ?? 30) * 1000, names.tag)
   let node: BrokerNode | undefined
   const health = new RedisHealth(() => node as BrokerNode)
   /** Room and user channels this instance is subscribed to (besides the broadcast channel, always). */
@@ -77,16 +93,11 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   /** Bytes published and not yet answered. */
   let pending = 0
 
-  const channelOf = (target: Target): string => target.kind === 'all' ? `${prefix}all` : `${prefix}${target.kind}:${target.name}`
-  function targetOf (channel: string): Target | undefined {
-    const rest = channel.slice(prefix.length)
-    if (rest === 'all') return { kind: 'all' }
-    if (rest.startsWith('room:')) return { kind: 'room', name: rest.slice(5) }
-    if (rest.startsWith('user:')) return { kind: 'user', name: rest.slice(5) }
-    return undefined
-  }
+  const { channelOf, targetOf } = names
+  const subscribe = (channel: string): Promise<unknown> => sharded ? sub.ssubscribe(channel) : sub.subscribe(channel)
+  const unsubscribe = (channel: string): Promise<unknown> => sharded ? sub.sunsubscribe(channel) : sub.unsubscribe(channel)
 
-  function watch (client: Redis, fault: Fault, onReady: () => void): void {
+  function watch (client: Client, fault: Fault, onReady: () => void): void {
     client.on('error', (err: Error) => { health.failed(err) })
     client.on('close', () => { health.down(fault, new Error('connection to Redis closed')) })
     client.on('ready', () => {
@@ -118,10 +129,10 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       node = n
       watch(pub, 'publisher', () => { presence.refresh(n) })
       watch(sub, 'subscriber', () => {})
-      sub.on('messageBuffer', subOnMessage)
+      sub.on(sharded ? 'smessageBuffer' : 'messageBuffer', subOnMessage)
       try {
         await Promise.all([pub.connect(), sub.connect()])
-        await sub.subscribe(`${prefix}all`)
+        await subscribe(channelOf({ kind: 'all' }))
       } catch (err) {
         // Left alone, ioredis would keep reconnecting in the background and hold the process open.
         pub.disconnect()
@@ -145,9 +156,15 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
         return
       }
       pending += size
-      pub.publish(channelOf(delivery.target), message).then(() => {
+      const channel = channelOf(delivery.target)
+      const published = sharded ? pub.spublish(channel, message) : pub.publish(channel, message)
+      published.then((receivers) => {
         settle(size)
         health.succeeded()
+        // On a cluster, a shard that failed over has no subscribers until each instance resubscribes there: a
+        // publish it took reached nobody. Where this instance knows the channel has subscribers (itself: its
+        // own members are there, and every instance listens for broadcasts), that is a failed publish.
+        if (cluster && receivers === 0 && (delivery.target.kind === 'all' || channels.has(channel))) node?.publishFailed()
       }, (err: Error) => {
         settle(size)
         node?.publishFailed()
@@ -155,12 +172,12 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       })
     },
     membership (kind, name, count) {
-      const channel = `${prefix}${kind}:${name}`
+      const channel = channelOf({ kind, name })
       if (count > 0 && !channels.has(channel)) {
         channels.add(channel)
-        sub.subscribe(channel).catch((err: Error) => { health.failed(err) })
+        subscribe(channel).catch((err: Error) => { health.failed(err) })
       } else if (count === 0 && channels.delete(channel)) {
-        sub.unsubscribe(channel).catch((err: Error) => { health.failed(err) })
+        unsubscribe(channel).catch((err: Error) => { health.failed(err) })
       }
       presence.set(kind, name, count)
     },
@@ -174,6 +191,55 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       health.active = false
       await within(presence.stop(node), CLOSE_TIMEOUT)
       await Promise.all([closeConnection(pub), closeConnection(sub)])
+    }
+  }
+}
+
+/**
+ * The cluster publisher never re-sends: ioredis would retry a publish redirected (MOVED) or cut off by a failover
+ * after later ones, out of order and possibly twice. It fails instead, is counted, and the slot map is refreshed.
+ */
+const AT_MOST_ONCE: ClusterOptions = { maxRedirections: 0 }
+
+/**
+ * The two connections: with `{ url }` new ones, with `{ client }` duplicates of the app's (a `Redis` or a
+ * `Cluster`), with `{ cluster }` two `Cluster` clients; the subscriber of a cluster keeps one connection per shard
+ * (ioredis's `shardedSubscribers`).
+ */
+function connect (options: RedisConnectionOptions, pubOptions: RedisOptions, subOptions: RedisOptions, sharded: boolean): { pub: Client, sub: Client, cluster: boolean } {
+  const clusterOptions = (own: RedisOptions, base: ClusterOptions = {}, subscriber = false): ClusterOptions => {
+    const { enableOfflineQueue, lazyConnect, ...perNode } = own
+    return { ...base, enableOfflineQueue, lazyConnect, shardedSubscribers: subscriber && sharded, redisOptions: { ...base.redisOptions, ...perNode } }
+  }
+  if (options.cluster !== undefined) {
+    const { nodes, options: base } = options.cluster
+    return { pub: new Cluster(nodes, { ...clusterOptions(pubOptions, base), ...AT_MOST_ONCE }), sub: new Cluster(nodes, clusterOptions(subOptions, base, true)), cluster: true }
+  }
+  if (options.client instanceof Cluster) {
+    return { pub: options.client.duplicate([], { ...clusterOptions(pubOptions), ...AT_MOST_ONCE }), sub: options.client.duplicate([], clusterOptions(subOptions, {}, true)), cluster: true }
+  }
+  if (options.client !== undefined) return { pub: options.client.duplicate(pubOptions), sub: options.client.duplicate(subOptions), cluster: false }
+  return { pub: new Redis(options.url, pubOptions), sub: new Redis(options.url, subOptions), cluster: false }
+}
+
+/**
+ * Channel names, and the hash tag keys of the same room or user use: on a cluster the name goes in braces, so a
+ * room's channel and its keys share one slot (an atomic script can touch them together) and rooms spread over
+ * the shards. Without a cluster the names are as they always were.
+ */
+function channelNames (prefix: string, cluster: boolean) {
+  const tag = (name: string): string => cluster ? `{${name}}` : name
+  const untag = (name: string): string => cluster && name.startsWith('{') && name.endsWith('}') ? name.slice(1, -1) : name
+  const all = `${prefix}${tag('all')}`
+  return {
+    tag,
+    channelOf: (target: Target): string => target.kind === 'all' ? all : `${prefix}${target.kind}:${tag(target.name)}`,
+    targetOf (channel: string): Target | undefined {
+      if (channel === all) return { kind: 'all' }
+      const rest = channel.slice(prefix.length)
+      if (rest.startsWith('room:')) return { kind: 'room', name: untag(rest.slice(5)) }
+      if (rest.startsWith('user:')) return { kind: 'user', name: untag(rest.slice(5)) }
+      return undefined
     }
   }
 }

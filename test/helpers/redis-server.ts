@@ -10,8 +10,8 @@ import net from 'node:net'
 export interface RedisServer {
   url: string
   port: number
-  /** Stops the server and waits for it to exit. */
-  stop: () => Promise<void>
+  /** Stops the server (`kill`: SIGKILL, as a crash would) and waits for it to exit. */
+  stop: (kill?: boolean) => Promise<void>
 }
 
 export const answers = async (port: number, host = '127.0.0.1', timeout = 500): Promise<boolean> =>
@@ -50,7 +50,7 @@ export async function startRedisServer (args: string[] = [], port?: number): Pro
     const deadline = Date.now() + 5000
     while (Date.now() < deadline && child.exitCode === null) {
       if (await answers(chosen)) {
-        return { url: `redis://127.0.0.1:${chosen}`, port: chosen, stop: async () => { await stop(child, exited); process.off('exit', killOnExit) } }
+        return { url: `redis://127.0.0.1:${chosen}`, port: chosen, stop: async (kill = false) => { await stop(child, exited, kill); process.off('exit', killOnExit) } }
       }
       await new Promise((resolve) => setTimeout(resolve, 25))
     }
@@ -61,9 +61,9 @@ export async function startRedisServer (args: string[] = [], port?: number): Pro
   }
 }
 
-async function stop (child: ChildProcess, exited: Promise<void>): Promise<void> {
+async function stop (child: ChildProcess, exited: Promise<void>, kill = false): Promise<void> {
   if (child.exitCode !== null || child.signalCode !== null) return
-  child.kill('SIGTERM')
+  child.kill(kill ? 'SIGKILL' : 'SIGTERM')
   const timer = setTimeout(() => child.kill('SIGKILL'), 2000)
   await exited
   clearTimeout(timer)

@@ -1,0 +1,213 @@
+// The Redis broker on a real Redis Cluster of the test's own (3 masters, 1 replica each) with sharded pub/sub:
+// delivery, subscriptions on the shard that owns each channel, cluster-wide counts with one slot per script, a
+// master killed and its replica promoted, and `{ client: Cluster }`.
+import { after, before, type TestContext } from 'node:test'
+import assert from 'node:assert/strict'
+import { Cluster, Redis } from 'ioredis'
+import { Type } from '@sinclair/typebox'
+import { redisBroker, type RedisBrokerOptions } from '../lib/redis.js'
+import { startApp, type TestApp } from './helpers/app.js'
+import { connect, type TestClient } from './helpers/client.js'
+import { redisTest, uniquePrefix } from './helpers/redis.js'
+import { startRedisCluster, type TestRedisCluster } from './helpers/redis-cluster.js'
+
+let cluster: TestRedisCluster
+let admin: Cluster
+before(async () => {
+  cluster = await startRedisCluster()
+  admin = new Cluster(cluster.nodes, { lazyConnect: true })
+  await admin.connect()
+}, { timeout: 60_000 })
+after(async () => {
+  admin?.disconnect()
+  await cluster?.stop()
+})
+
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
+
+async function eventually (predicate: () => Promise<boolean>, what: string, timeout = 5000): Promise<void> {
+  const start = Date.now()
+  while (!await predicate()) {
+    if (Date.now() - start > timeout) throw new Error(`timed out waiting for ${what}`)
+    await sleep(25)
+  }
+}
+
+const keyslot = async (key: string): Promise<number> => await admin.cluster('KEYSLOT', key)
+
+/** Instances subscribed to a shard channel, asked of the master that owns its slot. */
+async function shardSubscribers (channel: string): Promise<number> {
+  const port = await cluster.masterOf(await keyslot(channel))
+  const node = new Redis(port, '127.0.0.1', { lazyConnect: true, maxRetriesPerRequest: 0 })
+  try {
+    await node.connect()
+    const reply = await node.call('PUBSUB', 'SHARDNUMSUB', channel) as [string, number]
+    return Number(reply[1])
+  } finally {
+    node.disconnect()
+  }
+}
+
+/** `size` instances on one prefix, each with a route: join and say (to a room, except the sender). */
+async function instances (t: TestContext, size: number, broker: (prefix: string) => RedisBrokerOptions): Promise<{ apps: TestApp[], prefix: string }> {
+  const prefix = uniquePrefix()
+  const apps: TestApp[] = []
+  t.after(async () => { await Promise.all(apps.map(async (h) => { await h.close() })) })
+  for (let i = 0; i < size; i++) {
+    apps.push(await startApp({
+      jwt: false,
+      realtime: { auth: { authenticate: (request) => ({ sub: String(request.headers['x-user'] ?? `anon-${i}`) }) }, broker: redisBroker(broker(prefix)) },
+      setup: (app) => {
+        const route = app.realtimeRoute({
+          url: '/rt',
+          messages: {
+            join: { schema: Type.String(), handler: (room, conn) => { conn.join(room); return room } },
+            say: { schema: Type.String(), handler: (room, conn): number => route.to(room).send('said', { room, from: conn.userId ?? '' }, { except: conn }) }
+          },
+          events: { said: Type.Object({ room: Type.String(), from: Type.String() }) }
+        })
+      }
+    }))
+  }
+  return { apps, prefix }
+}
+
+const onCluster = (prefix: string, extra: Partial<RedisBrokerOptions> = {}): RedisBrokerOptions =>
+  ({ cluster: { nodes: cluster.nodes, options: { slotsRefreshInterval: 500 } }, prefix, presenceTtl: 2, ...extra }) as RedisBrokerOptions
+
+async function member (t: TestContext, h: TestApp, user: string, room?: string): Promise<TestClient> {
+  const c = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': user } })
+  t.after(() => { c.destroy() })
+  if (room !== undefined) await c.request('join', room)
+  return c
+}
+
+async function drain (c: TestClient, ms = 150): Promise<unknown[]> {
+  await sleep(ms)
+  const out = []
+  while (c.pending > 0) out.push(await c.nextMessage())
+  return out
+}
+
+/** Room names whose slots fall on three different masters. */
+async function roomsOnEveryShard (): Promise<string[]> {
+  const byMaster = new Map<number, string>()
+  for (let i = 0; byMaster.size < 3 && i < 200; i++) {
+    const name = `room-${i}`
+    const master = await cluster.masterOf(await keyslot(`{${name}}`))
+    if (!byMaster.has(master)) byMaster.set(master, name)
+  }
+  return [...byMaster.values()]
+}
+
+redisTest('sharded: room, user and broadcast fan-outs reach every member on every instance exactly once, each room channel on its own shard', { timeout: 30000 }, async (t) => {
+  const { apps: [a, b, c], prefix } = await instances(t, 3, (p) => onCluster(p))
+  assert.ok(a !== undefined && b !== undefined && c !== undefined)
+  const rooms = await roomsOnEveryShard()
+  assert.equal(rooms.length, 3)
+  const members = []
+  for (const room of rooms) {
+    members.push(await member(t, a, 'alice', room), await member(t, b, 'bob', room), await member(t, c, 'carol', room))
+  }
+  for (const room of rooms) await eventually(async () => await shardSubscribers(`${prefix}room:{${room}}`) === 3, `3 subscribers of ${room}`)
+  // The three room channels live on three different masters: the fan-out traffic is spread.
+  const masters = await Promise.all(rooms.map(async (room) => await cluster.masterOf(await keyslot(`${prefix}room:{${room}}`))))
+  assert.equal(new Set(masters).size, 3)
+
+  for (const [i, room] of rooms.entries()) {
+    assert.equal(b.app.realtime.to(room).send('news', { i }), 1)
+    for (const m of members.slice(i * 3, i * 3 + 3)) assert.deepEqual(await drain(m), [{ type: 'news', data: { i } }])
+  }
+  c.app.realtime.toUser('alice').send('dm', 'hi')
+  for (const [i, m] of members.entries()) assert.deepEqual(await drain(m, i === 0 ? 150 : 0), i % 3 === 0 ? [{ type: 'dm', data: 'hi' }] : [])
+  await eventually(async () => await shardSubscribers(`${prefix}{all}`) === 3, 'the broadcast channel')
+  a.app.realtime.broadcast('all', 1)
+  for (const [i, m] of members.entries()) assert.deepEqual(await drain(m, i === 0 ? 150 : 0), [{ type: 'all', data: 1 }])
+  // except crosses instances; the typed route handle publishes through the same broker.
+  const [, bob] = members
+  assert.equal((await bob?.request('say', rooms[0]))?.data, 0)
+  assert.deepEqual(await drain(members[0] as TestClient), [{ type: 'said', data: { room: rooms[0], from: 'bob' } }])
+  assert.deepEqual(await drain(bob as TestClient, 0), [])
+  assert.deepEqual([a, b, c].map((h) => h.app.realtime.stats().brokerFailures), [0, 0, 0])
+})
+
+redisTest('keys carry the room as a hash tag: every presence script touches one slot, counts are cluster-wide', { timeout: 30000 }, async (t) => {
+  const { apps: [a, b], prefix } = await instances(t, 2, (p) => onCluster(p))
+  assert.ok(a !== undefined && b !== undefined)
+  const rooms = await roomsOnEveryShard()
+  for (const room of rooms) {
+    await member(t, a, 'alice', room)
+    await member(t, b, 'bob', room)
+    await member(t, b, 'bob', room)
+  }
+  for (const room of rooms) {
+    await eventually(async () => await a.app.realtime.roomSize(room) === 3, `roomSize(${room})`)
+    assert.equal(await b.app.realtime.roomSize(room), 3)
+    const key = `${prefix}presence:room:{${room}}`
+    assert.equal(await admin.exists(key), 1)
+    assert.equal(await keyslot(key), await keyslot(`${prefix}room:{${room}}`), 'the key and the channel share a slot')
+  }
+  assert.equal(await a.app.realtime.online('bob'), true)
+  assert.equal(await a.app.realtime.online('nobody'), false)
+  // The periodic refresh (every third of the TTL) writes keys of every shard without a cross-slot error.
+  await sleep(800)
+  for (const room of rooms) assert.equal(await a.app.realtime.roomSize(room), 3)
+})
+
+redisTest('{ client: Cluster } duplicates the app\'s cluster client and leaves it open; sharded: false uses classic pub/sub', { timeout: 30000 }, async (t) => {
+  const own = new Cluster(cluster.nodes, { lazyConnect: true })
+  await own.connect()
+  t.after(() => { own.disconnect() })
+  const { apps: [a, b], prefix } = await instances(t, 2, (p) => ({ client: own, prefix: p, sharded: false, presenceTtl: 2 }))
+  assert.ok(a !== undefined && b !== undefined)
+  const m1 = await member(t, a, 'alice', 'hall')
+  const m2 = await member(t, b, 'bob', 'hall')
+  // A classic SUBSCRIBE on a cluster lands on whichever node ioredis picked: send until the other instance hears.
+  let n = 0
+  await eventually(async () => { a.app.realtime.to('hall').send('hi', ++n); await sleep(50); return m2.pending > 0 }, 'classic subscriptions')
+  await sleep(100)
+  const got = (await drain(m2, 0)).map((m) => (m as { data: number }).data)
+  assert.ok(got.length >= 1 && got.every((v, i) => i === 0 || v === (got[i - 1] as number) + 1), `in order, once: ${got.join()}`)
+  assert.equal(got.at(-1), n)
+  assert.equal((await drain(m1, 0)).length, n, 'the local member gets every one')
+  await a.close()
+  await b.close()
+  assert.equal(own.status, 'ready', 'the app\'s own client stays open')
+  assert.equal(await own.exists(`${prefix}presence:room:{hall}`), 0, 'a clean shutdown removes its presence')
+})
+
+redisTest('a master killed: its replica is promoted, subscriptions move over, delivery resumes; publishes in the gap are counted as failed', { timeout: 60000 }, async (t) => {
+  const { apps: [a, b], prefix } = await instances(t, 2, (p) => onCluster(p))
+  assert.ok(a !== undefined && b !== undefined)
+  const [room] = await roomsOnEveryShard()
+  assert.ok(room !== undefined)
+  const sender = await member(t, a, 'alice', room)
+  const receiver = await member(t, b, 'bob', room)
+  const channel = `${prefix}room:{${room}}`
+  await eventually(async () => await shardSubscribers(channel) === 2, 'subscribers')
+  a.app.realtime.to(room).send('before', 1)
+  assert.deepEqual(await drain(receiver), [{ type: 'before', data: 1 }])
+
+  const master = await cluster.masterOf(await keyslot(channel))
+  cluster.servers.find((s) => s.port === master)?.kill()
+  // Publish every 50 ms until the receiver on the other instance gets one again: the replica took over.
+  let sent = 0
+  await eventually(async () => {
+    a.app.realtime.to(room).send('during', ++sent)
+    return receiver.pending > 0
+  }, 'delivery to resume after the failover', 30_000)
+  const promoted = await cluster.masterOf(await keyslot(channel))
+  assert.notEqual(promoted, master)
+  await sleep(300)
+  const got = (await drain(receiver, 0)).map((m) => (m as { data: number }).data)
+  // Whatever crossed arrived once and in order; what did not was counted by the publisher.
+  assert.deepEqual(got, [...got].sort((x, y) => x - y))
+  assert.equal(new Set(got).size, got.length)
+  const failures = a.app.realtime.stats().brokerFailures
+  assert.ok(failures > 0, 'publishes to the dead master were counted as failed')
+  assert.ok(got.length + failures >= sent - 1, `every publish either arrived or was counted (${got.length} + ${failures} of ${sent})`)
+  // And a fresh fan-out goes through on the new master, once.
+  await drain(sender, 0)
+  a.app.realtime.to(room).send('after', 1)
+  assert.deepEqual(await drain(receiver), [{ type: 'after', data: 1 }])
+})
