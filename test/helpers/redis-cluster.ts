@@ -39,7 +39,7 @@ export async function startRedisCluster ({ masters = 3, replicas = 1, nodeTimeou
     for (let i = 0; i < masters * (1 + replicas); i++) {
       const server = await startRedisServer(['--cluster-enabled', 'yes', '--cluster-config-file', `nodes-${i}.conf`,
         '--cluster-node-timeout', String(nodeTimeout), '--dir', dir, '--cluster-require-full-coverage', 'no'])
-      servers.push({ ...server, kill: () => { killed.add(server.port); void server.stop(true) } })
+      servers.push({ ...server, kill: () => { killed.add(server.port); server.stop(true).catch(() => {}) } })
     }
     await run('redis-cli', ['--cluster', 'create', ...servers.map((s) => `127.0.0.1:${s.port}`), '--cluster-replicas', String(replicas), '--cluster-yes'], { timeout: 30_000 })
   } catch (err) {
