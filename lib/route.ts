@@ -109,8 +109,8 @@ function refuse (ctx: RealtimeContext, request: FastifyRequest, reply: FastifyRe
  * `instance.realtimeRoute(definition)`: compiles the route and registers a GET route on the calling instance
  * (its prefix and hooks apply). A broken definition fails at `app.ready()`, naming the route and the type.
  */
-export function addRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> (
-  ctx: RealtimeContext, instance: FastifyInstance, definition: RouteDefinition<S, M, E>
+export function addRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E, R>, E extends EventSchemas, R> (
+  ctx: RealtimeContext, instance: FastifyInstance, definition: RouteDefinition<S, M, E, R>
 ): TypedRoute<S, M, E> {
   let route: CompiledRoute
   try {

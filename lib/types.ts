@@ -11,8 +11,8 @@ declare module 'fastify' {
      * Registers a realtime route on this instance (its prefix and hooks apply) and returns the definition, typed,
      * for `createClient<typeof route>()`.
      */
-    realtimeRoute: <S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas = {}>(
-      definition: RouteDefinition<S, M, E>
+    realtimeRoute: <S extends Record<string, TSchema>, M extends MessageDefinitions<S, E, R>, E extends EventSchemas = {}, R = {}>(
+      definition: RouteDefinition<S, M, E, R>
     ) => TypedRoute<S, M, E>
   }
 }
