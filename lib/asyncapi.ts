@@ -177,7 +177,8 @@ export function buildAsyncApi (routes: readonly DocumentedRoute[], options: Asyn
   const components: AsyncApiDocument['components'] = {}
   if (Object.keys(converter.components).length > 0) components.schemas = converter.components
   if (Object.keys(schemes).length > 0) components.securitySchemes = schemes
-  return {
+  // A copy: the shared envelope parts must not change when a caller edits its document.
+  return structuredClone({
     asyncapi: '3.0.0',
     info: options.info,
     ...(options.servers !== undefined ? { servers: options.servers } : {}),
@@ -185,7 +186,7 @@ export function buildAsyncApi (routes: readonly DocumentedRoute[], options: Asyn
     channels,
     operations,
     components
-  }
+  } satisfies AsyncApiDocument)
 }
 
 /** A TypeBox schema's own `description` becomes the message's summary. */

@@ -21,7 +21,7 @@ export type MessageDefinitions<S extends Record<string, TSchema>, E extends Even
      * TypeBox schema of the reply's `data`: types the handler's return value and documents the reply in the
      * AsyncAPI document (not checked at run time). @default none: any return value, `{}` in the document
      */
-    reply?: R[K & keyof R]
+    reply?: R[K & keyof R] extends TSchema | undefined ? R[K & keyof R] : TSchema
     /**
      * Handles one message. Its return value is the reply's `data` when the message carried an `id`.
      * Throw a `RealtimeError` to answer with your own error code.

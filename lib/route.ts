@@ -43,9 +43,10 @@ function compile (definition: RouteDefinition<any, any, any>, options: ResolvedO
   if (typeof url !== 'string' || url === '') throw new RT_ERR_ROUTE(String(url), 'url must be a non-empty string')
   if (definition.messages === null || typeof definition.messages !== 'object') throw new RT_ERR_ROUTE(url, 'messages must be an object')
   const messages = new Map<string, CompiledMessage>()
-  for (const [type, message] of Object.entries(definition.messages as Record<string, { schema: TSchema, handler: CompiledMessage['handler'] }>)) {
+  for (const [type, message] of Object.entries(definition.messages as Record<string, { schema: TSchema, reply?: unknown, handler: CompiledMessage['handler'] }>)) {
     if (RESERVED_TYPES.has(type)) throw new RT_ERR_RESERVED_TYPE(url, type)
     if (typeof message?.handler !== 'function') throw new RT_ERR_ROUTE(url, `message type "${type}" needs a handler function`)
+    if (message.reply !== undefined && (typeof message.reply !== 'object' || message.reply === null)) throw new RT_ERR_ROUTE(url, `message type "${type}": reply must be a schema`)
     let check
     try {
       check = TypeCompiler.Compile(message.schema)

@@ -170,7 +170,7 @@ test('with the asyncapi option, a schema JSON cannot express fails app.ready()',
     a.realtimeRoute({ url: '/bad', auth: false, messages: { big: { schema: Type.BigInt(), handler: () => null } } })
   }, { asyncapi: {} })
   t.after(() => instance.close())
-  await assert.rejects(instance.ready(), { code: 'RT_ERR_ASYNCAPI_SCHEMA', message: /route \/bad, type "big", at \(data\): Type\.BigInt\(\)/ })
+  await assert.rejects(async () => { await instance.ready() }, { code: 'RT_ERR_ASYNCAPI_SCHEMA', message: /route \/bad, type "big", at \(data\): Type\.BigInt\(\)/ })
 })
 
 test('asyncapi() before app.ready() throws, since plugins may still add routes', { timeout: 10000 }, async (t) => {
@@ -241,4 +241,12 @@ test('asyncapi options: custom paths, no page, onRequest guarding the routes, an
     await assert.rejects(async () => { await bad.register(realtime, { auth: false, asyncapi: asyncapi as never }) }, { code: 'RT_ERR_OPTIONS' })
     await bad.close().catch(() => {})
   }
+})
+
+test('a reply that is not a schema fails at app.ready(), naming the route and the type', { timeout: 10000 }, async (t) => {
+  const instance = await app((a) => {
+    a.realtimeRoute({ url: '/r', auth: false, messages: { count: { schema: Type.Object({}), reply: 'number' as unknown as TSchema, handler: () => 1 } } })
+  })
+  t.after(() => instance.close())
+  await assert.rejects(async () => { await instance.ready() }, { code: 'RT_ERR_ROUTE', message: /route \/r: message type "count": reply must be a schema/ })
 })

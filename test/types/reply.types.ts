@@ -59,6 +59,14 @@ app.realtimeRoute({
   }
 })
 
+app.realtimeRoute({
+  url: '/not-a-schema',
+  messages: {
+    // @ts-expect-error a reply is a schema
+    count: { schema: Type.Object({}), reply: 'number', handler: () => 1 }
+  }
+})
+
 // defineRoute takes reply schemas alike, and the client reads the reply from the handler.
 const defined = defineRoute({
   url: '/defined',
