@@ -26,6 +26,12 @@ export interface Example {
   listen: (port: number) => Promise<number>
 }
 
+/** The Info Object of the example's AsyncAPI document. */
+export const EXAMPLE_INFO = {
+  title: 'fastify-realtime example chat',
+  version: '1.0.0',
+  description: 'Rooms, messages, typing and presence over one WebSocket. Log in with `POST /login` for a token.'
+}
 const SESSION_COOKIE = 'session'
 const SESSION_TTL = 8 * 3600
 const publicDir = new URL('./public/', import.meta.url)
@@ -58,6 +64,8 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
     auth: { sources: ['protocol', 'header'] },
     limits: { rate: 20, burst: 10 },
     shutdown: { timeout: options.shutdownTimeout ?? 5000 },
+    // The AsyncAPI document of the chat at /asyncapi.json (and .yaml), and its page at /asyncapi.
+    asyncapi: { path: '/asyncapi.json', page: '/asyncapi', info: EXAMPLE_INFO },
     ...(broker !== undefined ? { broker } : {})
   })
   app.addHook('onClose', async () => { await presence.close() })

@@ -18,6 +18,7 @@ export function registerChat (app: FastifyInstance, presence: Presence) {
     messages: {
       'room.join': {
         schema: Type.Object({ room: Room }),
+        reply: Type.Object({ room: Type.String(), users: Type.Array(Type.String(), { description: 'who is in the room' }) }),
         handler: async ({ room }, conn) => {
           if (conn.rooms.has(room)) return { room, users: [] as string[] }
           conn.join(room)
@@ -28,6 +29,7 @@ export function registerChat (app: FastifyInstance, presence: Presence) {
       },
       'room.leave': {
         schema: Type.Object({ room: Room }),
+        reply: Type.Object({ room: Type.String() }),
         handler: async ({ room }, conn) => {
           if (!conn.rooms.has(room)) return { room }
           conn.leave(room)
@@ -37,6 +39,7 @@ export function registerChat (app: FastifyInstance, presence: Presence) {
       },
       'chat.send': {
         schema: Type.Object({ room: Room, text: Type.String({ minLength: 1, maxLength: MAX_MESSAGE_LENGTH }) }),
+        reply: Type.Object({ at: Type.Number({ description: 'when the server took it, ms since the epoch' }) }),
         handler: ({ room, text }, conn) => {
           if (!conn.rooms.has(room)) throw new RealtimeError('NOT_IN_ROOM', `join ${room} first`)
           const at = Date.now()

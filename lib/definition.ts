@@ -7,25 +7,39 @@ import type { Except } from './registry.js'
 /** Server-to-client event types of a route, each with its TypeBox schema. */
 export type EventSchemas = Record<string, TSchema>
 
-/** The handlers of a route's message types, `data` typed from each schema. */
-export type MessageDefinitions<S extends Record<string, TSchema>, E extends EventSchemas> = {
+/** What a handler may return: the reply schema's type (or a promise of it) when the message declares one. */
+export type HandlerResult<R> = R extends TSchema ? Static<R> | Promise<Static<R>> : unknown
+
+/**
+ * The handlers of a route's message types, `data` typed from each schema, and the return value from `reply` when
+ * given (`R` maps a type to its reply schema; it is inferred, never written).
+ */
+export type MessageDefinitions<S extends Record<string, TSchema>, E extends EventSchemas, R = {}> = {
   [K in keyof S]: {
     /** TypeBox schema of the message's `data`, compiled once with TypeCompiler. */
     schema: S[K]
     /**
+     * TypeBox schema of the reply's `data`: types the handler's return value and documents the reply in the
+     * AsyncAPI document (not checked at run time). @default none: any return value, `{}` in the document
+     */
+    reply?: R[K & keyof R] extends TSchema | undefined ? R[K & keyof R] : TSchema
+    /**
      * Handles one message. Its return value is the reply's `data` when the message carried an `id`.
      * Throw a `RealtimeError` to answer with your own error code.
      */
-    handler: (data: Static<S[K]>, conn: Connection<E>) => unknown
+    handler: (data: Static<S[K]>, conn: Connection<E>) => HandlerResult<R[K & keyof R]>
   }
 }
 
+/** Where `R` of `MessageDefinitions` is inferred from: the `reply` of each message type. */
+export type ReplySchemas<R> = { [K in keyof R]: { reply?: R[K] } }
+
 /** What `app.realtimeRoute()` takes. */
-export interface RouteDefinition<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> {
+export interface RouteDefinition<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E, R>, E extends EventSchemas, R = {}> {
   /** The route's path (the encapsulation context's prefix applies). */
   url: string
   /** Client-to-server message types with their schemas and handlers. */
-  messages: M & MessageDefinitions<S, E>
+  messages: M & MessageDefinitions<S, E, R> & ReplySchemas<R>
   /** Server-to-client event types with their schemas, so that `conn.send` is typed. */
   events?: E
   /** Handles binary frames; without it a binary frame gets `BINARY_NOT_ACCEPTED`. */
@@ -50,15 +64,15 @@ export interface RouteDefinition<S extends Record<string, TSchema>, M extends Me
 }
 
 /** The typed route: what `realtimeRoute` and `defineRoute` return, and what `createClient<typeof route>` reads. */
-export interface RealtimeRoute<M = Record<string, { schema: TSchema, handler: (...args: any[]) => unknown }>, E extends EventSchemas = EventSchemas> {
+export interface RealtimeRoute<M = Record<string, { schema: TSchema, reply?: TSchema, handler: (...args: any[]) => unknown }>, E extends EventSchemas = EventSchemas> {
   url: string
   messages: M
   events: E
 }
 
 /** A route definition as `realtimeRoute` and `defineRoute` return it: each handler keeps its own return type. */
-export type TypedRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> =
-  Omit<RouteDefinition<S, M, E>, 'messages' | 'events'> & RealtimeRoute<M, E>
+export type TypedRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E, any>, E extends EventSchemas> =
+  Omit<RouteDefinition<S, M, E, any>, 'messages' | 'events'> & RealtimeRoute<M, E>
 
 /** A fan-out typed by a route's events: a misspelled event name or data of the wrong shape does not compile. */
 export interface TypedFanOut<E extends EventSchemas> {
@@ -81,15 +95,15 @@ export interface RouteFanOut<E extends EventSchemas> {
 }
 
 /** A registered route: `TypedRoute` plus its typed fan-outs. */
-export type RegisteredRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas> =
+export type RegisteredRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E, any>, E extends EventSchemas> =
   TypedRoute<S, M, E> & RouteFanOut<E>
 
 /**
  * Returns its argument, typed: define a route in its own module (for `import type` by the client) and pass it to
  * `app.realtimeRoute()` later.
  */
-export function defineRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas = {}> (
-  definition: RouteDefinition<S, M, E>
+export function defineRoute<S extends Record<string, TSchema>, M extends MessageDefinitions<S, E, R>, E extends EventSchemas = {}, R = {}> (
+  definition: RouteDefinition<S, M, E, R>
 ): TypedRoute<S, M, E> {
   return definition as unknown as TypedRoute<S, M, E>
 }

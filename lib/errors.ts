@@ -12,3 +12,7 @@ export const RT_ERR_WEBSOCKET_REGISTERED = createError('RT_ERR_WEBSOCKET_REGISTE
   'fastify-realtime: @fastify/websocket was registered before fastify-realtime, and its default preClose closes every socket with no code (clients see 1005). ' +
   'Either let fastify-realtime register it (drop your registration and pass its options as the `websocket` option), or register it with ' +
   '`{ preClose: realtimePreClose }` (exported by fastify-realtime) and pass `externalWebsocket: true` to fastify-realtime')
+export const RT_ERR_ASYNCAPI_NOT_READY = createError('RT_ERR_ASYNCAPI_NOT_READY',
+  'fastify-realtime: app.realtime.asyncapi() must be called after app.ready(), when every realtime route is registered')
+export const RT_ERR_ASYNCAPI_SCHEMA = createError('RT_ERR_ASYNCAPI_SCHEMA',
+  'fastify-realtime: AsyncAPI document: route %s, type "%s", %s')

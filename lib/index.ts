@@ -12,6 +12,7 @@ import { memoryBroker } from './broker/memory.js'
 import { addRoute, type Admission, type RealtimeContext } from './route.js'
 import { TokenRedactor } from './handshake/redact.js'
 import { kAdmission } from './symbols.js'
+import { setupAsyncApi } from './asyncapi-serve.js'
 import './types.js'
 
 type HandleProtocols = (protocols: Set<string>, request: IncomingMessage) => string | false
@@ -64,6 +65,7 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   }
 
   app.decorate('realtime', registry)
+  setupAsyncApi(app, ctx, opts.asyncapi)
   app.decorate('realtimeRoute', function realtimeRoute (this: FastifyInstance, definition: any) {
     return addRoute(ctx, this, definition)
   })
@@ -150,3 +152,5 @@ export type { RealtimeStats } from './stats.js'
 export type { RealtimeOptions, AuthOptions, LimitsOptions, OriginsOption, TokenSource } from './options.js'
 export type { Broker, BrokerNode, Delivery, Target } from './broker/types.js'
 export { memoryBroker } from './broker/memory.js'
+export type { AsyncApiDocument, AsyncApiOptions, AsyncApiServer } from './asyncapi.js'
+export type { AsyncApiServeOptions } from './asyncapi-serve.js'

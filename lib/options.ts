@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type { Broker } from './broker/types.js'
 import { RT_ERR_OPTIONS } from './errors.js'
+import type { AsyncApiServeOptions } from './asyncapi-serve.js'
 
 /** Where a session token may come from, tried in the order listed. */
 export type TokenSource = 'header' | 'protocol' | 'cookie' | 'query'
@@ -89,6 +90,8 @@ export interface RealtimeOptions {
   externalWebsocket?: boolean
   /** Delivers fan-outs; `redisBroker()` from `fastify-realtime/redis` spans instances. @default in-process */
   broker?: Broker
+  /** Serves the AsyncAPI document (`path`) and a docs page (`page`) of the realtime routes. @default not served */
+  asyncapi?: AsyncApiServeOptions | false
 }
 
 export interface ResolvedAuth {
@@ -169,7 +172,7 @@ export function resolveAuth (auth: AuthOptions | false | undefined, where: strin
 
 /** The keys each options object accepts; anything else is a typo that would otherwise be ignored in silence. */
 export const OPTION_KEYS = {
-  options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker'],
+  options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi'],
   auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms'],
   limits: ['maxPayload', 'rate', 'burst', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser'],
   heartbeat: ['interval'],

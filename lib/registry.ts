@@ -5,6 +5,8 @@ import { textFrame } from './protocol/frame.js'
 import type { Connection } from './connection.js'
 import type { Broker, Delivery, Target } from './broker/types.js'
 import { bump, createCounters, type Counters, type RealtimeStats } from './stats.js'
+import type { AsyncApiDocument, AsyncApiOptions } from './asyncapi.js'
+import { RT_ERR_ASYNCAPI_NOT_READY } from './errors.js'
 
 /** Who a fan-out skips: a connection or a connection id. */
 export type Except = Connection<any, any> | string
@@ -32,6 +34,8 @@ export interface RealtimeRegistry {
   online: (userId: string) => Promise<boolean>
   /** Counters and sizes; cheap enough to call every second. */
   stats: () => RealtimeStats
+  /** The AsyncAPI 3.0.0 document of every realtime route of this instance; after `app.ready()`. */
+  asyncapi: (options: AsyncApiOptions) => AsyncApiDocument
 }
 
 function exceptId (except: Except | undefined): string | undefined {
@@ -45,6 +49,8 @@ export class Registry implements RealtimeRegistry {
   /** Connections whose session expires. */
   readonly expiring = new Set<Connection<any, any>>()
   closing = false
+  /** Set by the plugin once the instance is ready (see lib/asyncapi-serve.ts). */
+  asyncapi: (options: AsyncApiOptions) => AsyncApiDocument = () => { throw new RT_ERR_ASYNCAPI_NOT_READY() }
   private readonly users = new Map<string, Set<Connection<any, any>>>()
   private readonly rooms = new Map<string, Set<Connection<any, any>>>()
   private readonly broker: Broker

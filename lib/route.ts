@@ -41,7 +41,7 @@ export interface RealtimeContext extends DispatchContext {
 
 /** The keys of a route definition and of each of its messages. */
 const ROUTE_KEYS = ['url', 'messages', 'events', 'binary', 'onOpen', 'onClose', 'origins', 'requireOrigin', 'auth', 'protocols', 'upgradeHeaders']
-const MESSAGE_KEYS = ['schema', 'handler']
+const MESSAGE_KEYS = ['schema', 'reply', 'handler']
 
 /**
  * Why a schema is not one TypeCompiler can compile, or undefined when it is: schemas come from @sinclair/typebox
@@ -64,10 +64,11 @@ function compile (definition: RouteDefinition<any, any, any>, options: ResolvedO
   checkKeys(definition, ROUTE_KEYS, '', routeError)
   if (definition.messages === null || typeof definition.messages !== 'object') throw new RT_ERR_ROUTE(url, 'messages must be an object')
   const messages = new Map<string, CompiledMessage>()
-  for (const [type, message] of Object.entries(definition.messages as Record<string, { schema: TSchema, handler: CompiledMessage['handler'] }>)) {
+  for (const [type, message] of Object.entries(definition.messages as Record<string, { schema: TSchema, reply?: unknown, handler: CompiledMessage['handler'] }>)) {
     if (RESERVED_TYPES.has(type)) throw new RT_ERR_RESERVED_TYPE(url, type)
     checkKeys(message, MESSAGE_KEYS, `messages["${type}"]`, routeError)
     if (typeof message?.handler !== 'function') throw new RT_ERR_ROUTE(url, `message type "${type}" needs a handler function`)
+    if (message.reply !== undefined && (typeof message.reply !== 'object' || message.reply === null)) throw new RT_ERR_ROUTE(url, `message type "${type}": reply must be a schema`)
     const notTypeBox = notTypeBoxSchema(message.schema)
     if (notTypeBox !== undefined) throw new RT_ERR_SCHEMA(url, type, notTypeBox)
     let check
@@ -153,8 +154,8 @@ async function refuse (ctx: RealtimeContext, route: CompiledRoute, request: Fast
  * `instance.realtimeRoute(definition)`: compiles the route and registers a GET route on the calling instance
  * (its prefix and hooks apply). A broken definition fails at `app.ready()`, naming the route and the type.
  */
-export function addRoute<S extends Record<string, SchemaLike>, M extends MessageDefinitions<S, E>, E extends EventSchemas> (
-  ctx: RealtimeContext, instance: FastifyInstance, definition: RouteDefinition<S, M, E>
+export function addRoute<S extends Record<string, SchemaLike>, M extends MessageDefinitions<S, E, R>, E extends EventSchemas, R> (
+  ctx: RealtimeContext, instance: FastifyInstance, definition: RouteDefinition<S, M, E, R>
 ): RegisteredRoute<S, M, E> {
   // Not enumerable: the handle can be spread into, or registered as, another route definition.
   const handle = Object.defineProperties({ ...definition }, {

@@ -12,8 +12,8 @@ declare module 'fastify' {
      * for `createClient<typeof route>()`, with `to(room)`, `toUser(id)` and `broadcast()` typed by its `events`.
      * Always `await app.register(realtime)` first: before that, this method does not exist.
      */
-    realtimeRoute: <S extends Record<string, TSchema>, M extends MessageDefinitions<S, E>, E extends EventSchemas = {}>(
-      definition: RouteDefinition<S, M, E>
+    realtimeRoute: <S extends Record<string, TSchema>, M extends MessageDefinitions<S, E, R>, E extends EventSchemas = {}, R = {}>(
+      definition: RouteDefinition<S, M, E, R>
     ) => RegisteredRoute<S, M, E>
   }
 }

@@ -1,0 +1,196 @@
+// The AsyncAPI 3.0 document of an instance's realtime routes, generated from their definitions (no I/O).
+// Perspective: the document describes the server, so a client's message is a `receive` operation (with its reply)
+// and an event is a `send` operation. One channel per route; one message per type, its payload the whole envelope
+// with `type` as a const, which keeps the messages of a channel mutually exclusive.
+import { ErrorCode } from './protocol/codes.js'
+import { SchemaConverter, type Direction, type JsonSchema } from './asyncapi-schema.js'
+import { channelBinding, channelDescription, securitySchemes, type DocumentedRoute } from './asyncapi-handshake.js'
+
+export type { DocumentedRoute } from './asyncapi-handshake.js'
+
+/** An AsyncAPI Server Object: `host` (with the port) and `protocol` (`ws` or `wss`) at least. */
+export interface AsyncApiServer {
+  host: string
+  protocol: string
+  pathname?: string
+  description?: string
+  [key: string]: unknown
+}
+
+/** What `app.realtime.asyncapi()` takes. */
+export interface AsyncApiOptions {
+  /** The Info Object: `title` and `version` at least (`description`, `contact`, `license`... as AsyncAPI defines them). */
+  info: { title: string, version: string, [key: string]: unknown }
+  /** Servers, by name, e.g. `{ production: { host: 'chat.example.com', protocol: 'wss' } }`. @default none */
+  servers?: Record<string, AsyncApiServer>
+}
+
+/** An AsyncAPI 3.0.0 document, as plain JSON data. */
+export interface AsyncApiDocument {
+  asyncapi: '3.0.0'
+  info: AsyncApiOptions['info']
+  servers?: Record<string, AsyncApiServer>
+  defaultContentType: 'application/json'
+  channels: Record<string, JsonSchema>
+  operations: Record<string, JsonSchema>
+  components: { schemas?: Record<string, JsonSchema>, securitySchemes?: Record<string, JsonSchema> }
+}
+
+const ID: JsonSchema = {
+  description: 'Chosen by the client; the reply or error carries it back.',
+  anyOf: [{ type: 'string', minLength: 1, maxLength: 128 }, { type: 'number' }]
+}
+const CORRELATION = { location: '$message.payload#/id' }
+
+function envelope (type: string, body: Record<string, JsonSchema>, required: string[]): JsonSchema {
+  return { type: 'object', required: ['type', ...required], properties: { type: { const: type }, ...body } }
+}
+
+const ERROR_PAYLOAD = envelope('error', {
+  id: ID,
+  error: {
+    type: 'object',
+    required: ['code', 'message'],
+    properties: {
+      code: {
+        type: 'string',
+        anyOf: [
+          { enum: Object.values(ErrorCode), description: 'The protocol\'s codes.' },
+          { description: 'A code the handler threw with `RealtimeError`.' }
+        ]
+      },
+      message: { type: 'string' },
+      details: { description: 'For VALIDATION_FAILED, a list of `{ path, message }`; else what the handler gave.' }
+    }
+  }
+}, ['error'])
+
+/** Keys unique within a map, made of the characters every AsyncAPI tool accepts. */
+function uniqueKey (taken: Record<string, unknown>, wanted: string): string {
+  const base = wanted.replace(/[^A-Za-z0-9._-]/g, '_') || '_'
+  let key = base
+  for (let n = 2; key in taken; n++) key = `${base}_${n}`
+  return key
+}
+
+const ref = (...path: string[]): { $ref: string } => ({ $ref: '#/' + path.map((p) => p.replace(/~/g, '~0').replace(/\//g, '~1')).join('/') })
+
+/** `/rooms/:id` → `/rooms/{id}` with its parameters (an address may hold no query and no Fastify syntax). */
+function address (path: string): { address: string, parameters: string[] } {
+  const parameters: string[] = []
+  const out = path.split('/').map((segment) => {
+    if (segment.startsWith(':')) {
+      const name = segment.slice(1).replace(/\(.*$/, '')
+      parameters.push(name)
+      return `{${name}}`
+    }
+    if (segment === '*') { parameters.push('wildcard'); return '{wildcard}' }
+    return segment
+  }).join('/')
+  return { address: out, parameters }
+}
+
+/** Builds the document. Throws `RT_ERR_ASYNCAPI_SCHEMA` for a schema JSON cannot express. */
+export function buildAsyncApi (routes: readonly DocumentedRoute[], options: AsyncApiOptions): AsyncApiDocument {
+  const converter = new SchemaConverter()
+  for (const route of routes) {
+    for (const m of Object.values(route.definition.messages)) { converter.collect(m.schema); converter.collect(m.reply) }
+    for (const e of Object.values(route.definition.events ?? {})) converter.collect(e)
+  }
+  const channels: Record<string, JsonSchema> = {}
+  const operations: Record<string, JsonSchema> = {}
+  const schemes: Record<string, JsonSchema> = {}
+
+  for (const route of routes) {
+    const channelId = uniqueKey(channels, route.path.replace(/^\/+|\/+$/g, '').replace(/\//g, '.') || 'root')
+    const messages: Record<string, JsonSchema> = {}
+    const named = securitySchemes(route.auth)
+    for (const { key, scheme } of named) schemes[key] = scheme
+    const security = named.length > 0 ? { security: named.map(({ key }) => ref('components', 'securitySchemes', key)) } : {}
+    const schema = (value: unknown, type: string, direction: Direction): JsonSchema =>
+      converter.convert(value, { route: route.path, type, direction })
+    const addMessage = (wanted: string, message: JsonSchema): { $ref: string } => {
+      const key = uniqueKey(messages, wanted)
+      messages[key] = message
+      return ref('channels', channelId, 'messages', key)
+    }
+    const addOperation = (action: 'send' | 'receive', type: string, message: { $ref: string }, reply?: Array<{ $ref: string }>, extra: JsonSchema = {}): void => {
+      operations[uniqueKey(operations, `${channelId}.${action}.${type}`)] = {
+        action,
+        channel: ref('channels', channelId),
+        messages: [message],
+        ...(reply !== undefined ? { reply: { channel: ref('channels', channelId), messages: reply } } : {}),
+        ...security,
+        ...extra
+      }
+    }
+    const errorRef = addMessage('error', { name: 'error', title: 'error', summary: 'An error envelope: a refused message or a failed handler.', correlationId: CORRELATION, payload: ERROR_PAYLOAD })
+
+    for (const [type, message] of Object.entries(route.definition.messages)) {
+      const data = schema(message.schema, type, 'in')
+      const replyData = message.reply === undefined ? {} : schema(message.reply, type, 'out')
+      const inRef = addMessage(type, { name: type, title: type, ...summaryOf(message.schema), correlationId: CORRELATION, payload: envelope(type, { id: ID, data }, ['data']) })
+      const replyRef = addMessage(`${type}.reply`, { name: 'reply', title: `${type} reply`, summary: `The reply to \`${type}\`, sent when the message carried an \`id\`.`, correlationId: CORRELATION, payload: envelope('reply', { id: ID, data: replyData }, ['id', 'data']) })
+      addOperation('receive', type, inRef, [replyRef, errorRef])
+    }
+    const pingRef = addMessage('ping', { name: 'ping', title: 'ping', summary: 'An application-level ping (reserved type); answered with `pong`.', correlationId: CORRELATION, payload: envelope('ping', { id: ID }, []) })
+    const pongRef = addMessage('pong', { name: 'pong', title: 'pong', summary: 'The answer to `ping`, with its `id`.', correlationId: CORRELATION, payload: envelope('pong', { id: ID }, []) })
+    addOperation('receive', 'ping', pingRef, [pongRef])
+    if (route.auth !== false && route.auth.authenticate === undefined) {
+      const refreshRef = addMessage('auth.refresh', {
+        name: 'auth.refresh',
+        title: 'auth.refresh',
+        summary: 'Renews the session with a new token of the same user (reserved type); errors INVALID_TOKEN or TOKEN_EXPIRED leave the old expiry.',
+        correlationId: CORRELATION,
+        payload: envelope('auth.refresh', { id: ID, data: { type: 'object', required: ['token'], properties: { token: { type: 'string' } } } }, ['data'])
+      })
+      const refreshedRef = addMessage('auth.refresh.reply', {
+        name: 'reply',
+        title: 'auth.refresh reply',
+        summary: 'The new expiry, seconds since the epoch (null: none).',
+        correlationId: CORRELATION,
+        payload: envelope('reply', { id: ID, data: { type: 'object', required: ['exp'], properties: { exp: { type: ['number', 'null'] } } } }, ['id', 'data'])
+      })
+      addOperation('receive', 'auth.refresh', refreshRef, [refreshedRef, errorRef])
+    }
+    if (route.definition.binary !== undefined) {
+      const binaryRef = addMessage('binary', { name: 'binary', title: 'binary frame', summary: 'A binary frame, handed to the route\'s binary handler as it is.', contentType: 'application/octet-stream', payload: { type: 'string', format: 'binary' } })
+      addOperation('receive', 'binary', binaryRef)
+    }
+    for (const [type, event] of Object.entries(route.definition.events ?? {})) {
+      const eventRef = addMessage(`${type}.event`, { name: type, title: type, ...summaryOf(event), payload: envelope(type, { data: schema(event, type, 'out') }, ['data']) })
+      addOperation('send', type, eventRef)
+    }
+    addOperation('send', 'error', errorRef, undefined, { summary: 'An error that answers no message (a frame that is not an envelope, say): no `id`.' })
+
+    const { address: channelAddress, parameters } = address(route.path)
+    channels[channelId] = {
+      address: channelAddress,
+      title: route.path,
+      description: channelDescription(route),
+      ...(parameters.length > 0 ? { parameters: Object.fromEntries(parameters.map((p) => [p, {}])) } : {}),
+      messages,
+      bindings: { ws: channelBinding(route) }
+    }
+  }
+
+  const components: AsyncApiDocument['components'] = {}
+  if (Object.keys(converter.components).length > 0) components.schemas = converter.components
+  if (Object.keys(schemes).length > 0) components.securitySchemes = schemes
+  // A copy: the shared envelope parts must not change when a caller edits its document.
+  return structuredClone({
+    asyncapi: '3.0.0',
+    info: options.info,
+    ...(options.servers !== undefined ? { servers: options.servers } : {}),
+    defaultContentType: 'application/json',
+    channels,
+    operations,
+    components
+  } satisfies AsyncApiDocument)
+}
+
+/** A TypeBox schema's own `description` becomes the message's summary. */
+function summaryOf (schema: unknown): { summary?: string } {
+  const description = (schema as { description?: unknown } | null | undefined)?.description
+  return typeof description === 'string' ? { summary: description } : {}
+}
