@@ -2,6 +2,7 @@ import type { FastifyRequest } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type { Broker } from './broker/types.js'
 import { RT_ERR_OPTIONS } from './errors.js'
+import { resolveHistory, type HistoryOptions, type ResolvedHistory } from './history/options.js'
 
 /** Where a session token may come from, tried in the order listed. */
 export type TokenSource = 'header' | 'protocol' | 'cookie' | 'query'
@@ -89,6 +90,8 @@ export interface RealtimeOptions {
   externalWebsocket?: boolean
   /** Delivers fan-outs; `redisBroker()` from `fastify-realtime/redis` spans instances. @default in-process */
   broker?: Broker
+  /** Rooms that keep a numbered history their members recover from after a reconnect. @default none */
+  history?: HistoryOptions
 }
 
 export interface ResolvedAuth {
@@ -119,6 +122,7 @@ export interface ResolvedOptions {
   limits: ResolvedLimits
   heartbeatInterval: number | false
   shutdownTimeout: number
+  history: ResolvedHistory | undefined
 }
 
 const ALL_ALGORITHMS = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
@@ -175,6 +179,7 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
     throw new RT_ERR_OPTIONS(`limits.onSlowConsumer: expected 'close' or 'drop', got ${String(l.onSlowConsumer)}`)
   }
   const hb = options.heartbeat
+  const maxBufferedBytes = positive('limits.maxBufferedBytes', l.maxBufferedBytes, 1024 * 1024)
   return {
     origins: options.origins,
     requireOrigin: options.requireOrigin ?? false,
@@ -185,12 +190,13 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
       burst: positive('limits.burst', l.burst, rate),
       maxViolations: positive('limits.maxViolations', l.maxViolations, 50),
       maxPending: positive('limits.maxPending', l.maxPending, 256),
-      maxBufferedBytes: positive('limits.maxBufferedBytes', l.maxBufferedBytes, 1024 * 1024),
+      maxBufferedBytes,
       onSlowConsumer: l.onSlowConsumer ?? 'close',
       maxConnections: positive('limits.maxConnections', l.maxConnections, Infinity, true),
       maxConnectionsPerUser: positive('limits.maxConnectionsPerUser', l.maxConnectionsPerUser, Infinity, true)
     },
     heartbeatInterval: hb === false ? false : positive('heartbeat.interval', hb?.interval, 30_000),
-    shutdownTimeout: positive('shutdown.timeout', options.shutdown?.timeout, 5000)
+    shutdownTimeout: positive('shutdown.timeout', options.shutdown?.timeout, 5000),
+    history: resolveHistory(options.history, maxBufferedBytes)
   }
 }

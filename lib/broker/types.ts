@@ -1,3 +1,5 @@
+import type { ResolvedHistory } from '../history/options.js'
+import type { HistoryStore } from '../history/store.js'
 /**
  * A broker carries fan-outs between instances. The registry always delivers to its own members itself, so local
  * delivery never waits on (or fails with) the broker; the broker only carries the frame to the other instances.
@@ -43,6 +45,11 @@ export interface Broker {
   roomSize?: (room: string) => Promise<number>
   /** Whether a user has a connection on any instance, where the broker knows it. */
   online?: (userId: string) => Promise<boolean>
+  /**
+   * The history store for the `history` option: where history rooms are numbered and kept. A broker without one
+   * cannot carry history rooms (registration fails).
+   */
+  historyStore?: (options: ResolvedHistory) => HistoryStore
   /** Called from `app.close()` after every connection is gone. */
   close: () => Promise<void> | void
 }

@@ -1,0 +1,185 @@
+import type { Connection } from '../connection.js'
+import { textFrame } from '../protocol/frame.js'
+import type { Counters } from '../stats.js'
+import type { HistoryPolicy, ResolvedHistory } from './options.js'
+import { decideRecovery, encodePosition, parseResume, validPosition, type JoinPosition, type Recovery } from './recovery.js'
+import { eventHead, type Appended, type HistoryRead, type HistoryStore, type Position } from './store.js'
+
+/** A live frame held for a connection while its join reads the store. */
+interface Held {
+  epoch: string
+  offset: number
+  frame: Buffer
+}
+
+/** What the history needs of the registry. */
+export interface HistoryHost {
+  members: (room: string) => ReadonlySet<Connection<any, any>> | undefined
+  counters: Counters
+}
+
+function isPromise<T> (value: T | Promise<T>): value is Promise<T> {
+  return typeof (value as Promise<T> | null)?.then === 'function'
+}
+
+/**
+ * History rooms on one instance: numbering fan-outs through the store, the `rt.resume` positions a connection
+ * sent, and the join that answers `rt.position`, replays what was missed and only then lets live frames through.
+ *
+ *   join ─▶ (live frames held) ─▶ store.read ─▶ rt.position ─▶ replay (if recovered) ─▶ held frames past it ─▶ live
+ *
+ * With a synchronous store (memory) the whole join runs in one go, so nothing is ever held.
+ */
+export class RoomHistory {
+  /** rt.resume positions by connection, until `resumeWindow` passes or the room is joined. */
+  private readonly pending = new WeakMap<Connection<any, any>, { expires: number, rooms: Map<string, Position> }>()
+  /** Per room, the connections whose join is reading the store, with the live frames held for them. */
+  private readonly syncing = new Map<string, Map<Connection<any, any>, Held[]>>()
+
+  constructor (readonly options: ResolvedHistory, readonly store: HistoryStore, private readonly host: HistoryHost) {}
+
+  policy (room: string): HistoryPolicy | undefined {
+    return this.options.policy(room)
+  }
+
+  /** `to(room).send()` of a history room: numbered and stored; returns the local members reached. */
+  send (room: string, policy: HistoryPolicy, type: string, data: unknown, except: string | undefined): number {
+    let appended: Appended | Promise<Appended>
+    try {
+      appended = this.store.append(room, policy, eventHead(type, data, room))
+    } catch {
+      this.host.counters.brokerFailures++
+      return 0
+    }
+    if (isPromise(appended)) {
+      // Delivered when it comes back through the broker's subscription, in offset order.
+      appended.catch(() => { this.host.counters.brokerFailures++ })
+      return this.host.members(room)?.size ?? 0
+    }
+    return this.deliver(room, appended.epoch, appended.offset, appended.frame, except)
+  }
+
+  /** `to(room).publish()`: resolves with the event's position once stored; rejects when the store cannot take it. */
+  async publish (room: string, policy: HistoryPolicy, type: string, data: unknown, except: string | undefined): Promise<Position> {
+    let appended: Appended | Promise<Appended>
+    try {
+      appended = this.store.append(room, policy, eventHead(type, data, room))
+    } catch (err) {
+      this.host.counters.brokerFailures++
+      throw err
+    }
+    if (isPromise(appended)) {
+      try {
+        const { epoch, offset } = await appended
+        return { epoch, offset }
+      } catch (err) {
+        this.host.counters.brokerFailures++
+        throw err
+      }
+    }
+    this.deliver(room, appended.epoch, appended.offset, appended.frame, except)
+    return { epoch: appended.epoch, offset: appended.offset }
+  }
+
+  /** The room's current `{ epoch, offset }` (read before loading a snapshot, then join with it as `since`). */
+  async position (room: string, policy: HistoryPolicy): Promise<Position> {
+    const read = await this.store.read(room, policy, undefined)
+    return { epoch: read.epoch, offset: read.top }
+  }
+
+  /** Sends a numbered frame to the room's local members; those still joining get it after their replay. */
+  deliver (room: string, epoch: string, offset: number, frame: Buffer, except: string | undefined): number {
+    const members = this.host.members(room)
+    if (members === undefined) return 0
+    const wire = textFrame(frame)
+    const held = this.syncing.get(room)
+    let sent = 0
+    for (const conn of members) {
+      if (conn.id === except) continue
+      const buffer = held?.get(conn)
+      if (buffer !== undefined) buffer.push({ epoch, offset, frame })
+      else if (conn.sendPrebuilt(frame, wire)) sent++
+    }
+    return sent
+  }
+
+  /** Keeps an `rt.resume`'s positions for `resumeWindow`; a later one replaces them. */
+  resume (conn: Connection<any, any>, data: unknown): void {
+    this.pending.set(conn, { expires: Date.now() + this.options.resumeWindow, rooms: parseResume(data) })
+  }
+
+  /**
+   * A connection was just indexed in a history room: answers `rt.position`, replays what it missed when it
+   * resumes from a position (`since`, else its `rt.resume`), then lets live frames through. Never rejects.
+   */
+  join (conn: Connection<any, any>, room: string, policy: HistoryPolicy, since: unknown): Promise<JoinPosition> {
+    const from = since === undefined ? this.takePending(conn, room) : validPosition(since)
+    let read: HistoryRead | Promise<HistoryRead>
+    try {
+      read = this.store.read(room, policy, from?.offset)
+    } catch {
+      return Promise.resolve(this.unavailable(conn, room))
+    }
+    if (!isPromise(read)) return Promise.resolve(this.finish(conn, room, policy, from, read, []))
+    let held = this.syncing.get(room)
+    if (held === undefined) this.syncing.set(room, held = new Map())
+    const buffer: Held[] = []
+    held.set(conn, buffer)
+    const release = (): void => {
+      if (held.get(conn) === buffer) held.delete(conn)
+      if (held.size === 0 && this.syncing.get(room) === held) this.syncing.delete(room)
+    }
+    return read.then(
+      (r) => { release(); return this.finish(conn, room, policy, from, r, buffer) },
+      () => { release(); return this.unavailable(conn, room) }
+    )
+  }
+
+  /** A history room's member left: its client forgets the position (`rt.position` with `offset: null`). */
+  left (conn: Connection<any, any>, room: string): void {
+    this.syncing.get(room)?.delete(conn)
+    if (conn.isOpen) conn.sendText(encodePosition(room, undefined, null))
+  }
+
+  private takePending (conn: Connection<any, any>, room: string): Position | undefined {
+    const pending = this.pending.get(conn)
+    if (pending === undefined) return undefined
+    if (Date.now() > pending.expires) {
+      this.pending.delete(conn)
+      return undefined
+    }
+    const position = pending.rooms.get(room)
+    pending.rooms.delete(room)
+    return position
+  }
+
+  private finish (conn: Connection<any, any>, room: string, policy: HistoryPolicy, from: Position | undefined, read: HistoryRead, buffer: Held[]): JoinPosition {
+    const recovery: Recovery | undefined = from === undefined ? undefined : decideRecovery(from, read, policy)
+    const recovered = recovery?.recovered === true
+    let last = recovered ? (from as Position).offset : read.top
+    const result: JoinPosition = { epoch: read.epoch, offset: read.top }
+    if (recovery !== undefined) Object.assign(result, recovery)
+    // Left (or closed) while reading: nothing to send.
+    if (!conn.rooms.has(room) || !conn.isOpen) return result
+    conn.sendText(encodePosition(room, read.epoch, last, recovery))
+    if (recovered) {
+      for (const entry of read.entries) conn.sendFrame(entry)
+      last = read.top
+    }
+    for (const entry of buffer) {
+      if (entry.epoch !== read.epoch || entry.offset <= last) continue
+      if (entry.offset !== last + 1) conn.sendText(encodePosition(room, read.epoch, entry.offset - 1, { recovered: false, reason: 'gap' }))
+      conn.sendFrame(entry.frame)
+      last = entry.offset
+    }
+    result.offset = last
+    return result
+  }
+
+  /** The store did not answer: the client learns its position is unknown, and live frames flow on. */
+  private unavailable (conn: Connection<any, any>, room: string): JoinPosition {
+    const recovery = { recovered: false, reason: 'unavailable' } as const
+    if (conn.isOpen && conn.rooms.has(room)) conn.sendText(JSON.stringify({ type: 'rt.position', data: { room, offset: null, recovery } }))
+    return { epoch: '', offset: 0, ...recovery }
+  }
+}
