@@ -18,6 +18,8 @@ export interface HistoryHost {
   counters: Counters
 }
 
+const MAX_PENDING = 256
+
 function isPromise<T> (value: T | Promise<T>): value is Promise<T> {
   return typeof (value as Promise<T> | null)?.then === 'function'
 }
@@ -103,9 +105,20 @@ export class RoomHistory {
     return sent
   }
 
-  /** Keeps an `rt.resume`'s positions for `resumeWindow`; a later one replaces them. */
+  /** Keeps an `rt.resume`'s positions for `resumeWindow`; a later one adds to them (256 rooms at most). */
   resume (conn: Connection<any, any>, data: unknown): void {
-    this.pending.set(conn, { expires: Date.now() + this.options.resumeWindow, rooms: parseResume(data) })
+    const rooms = parseResume(data)
+    const pending = this.pending.get(conn)
+    const expires = Date.now() + this.options.resumeWindow
+    if (pending === undefined || Date.now() > pending.expires) {
+      this.pending.set(conn, { expires, rooms })
+      return
+    }
+    pending.expires = expires
+    for (const [room, position] of rooms) {
+      if (pending.rooms.size >= MAX_PENDING && !pending.rooms.has(room)) break
+      pending.rooms.set(room, position)
+    }
   }
 
   /**

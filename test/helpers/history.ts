@@ -5,8 +5,9 @@ import { startApp, type TestApp } from './app.js'
 import { connect, type TestClient } from './client.js'
 
 /** An app whose rooms starting with `h:` keep history; `join` awaits `conn.join` and replies with its result. */
-export async function historyApp (history: Partial<HistoryOptions> = {}, realtime: RealtimeOptions = {}): Promise<TestApp> {
+export async function historyApp (history: Partial<HistoryOptions> = {}, realtime: RealtimeOptions = {}, port = 0): Promise<TestApp> {
   return await startApp({
+    port,
     jwt: false,
     realtime: { auth: false, history: { rooms: /^h:/, ...history }, ...realtime },
     setup: (app) => {
