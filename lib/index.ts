@@ -124,6 +124,8 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   await broker.start({
     deliver: (delivery) => { registry.deliver(delivery) },
     publishFailed: () => { registry.counters.brokerFailures++ },
+    received: (room, message) => { registry.roomHistory?.received(room, message) },
+    resync: () => { registry.roomHistory?.resync() },
     local: (kind) => registry.local(kind),
     log: app.log
   })

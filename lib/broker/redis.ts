@@ -4,6 +4,7 @@ import type { Broker, BrokerNode, Delivery, Target } from './types.js'
 import { decodeMessage, encodeMessage } from './redis-codec.js'
 import { RedisHealth, type Fault } from './redis-health.js'
 import { RedisPresence } from './redis-presence.js'
+import { RedisHistoryStore } from '../history/redis.js'
 
 /** Options of `redisBroker()`. */
 export type RedisBrokerOptions = ({ url: string, client?: never } | { client: Redis, url?: never }) & {
@@ -25,6 +26,9 @@ export type RedisBrokerOptions = ({ url: string, client?: never } | { client: Re
    */
   maxPendingBytes?: number
 }
+
+/** The first byte of a history room's frame on pub/sub (other fan-outs start with the codec's version, 1). */
+const HISTORY_VERSION = 2
 
 /** How long `close()` waits for Redis to answer before it drops the connections. */
 const CLOSE_TIMEOUT = 1000
@@ -76,6 +80,8 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   const channels = new Set<string>()
   /** Bytes published and not yet answered. */
   let pending = 0
+  /** The SUBSCRIBE of each channel, settled once Redis acknowledged it (a history room's first read waits for it). */
+  const subscriptions = new Map<string, Promise<void>>()
 
   const channelOf = (target: Target): string => target.kind === 'all' ? `${prefix}all` : `${prefix}${target.kind}:${target.name}`
   function targetOf (channel: string): Target | undefined {
@@ -96,6 +102,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   }
 
   function subOnMessage (channel: Buffer, message: Buffer): void {
+    if (message[0] === HISTORY_VERSION) return subOnNumbered(channel, message)
     const decoded = decodeMessage(message)
     if (decoded === undefined || decoded.from === instanceId || node === undefined) return
     const target = targetOf(channel.toString())
@@ -108,6 +115,20 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     }
   }
 
+  /** A history room's frame, as the append script published it: `\x02<epoch>:<offset>:<except>|<frame>`. */
+  function subOnNumbered (channel: Buffer, message: Buffer): void {
+    const bar = message.indexOf(0x7c)
+    const target = targetOf(channel.toString())
+    if (bar === -1 || target?.kind !== 'room' || node === undefined) return
+    const [epoch, offset, except] = message.subarray(1, bar).toString().split(':')
+    if (epoch === undefined || offset === undefined) return
+    try {
+      node.received(target.name, { epoch, offset: Number(offset), frame: message.subarray(bar + 1), except: except === '' ? undefined : except })
+    } catch (err) {
+      node.log.error({ err }, 'redis broker: delivering a history frame failed')
+    }
+  }
+
   function settle (size: number): void {
     pending -= size
     if (pending <= maxPending / 2) health.up('stalled')
@@ -117,7 +138,8 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     async start (n) {
       node = n
       watch(pub, 'publisher', () => { presence.refresh(n) })
-      watch(sub, 'subscriber', () => {})
+      // Once the resubscriptions are through (a PING answers after them), history rooms read what the outage lost.
+      watch(sub, 'subscriber', () => { sub.ping().then(() => { n.resync() }, () => {}) })
       sub.on('messageBuffer', subOnMessage)
       try {
         await Promise.all([pub.connect(), sub.connect()])
@@ -158,12 +180,15 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       const channel = `${prefix}${kind}:${name}`
       if (count > 0 && !channels.has(channel)) {
         channels.add(channel)
-        sub.subscribe(channel).catch((err: Error) => { health.failed(err) })
+        subscriptions.set(channel, sub.subscribe(channel).then(() => {}, (err: Error) => { health.failed(err) }))
       } else if (count === 0 && channels.delete(channel)) {
+        subscriptions.delete(channel)
         sub.unsubscribe(channel).catch((err: Error) => { health.failed(err) })
       }
       presence.set(kind, name, count)
     },
+    historyStore: () => new RedisHistoryStore(pub, prefix, (room) => `${prefix}room:${room}`,
+      async (room) => { await subscriptions.get(`${prefix}room:${room}`) }),
     async roomSize (room) {
       return await presence.count('room', room)
     },

@@ -4,12 +4,24 @@ import type { Counters } from '../stats.js'
 import type { HistoryPolicy, ResolvedHistory } from './options.js'
 import { decideRecovery, encodePosition, parseResume, validPosition, type JoinPosition, type Recovery } from './recovery.js'
 import { eventHead, type Appended, type HistoryRead, type HistoryStore, type Position } from './store.js'
+import { Cursors, type StreamMessage } from './cursor.js'
 
 /** A live frame held for a connection while its join reads the store. */
 interface Held {
   epoch: string
   offset: number
   frame: Buffer
+}
+
+/**
+ * A connection between its join and live delivery: first its frames are held (`buffer`) while the store is read;
+ * then, until the instance's cursor passes what the join sent (`floor`), frames at or below it are in flight from
+ * pub/sub and already replayed, so they are skipped for this connection.
+ */
+interface Sync {
+  buffer: Held[] | undefined
+  epoch: string
+  floor: number
 }
 
 /** What the history needs of the registry. */
@@ -36,9 +48,29 @@ export class RoomHistory {
   /** rt.resume positions by connection, until `resumeWindow` passes or the room is joined. */
   private readonly pending = new WeakMap<Connection<any, any>, { expires: number, rooms: Map<string, Position> }>()
   /** Per room, the connections whose join is reading the store, with the live frames held for them. */
-  private readonly syncing = new Map<string, Map<Connection<any, any>, Held[]>>()
+  private readonly syncing = new Map<string, Map<Connection<any, any>, Sync>>()
+  /** A shared store's frames come back through the broker: this instance's last offset per room mends what pub/sub lost. */
+  private readonly cursors = new Cursors({
+    deliver: (room, m) => { this.deliver(room, m.epoch, m.offset, m.frame, m.except) },
+    notify: (room, epoch, offset, reason) => { this.notify(room, epoch, offset, reason) },
+    read: async (room, since) => {
+      const policy = this.policy(room)
+      if (policy === undefined) throw new Error(`room "${room}" keeps no history here`)
+      return await this.store.read(room, policy, since)
+    }
+  })
 
   constructor (readonly options: ResolvedHistory, readonly store: HistoryStore, private readonly host: HistoryHost) {}
+
+  /** A numbered frame from a shared store's subscription (every instance's publishes, this one's included). */
+  received (room: string, message: StreamMessage): void {
+    this.cursors.received(room, message)
+  }
+
+  /** The subscription came back after an outage: read what it lost. */
+  resync (): void {
+    this.cursors.resync()
+  }
 
   policy (room: string): HistoryPolicy | undefined {
     return this.options.policy(room)
@@ -48,7 +80,7 @@ export class RoomHistory {
   send (room: string, policy: HistoryPolicy, type: string, data: unknown, except: string | undefined): number {
     let appended: Appended | Promise<Appended>
     try {
-      appended = this.store.append(room, policy, eventHead(type, data, room))
+      appended = this.store.append(room, policy, eventHead(type, data, room), except)
     } catch {
       this.host.counters.brokerFailures++
       return 0
@@ -65,7 +97,7 @@ export class RoomHistory {
   async publish (room: string, policy: HistoryPolicy, type: string, data: unknown, except: string | undefined): Promise<Position> {
     let appended: Appended | Promise<Appended>
     try {
-      appended = this.store.append(room, policy, eventHead(type, data, room))
+      appended = this.store.append(room, policy, eventHead(type, data, room), except)
     } catch (err) {
       this.host.counters.brokerFailures++
       throw err
@@ -98,9 +130,16 @@ export class RoomHistory {
     let sent = 0
     for (const conn of members) {
       if (conn.id === except) continue
-      const buffer = held?.get(conn)
-      if (buffer !== undefined) buffer.push({ epoch, offset, frame })
-      else if (conn.sendPrebuilt(frame, wire)) sent++
+      const sync = held?.get(conn)
+      if (sync !== undefined) {
+        if (sync.buffer !== undefined) {
+          sync.buffer.push({ epoch, offset, frame })
+          continue
+        }
+        if (epoch === sync.epoch && offset <= sync.floor) continue
+        this.release(room, conn, sync)
+      }
+      if (conn.sendPrebuilt(frame, wire)) sent++
     }
     return sent
   }
@@ -136,22 +175,58 @@ export class RoomHistory {
     if (!isPromise(read)) return Promise.resolve(this.finish(conn, room, policy, from, read, []))
     let held = this.syncing.get(room)
     if (held === undefined) this.syncing.set(room, held = new Map())
-    const buffer: Held[] = []
-    held.set(conn, buffer)
-    const release = (): void => {
-      if (held.get(conn) === buffer) held.delete(conn)
-      if (held.size === 0 && this.syncing.get(room) === held) this.syncing.delete(room)
-    }
+    const sync: Sync = { buffer: [], epoch: '', floor: 0 }
+    held.set(conn, sync)
     return read.then(
-      (r) => { release(); return this.finish(conn, room, policy, from, r, buffer) },
-      () => { release(); return this.unavailable(conn, room) }
+      (r) => {
+        // Other local members learn of an epoch the read found first (a flushed Redis); this one is still held.
+        if (this.cursors.seed(room, r.epoch, r.top)) this.notify(room, r.epoch, r.top, 'epoch')
+        const buffer = sync.buffer ?? []
+        sync.buffer = undefined
+        const result = this.finish(conn, room, policy, from, r, buffer)
+        const cursor = this.cursors.position(room)
+        if (cursor !== undefined && cursor.epoch === r.epoch && cursor.last < result.offset) {
+          sync.epoch = r.epoch
+          sync.floor = result.offset
+        } else {
+          this.release(room, conn, sync)
+        }
+        return result
+      },
+      () => {
+        this.release(room, conn, sync)
+        return this.unavailable(conn, room)
+      }
     )
   }
 
   /** A history room's member left: its client forgets the position (`rt.position` with `offset: null`). */
   left (conn: Connection<any, any>, room: string): void {
-    this.syncing.get(room)?.delete(conn)
+    const sync = this.syncing.get(room)?.get(conn)
+    if (sync !== undefined) this.release(room, conn, sync)
+    if (this.host.members(room) === undefined) this.cursors.forget(room)
     if (conn.isOpen) conn.sendText(encodePosition(room, undefined, null))
+  }
+
+  /** `rt.position` with a lost continuity to the room's members, except those whose join is still reading. */
+  private notify (room: string, epoch: string, offset: number, reason: 'epoch' | 'gap'): void {
+    const members = this.host.members(room)
+    if (members === undefined) return
+    const text = encodePosition(room, epoch, offset, { recovered: false, reason })
+    const held = this.syncing.get(room)
+    for (const conn of members) {
+      const sync = held?.get(conn)
+      if (sync?.buffer !== undefined) continue
+      if (sync !== undefined) this.release(room, conn, sync)
+      conn.sendText(text)
+    }
+  }
+
+  private release (room: string, conn: Connection<any, any>, sync: Sync): void {
+    const held = this.syncing.get(room)
+    if (held === undefined || held.get(conn) !== sync) return
+    held.delete(conn)
+    if (held.size === 0) this.syncing.delete(room)
   }
 
   private takePending (conn: Connection<any, any>, room: string): Position | undefined {

@@ -32,8 +32,11 @@ export interface HistoryRead {
  * promises (Redis) is awaited, and its publishes come back through the broker's subscription.
  */
 export interface HistoryStore {
-  /** Numbers `head` (an envelope ending in `,"offset":`), stores it and returns its position and whole frame. */
-  append: (room: string, policy: HistoryPolicy, head: string) => Appended | Promise<Appended>
+  /**
+   * Numbers `head` (an envelope ending in `,"offset":`), stores it and returns its position and whole frame. A
+   * store shared by instances also publishes it (with `except`) to every instance's subscription.
+   */
+  append: (room: string, policy: HistoryPolicy, head: string, except?: string) => Appended | Promise<Appended>
   /** The room's epoch and top, with the entries after `since` when at most `maxRecover` are missed. */
   read: (room: string, policy: HistoryPolicy, since: number | undefined) => HistoryRead | Promise<HistoryRead>
   /** Stops timers. */
