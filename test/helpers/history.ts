@@ -18,6 +18,10 @@ export async function historyApp (history: Partial<HistoryOptions> = {}, realtim
             schema: Type.Object({ room: Type.String(), since: Type.Optional(Type.Unknown()) }),
             handler: async ({ room, since }, conn) => await conn.join(room, since === undefined ? undefined : { since: since as any }) ?? null
           },
+          joinMany: {
+            schema: Type.Object({ rooms: Type.Array(Type.String(), { maxItems: 64 }) }),
+            handler: async ({ rooms }, conn) => await Promise.all(rooms.map(async (room) => await conn.join(room)))
+          },
           joinNoWait: { schema: Type.Object({ room: Type.String() }), handler: ({ room }, conn) => { conn.join(room).catch(() => {}); return null } },
           leave: { schema: Type.Object({ room: Type.String() }), handler: ({ room }, conn) => { conn.leave(room); return null } },
           say: {
