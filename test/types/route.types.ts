@@ -74,3 +74,16 @@ app.realtimeRoute({
     a: { schema: Type.Object({ a: Type.Number() }), handler: (data: { a: string }) => data }
   }
 })
+
+// History rooms: a join's position, publish()'s, and the options.
+declare const someConn: Connection
+expectTypeOf(someConn.join('room')).resolves.toEqualTypeOf<import('../../lib/index.js').JoinPosition | undefined>()
+someConn.join('room', { since: { epoch: 'aZkQpLmx', offset: 41 } }).catch(() => {})
+// @ts-expect-error since is a position
+someConn.join('room', { since: 41 }).catch(() => {})
+expectTypeOf(app.realtime.to('room').publish('chat.message', {})).resolves.toEqualTypeOf<import('../../lib/index.js').Position>()
+expectTypeOf(app.realtime.history('room').position()).resolves.toEqualTypeOf<import('../../lib/index.js').Position>()
+app.realtime.to('room').send('typing', {}, { volatile: true })
+await Fastify().register(realtime, { history: { rooms: (room) => room.startsWith('chat:') ? { size: 10 } : false, ttl: 60_000 } })
+// @ts-expect-error rooms is required
+await Fastify().register(realtime, { history: { size: 10 } })
