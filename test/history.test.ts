@@ -152,6 +152,28 @@ test('edge case 6 (limits): over maxRecover or maxRecoverBytes is reason limit, 
   assert.equal(h.app.realtime.stats().closes['4408'], undefined)
 })
 
+test('edge case 6 (limits): rooms replayed together share the backlog; past half of maxBufferedBytes the rest are limit, never a 4408', { timeout: 10000 }, async (t) => {
+  const h = await historyApp({}, { limits: { maxBufferedBytes: 2000 } })
+  const clients: TestClient[] = []
+  cleanup(t, h, clients)
+  const rooms = ['h:b0', 'h:b1', 'h:b2', 'h:b3']
+  const positions: Record<string, unknown> = {}
+  for (const room of rooms) {
+    positions[room] = await h.app.realtime.history(room).position()
+    for (let i = 0; i < 5; i++) h.app.realtime.to(room).send('said', { n: i, pad: 'x'.repeat(80) })
+  }
+  const c = await client(h)
+  clients.push(c)
+  c.sendJson({ type: 'rt.resume', data: { rooms: positions } })
+  const { before, reply } = await call(c, 'joinMany', { rooms })
+  const recoveries = before.filter((m) => m.type === 'rt.position').map((m) => m.data.recovery)
+  assert.deepEqual(recoveries[0], { recovered: true, missed: 5 })
+  assert.ok(recoveries.slice(1).every((r) => r.recovered === false && r.reason === 'limit'), JSON.stringify(recoveries))
+  assert.equal(reply.type, 'reply')
+  assert.equal(c.ws.readyState, c.ws.OPEN)
+  assert.equal(h.app.realtime.stats().closes['4408'], undefined)
+})
+
 test('edge case 7 (epoch, memory store): a restart or an expired meta is a new epoch; offsets start again at 1', { timeout: 15000 }, async (t) => {
   const h1 = await historyApp()
   publish(h1, 'h:r', 1, 3)

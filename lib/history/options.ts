@@ -56,6 +56,8 @@ export interface ResolvedHistory {
   policy: (room: string) => HistoryPolicy | undefined
   resumeWindow: number
   memoryBudget: number
+  /** Half of `limits.maxBufferedBytes`: a replay never brings a connection's backlog past it. */
+  replayBudget: number
 }
 
 const NUMBERS = ['size', 'ttl', 'metaTtl', 'maxRecover', 'maxRecoverBytes'] as const
@@ -129,6 +131,7 @@ export function resolveHistory (options: HistoryOptions | undefined, maxBuffered
   return {
     policy,
     resumeWindow: positive('resumeWindow', options.resumeWindow, 30_000),
-    memoryBudget: positive('memoryBudget', options.memoryBudget, 64 * 1024 * 1024)
+    memoryBudget: positive('memoryBudget', options.memoryBudget, 64 * 1024 * 1024),
+    replayBudget: half
   }
 }

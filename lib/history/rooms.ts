@@ -242,7 +242,13 @@ export class RoomHistory {
   }
 
   private finish (conn: Connection<any, any>, room: string, policy: HistoryPolicy, from: Position | undefined, read: HistoryRead, buffer: Held[]): JoinPosition {
-    const recovery: Recovery | undefined = from === undefined ? undefined : decideRecovery(from, read, policy)
+    let recovery: Recovery | undefined = from === undefined ? undefined : decideRecovery(from, read, policy)
+    // Several rooms replayed in one tick share the connection's backlog: past half of it, the rest are `limit`.
+    if (recovery?.recovered === true && recovery.missed > 0) {
+      let bytes = 0
+      for (const entry of read.entries) bytes += entry.length
+      if (conn.socket.bufferedAmount + bytes > this.options.replayBudget) recovery = { recovered: false, reason: 'limit' }
+    }
     const recovered = recovery?.recovered === true
     let last = recovered ? (from as Position).offset : read.top
     const result: JoinPosition = { epoch: read.epoch, offset: read.top }
