@@ -34,7 +34,7 @@ const PLAN: Record<Workload, Kind[]> = {
   A: KINDS,
   D: ['raw-ws', 'fastify-ws', 'realtime', 'socket.io'],
   B: ['raw-ws', 'realtime', 'realtime-history', 'socket.io'],
-  E: ['raw-ws', 'realtime-history']
+  E: ['raw-ws', 'realtime', 'realtime-history']
 }
 const ORDER = (Object.keys(PLAN) as Workload[]).filter((w) => only === undefined || only.includes(w))
 const notes: string[] = []
