@@ -172,6 +172,38 @@ redisTest('edge case 7 (epoch, Redis): FLUSHALL under connected clients: rt.posi
   assert.deepEqual(stale.before[0].data.recovery, { recovered: false, reason: 'epoch' })
 })
 
+redisTest('edge case 7 (epoch, Redis restart without persistence): connected members are told reason epoch once Redis is back, then get offsets 1, 2', { timeout: 40000 }, async (t) => {
+  let server = await startRedisServer()
+  const apps = await cluster(2, server.url)
+  const [a, c] = apps as [TestApp, TestApp]
+  const clients: TestClient[] = []
+  cleanup(t, apps, clients, async () => { await server.stop() })
+  const ca = await client(a)
+  clients.push(ca)
+  const { epoch } = (await call(ca, 'join', { room: 'h:rs' })).reply.data
+  for (let n = 1; n <= 2; n++) await c.app.realtime.to('h:rs').publish('said', { n })
+  assert.deepEqual((await take(ca, 2)).map((m) => m.offset), [1, 2])
+  await server.stop()
+  server = await startRedisServer([], server.port)
+  // The subscriber comes back, reads the room again, finds a new epoch and says so.
+  const position = await ca.nextMessage(20000)
+  assert.equal(position.type, 'rt.position')
+  assert.notEqual(position.data.epoch, epoch)
+  assert.deepEqual(position.data.recovery, { recovered: false, reason: 'epoch' })
+  // C's publisher may still be reconnecting: its publishes fail (and are counted) until it is back.
+  for (let tries = 0; ; tries++) {
+    try {
+      await c.app.realtime.to('h:rs').publish('said', { n: 3 })
+      break
+    } catch (err) {
+      if (tries > 200) throw err
+      await new Promise((resolve) => setTimeout(resolve, 50))
+    }
+  }
+  await c.app.realtime.to('h:rs').publish('said', { n: 4 })
+  assert.deepEqual((await take(ca, 2)).map((m) => [m.data.n, m.offset]), [[3, 1], [4, 2]])
+})
+
 redisTest('edge case 18 (Redis down): publish() rejects, send() counts a failure and delivers nothing, a join answers unavailable and the socket stays open', { timeout: 30000 }, async (t) => {
   const server = await startRedisServer()
   const apps = await cluster(1, server.url)
@@ -190,6 +222,7 @@ redisTest('edge case 18 (Redis down): publish() rejects, send() counts a failure
   const cb = await client(a)
   clients.push(cb)
   const started = Date.now()
+  cb.sendJson({ type: 'rt.resume', data: { rooms: { 'h:d2': { epoch: 'aZkQpLmx', offset: 3 } } } })
   const { before: frames } = await call(cb, 'join', { room: 'h:d2' })
   assert.deepEqual(frames, [{ type: 'rt.position', data: { room: 'h:d2', offset: null, recovery: { recovered: false, reason: 'unavailable' } } }])
   assert.ok(Date.now() - started < 6000)
@@ -226,4 +259,20 @@ redisTest('edge case 12 (many rooms): a client in 50 rooms, some overflowed, get
     assert.deepEqual(before.slice(1).map((m) => m.offset), r % 5 === 0 ? [] : [1, 2, 3])
   }
   assert.equal(await calls() - scripts, 50, 'one read per room')
+})
+
+redisTest('a stalled Redis: history appends past maxPendingBytes fail at once and are counted instead of piling up', { timeout: 30000 }, async (t) => {
+  const server = await startRedisServer()
+  const admin = new Redis(server.url)
+  const h = await historyApp({}, { broker: redisBroker({ url: server.url, prefix: uniquePrefix(), maxPendingBytes: 2000 }) })
+  t.after(async () => { await admin.client('UNPAUSE').catch(() => {}); admin.disconnect(); await h.close(); await server.stop() })
+  await h.app.realtime.to('h:p').publish('said', { n: 0 })
+  await admin.client('PAUSE', 3000, 'ALL')
+  const settled = Array.from({ length: 40 }, async (_, n) => await h.app.realtime.to('h:p').publish('said', { n, pad: 'x'.repeat(50) }).then(() => 'ok', () => 'failed'))
+  const failedAtOnce = await Promise.race([Promise.all(settled.slice(30)), new Promise((resolve) => setTimeout(resolve, 500, 'waited'))])
+  assert.deepEqual(failedAtOnce, Array(10).fill('failed'))
+  await admin.client('UNPAUSE')
+  const all = await Promise.all(settled)
+  assert.ok(all.includes('ok'))
+  assert.equal(h.app.realtime.stats().brokerFailures, all.filter((r) => r === 'failed').length)
 })

@@ -188,7 +188,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       presence.set(kind, name, count)
     },
     historyStore: () => new RedisHistoryStore(pub, prefix, (room) => `${prefix}room:${room}`,
-      async (room) => { await subscriptions.get(`${prefix}room:${room}`) }),
+      async (room) => { await subscriptions.get(`${prefix}room:${room}`) }, maxPending),
     async roomSize (room) {
       return await presence.count('room', room)
     },

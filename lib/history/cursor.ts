@@ -18,6 +18,10 @@ export interface CursorHost {
   read: (room: string, since: number) => Promise<HistoryRead>
 }
 
+/** A resync whose read failed is tried again this often, this many times (about half a minute). */
+const RETRY_MS = 1000
+const MAX_RETRIES = 30
+
 interface Cursor {
   epoch: string
   last: number
@@ -111,12 +115,22 @@ export class Cursors {
     this.heal(room, cursor)
   }
 
-  private heal (room: string, cursor: Cursor): void {
+  private heal (room: string, cursor: Cursor, attempt = 0): void {
     const { epoch, last } = cursor
     const done = (read: HistoryRead | undefined): void => {
       if (this.cursors.get(room) !== cursor) return
       const held = cursor.held ?? []
       cursor.held = undefined
+      if (read === undefined && held.length === 0 && attempt < MAX_RETRIES) {
+        // A resync while the store is not answering yet (its connection still coming back): try again shortly.
+        const timer = setTimeout(() => {
+          if (this.cursors.get(room) !== cursor || cursor.held !== undefined) return
+          cursor.held = []
+          this.heal(room, cursor, attempt + 1)
+        }, RETRY_MS)
+        timer.unref()
+        return
+      }
       if (read !== undefined && read.epoch !== epoch) {
         cursor.epoch = read.epoch
         cursor.last = read.top

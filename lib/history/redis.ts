@@ -60,8 +60,11 @@ const READ_TIMEOUT = 5000
 export class RedisHistoryStore implements HistoryStore {
   private readonly redis: Redis & Scripts
 
+  /** Bytes of appends sent and not yet answered: past `maxPending`, appends fail at once (a stalled Redis). */
+  private pending = 0
+
   constructor (redis: Redis, private readonly prefix: string, private readonly channelOf: (room: string) => string,
-    private readonly subscribed: (room: string) => Promise<void>) {
+    private readonly subscribed: (room: string) => Promise<void>, private readonly maxPending = 16 * 1024 * 1024) {
     redis.defineCommand('rtHistAppend', { numberOfKeys: 2, lua: APPEND })
     redis.defineCommand('rtHistRead', { numberOfKeys: 2, lua: READ })
     this.redis = redis as Redis & Scripts
@@ -74,9 +77,16 @@ export class RedisHistoryStore implements HistoryStore {
 
   async append (room: string, policy: HistoryPolicy, head: string, except?: string): Promise<Appended> {
     if (this.redis.status !== 'ready') throw new Error('redis history: Redis is not connected')
+    const size = head.length
+    if (this.pending + size > this.maxPending) throw new Error(`redis history: Redis has not answered ${this.pending} bytes of appends`)
     const [stream, meta] = this.keys(room)
-    const [offset, epoch] = await this.redis.rtHistAppend(stream, meta, head, policy.size, policy.ttl, policy.metaTtl, newEpoch(), this.channelOf(room), except ?? '')
-    return { epoch, offset, frame: Buffer.from(`${head}${offset}}`) }
+    this.pending += size
+    try {
+      const [offset, epoch] = await this.redis.rtHistAppend(stream, meta, head, policy.size, policy.ttl, policy.metaTtl, newEpoch(), this.channelOf(room), except ?? '')
+      return { epoch, offset, frame: Buffer.from(`${head}${offset}}`) }
+    } finally {
+      this.pending -= size
+    }
   }
 
   async read (room: string, policy: HistoryPolicy, since: number | undefined): Promise<HistoryRead> {
