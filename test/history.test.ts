@@ -362,3 +362,18 @@ test('a predicate policy overrides the numbers per room; the memory budget trims
   publish(h, 'h:new', 1, 50)
   assert.deepEqual((await resumeJoin(h, clients, 'h:old', { epoch: old.epoch, offset: 0 })).before[0].data.recovery, { recovered: false, reason: 'trimmed' })
 })
+
+test('the README documents every history option and every recovery reason', async () => {
+  const { readFile } = await import('node:fs/promises')
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const source = await readFile(new URL('../lib/history/options.ts', import.meta.url), 'utf8')
+  for (const name of ['HistoryPolicy', 'HistoryOptions']) {
+    const start = source.indexOf(`export interface ${name} `)
+    const block = source.slice(start, source.indexOf('\n}\n', start))
+    for (const [, key] of block.matchAll(/^ {2}(\w+)\??:/gm)) assert.ok(readme.includes(`| \`history.${key as string}\` |`), `history.${key as string}`)
+  }
+  const store = await readFile(new URL('../lib/history/store.ts', import.meta.url), 'utf8')
+  const reasons = [...(/export type RecoveryReason = ([^\n]+)/.exec(store)?.[1] ?? '').matchAll(/'(\w+)'/g)].map((m) => m[1])
+  assert.equal(reasons.length, 7)
+  for (const reason of reasons) assert.ok(readme.includes(`| \`${reason as string}\` |`), reason)
+})
