@@ -196,6 +196,35 @@ test('edge case 7 (epoch, memory store): a restart or an expired meta is a new e
   assert.equal(later.offset, 0)
 })
 
+test('edge case 7 (epoch, memory store): a meta that expired under connected members: they hear reason epoch, then offset 1 is delivered', { timeout: 10000 }, async (t) => {
+  const h = await historyApp({ ttl: 50, metaTtl: 100 })
+  const clients: TestClient[] = []
+  cleanup(t, h, clients)
+  const a = await client(h)
+  const b = await client(h)
+  clients.push(a, b)
+  const { epoch } = (await call(a, 'join', { room: 'h:m' })).reply.data
+  await call(b, 'join', { room: 'h:m' })
+  publish(h, 'h:m', 1, 2)
+  for (const c of [a, b]) assert.deepEqual((await take(c, 2)).map((m) => m.offset), [1, 2])
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  publish(h, 'h:m', 3, 1)
+  for (const c of [a, b]) {
+    const [position, frame] = await take(c, 2)
+    assert.notEqual(position.data.epoch, epoch)
+    assert.deepEqual(position.data, { room: 'h:m', epoch: position.data.epoch, offset: 0, recovery: { recovered: false, reason: 'epoch' } })
+    assert.deepEqual([frame.data.n, frame.offset], [3, 1])
+  }
+  // A join that finds the new epoch first tells the members already there, not itself twice.
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  const c = await client(h)
+  clients.push(c)
+  const joined = await call(c, 'join', { room: 'h:m' })
+  assert.equal(joined.before.length, 1)
+  assert.equal(joined.before[0].data.recovery, undefined)
+  assert.deepEqual((await a.nextMessage()).data, { room: 'h:m', epoch: joined.reply.data.epoch, offset: 0, recovery: { recovered: false, reason: 'epoch' } })
+})
+
 test('edge case 8 (boundary): publishing every millisecond while a client re-joins, 100 rounds, offsets strictly +1', { timeout: 60000 }, async (t) => {
   const h = await historyApp({ size: 1000, maxRecover: 1000 })
   const clients: TestClient[] = []

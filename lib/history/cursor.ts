@@ -65,6 +65,20 @@ export class Cursors {
     return true
   }
 
+  /**
+   * A store that numbers synchronously (memory) delivers in offset order by itself: the cursor only watches for a
+   * new epoch (the room's meta expired while members stayed), which the members must hear of before offset 1.
+   */
+  advance (room: string, epoch: string, offset: number): void {
+    const cursor = this.cursors.get(room)
+    if (cursor === undefined) return
+    if (cursor.epoch !== epoch) {
+      cursor.epoch = epoch
+      this.host.notify(room, epoch, offset - 1, 'epoch')
+    }
+    cursor.last = offset
+  }
+
   /** The room has no local member any more. */
   forget (room: string): void {
     this.cursors.delete(room)

@@ -90,6 +90,7 @@ export class RoomHistory {
       appended.catch(() => { this.host.counters.brokerFailures++ })
       return this.host.members(room)?.size ?? 0
     }
+    this.cursors.advance(room, appended.epoch, appended.offset)
     return this.deliver(room, appended.epoch, appended.offset, appended.frame, except)
   }
 
@@ -111,6 +112,7 @@ export class RoomHistory {
         throw err
       }
     }
+    this.cursors.advance(room, appended.epoch, appended.offset)
     this.deliver(room, appended.epoch, appended.offset, appended.frame, except)
     return { epoch: appended.epoch, offset: appended.offset }
   }
@@ -172,7 +174,10 @@ export class RoomHistory {
     } catch {
       return Promise.resolve(this.unavailable(conn, room))
     }
-    if (!isPromise(read)) return Promise.resolve(this.finish(conn, room, policy, from, read, []))
+    if (!isPromise(read)) {
+      if (this.cursors.seed(room, read.epoch, read.top)) this.notify(room, read.epoch, read.top, 'epoch', conn)
+      return Promise.resolve(this.finish(conn, room, policy, from, read, []))
+    }
     let held = this.syncing.get(room)
     if (held === undefined) this.syncing.set(room, held = new Map())
     const sync: Sync = { buffer: [], epoch: '', floor: 0 }
@@ -209,12 +214,13 @@ export class RoomHistory {
   }
 
   /** `rt.position` with a lost continuity to the room's members, except those whose join is still reading. */
-  private notify (room: string, epoch: string, offset: number, reason: 'epoch' | 'gap'): void {
+  private notify (room: string, epoch: string, offset: number, reason: 'epoch' | 'gap', joining?: Connection<any, any>): void {
     const members = this.host.members(room)
     if (members === undefined) return
     const text = encodePosition(room, epoch, offset, { recovered: false, reason })
     const held = this.syncing.get(room)
     for (const conn of members) {
+      if (conn === joining) continue
       const sync = held?.get(conn)
       if (sync?.buffer !== undefined) continue
       if (sync !== undefined) this.release(room, conn, sync)
