@@ -35,7 +35,7 @@ async function openSocketIo (port: number): Promise<Peer> {
 
 async function openWs (kind: string, port: number): Promise<Peer> {
   // fastify-ws and realtime check a JWT before the upgrade (for D; the other workloads pay it once per connection).
-  const headers = kind === 'realtime' || kind === 'fastify-ws' ? { authorization: `Bearer ${token}` } : {}
+  const headers = kind.startsWith('realtime') || kind === 'fastify-ws' ? { authorization: `Bearer ${token}` } : {}
   const ws = new WebSocket(`ws://127.0.0.1:${port}/rt`, { headers, perMessageDeflate: false })
   await new Promise<void>((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
   // Errors after the open (a reset when a server stops) are the runner's business, not a crash.
@@ -161,7 +161,58 @@ async function setup (kind: string, port: number, [total, concurrency]: number[]
   send({ ok, seconds: (now() - started) / 1000, firstError })
 }
 
-const modes: Record<string, (kind: string, port: number, args: number[], group: string) => Promise<void>> = { connect, echo, members, idle, setup }
+/** One client of the storm: opens, sends its position (history rooms), joins; resolves with the events it got before the reply. */
+async function comeBack (kind: string, port: number, resume: string | undefined): Promise<number> {
+  const headers = kind.startsWith('realtime') ? { authorization: `Bearer ${token}` } : {}
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/rt`, { headers, perMessageDeflate: false })
+  peers.push({ request: async () => {}, join: async () => {}, fanout: () => {}, onNews: () => {}, close: () => { ws.terminate() } })
+  ws.on('error', () => {})
+  return await new Promise<number>((resolve, reject) => {
+    let events = 0
+    ws.once('error', reject)
+    ws.on('open', () => {
+      if (resume !== undefined) ws.send(resume)
+      ws.send('{"type":"join","id":1,"data":null}')
+    })
+    ws.on('message', (raw) => {
+      const m = JSON.parse(raw.toString())
+      if (m.type === 'news') events++
+      else if (m.id === 1) resolve(events)
+    })
+  })
+}
+
+/** Storm: `events` fanned out to the room, then `clients` connections come back at once and join it. */
+async function storm (kind: string, port: number, [clients, events]: number[]): Promise<void> {
+  const history = kind.startsWith('realtime-history')
+  // The position before the events, from the first join's rt.position (history rooms only).
+  const headers = kind.startsWith('realtime') ? { authorization: `Bearer ${token}` } : {}
+  const ws = new WebSocket(`ws://127.0.0.1:${port}/rt`, { headers, perMessageDeflate: false })
+  await new Promise<void>((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
+  let position: { epoch: string, offset: number } | undefined
+  let got = 0
+  let allGot: () => void = () => {}
+  const received = new Promise<void>((resolve) => { allGot = resolve })
+  const joined = new Promise<void>((resolve) => {
+    ws.on('message', (raw) => {
+      const m = JSON.parse(raw.toString())
+      if (m.type === 'rt.position') position = { epoch: m.data.epoch, offset: m.data.offset }
+      else if (m.type === 'news' && ++got === events) allGot()
+      else if (m.id === 1) resolve()
+    })
+  })
+  ws.send('{"type":"join","id":1,"data":null}')
+  await joined
+  for (let i = 0; i < (events as number); i++) ws.send('{"type":"fanout","data":null}')
+  await received
+  ws.terminate()
+  const resume = history && position !== undefined ? JSON.stringify({ type: 'rt.resume', data: { rooms: { room: position } } }) : undefined
+  const started = now()
+  const counts = await Promise.all(Array.from({ length: clients as number }, async () => await comeBack(kind, port, resume)))
+  send({ ms: now() - started, recovered: counts.filter((n) => n === events).length })
+}
+
+const modes: Record<string, (kind: string, port: number, args: number[], group: string) => Promise<void>> = { connect, echo, members, idle, setup, storm }
 
 interface Command { cmd: string, mode?: string, kind?: string, port?: number, args?: number[], group?: string }
 

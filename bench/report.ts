@@ -1,7 +1,7 @@
 // From the repeats' raw figures to the table: medians, ratios to raw ws taken within each repeat, the targets.
 import { median, type Kind } from './workloads.js'
 
-export type Workload = 'A' | 'B' | 'C' | 'D'
+export type Workload = 'A' | 'B' | 'C' | 'D' | 'E'
 
 /** One figure of one server in one repeat. */
 export interface Result { repeat: number, workload: Workload, kind: Kind, value: number, cpu?: number }
@@ -11,7 +11,8 @@ export const WORKLOADS: Record<Workload, { title: string, better: 'higher' | 'lo
   A: { title: 'A echo, msg/s', better: 'higher', cpuUnit: 'µs/msg' },
   B: { title: 'B fan-out, ms to the last member', better: 'lower', cpuUnit: 'µs/delivery' },
   C: { title: 'C heap, bytes/idle conn', better: 'lower' },
-  D: { title: 'D set-up, conn/s', better: 'higher', cpuUnit: 'µs/conn' }
+  D: { title: 'D set-up, conn/s', better: 'higher', cpuUnit: 'µs/conn' },
+  E: { title: 'E reconnect storm, ms until all joined', better: 'lower', cpuUnit: 'µs/client' }
 }
 
 export interface Row {
@@ -97,5 +98,12 @@ export function targets (rows: Row[], results: Result[]): Target[] {
   add('B fan-out, times faster than socket.io', faster.length > 0 ? median(faster) : undefined, 1.6, true, '×')
   add('C heap, ratio to raw ws', ratio('C'), 2.4, false, '')
   add('D set-up, ratio to raw ws', ratio('D'), 0.75, true, '')
+  // A history room's fan-out over a plain room's, within each repeat (issue 12).
+  const history = results.filter((r) => r.workload === 'B' && r.kind === 'realtime-history').flatMap((r) => {
+    const plain = results.find((x) => x.workload === 'B' && x.kind === 'realtime' && x.repeat === r.repeat)
+    return plain === undefined ? [] : [r.value / plain.value]
+  })
+  add('B fan-out, history room over plain room', history.length > 0 ? median(history) : undefined, 1.3, false, '×')
+  add('E reconnect storm, ms until every client recovered', rows.find((r) => r.workload === 'E' && r.kind === 'realtime-history')?.value, 2000, false, ' ms')
   return list
 }

@@ -4,7 +4,7 @@
 import { mkdir, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { BudgetSpent, killAll, remaining, setDeadline } from './children.js'
-import { echo, fanout, fromSlices, GeneratorPool, heap, setup, turn, type Kind, type Measurement, type Sizes, type Slice, type Target } from './workloads.js'
+import { echo, fanout, fromSlices, GeneratorPool, heap, setup, storm, turn, type Kind, type Measurement, type Sizes, type Slice, type Target } from './workloads.js'
 import { ServerSet } from './servers.js'
 import { openFileLimit, redisUnavailable } from './preflight.js'
 import { summarize, table, targets, type Failure, type Result, type Workload } from './report.js'
@@ -17,8 +17,8 @@ const profiled = profileArg === undefined ? undefined : profileArg.split('=')[1]
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 const sizes: Sizes = quick
-  ? { repeats: 1, rounds: 2, echoConns: 40, inflight: 16, echoMs: 800, echoGenerators: 2, members: 800, memberGenerators: 2, fires: 3, idle: 300, setupTotal: 300, setupConcurrency: 24, setupGenerators: 2, stepMs: 15_000, connectMs: 20_000 }
-  : { repeats: 3, rounds: 4, echoConns: 100, inflight: 16, echoMs: 4000, echoGenerators: 2, members: 10_000, memberGenerators: 4, fires: 11, idle: 2000, setupTotal: 2000, setupConcurrency: 50, setupGenerators: 2, stepMs: 30_000, connectMs: 90_000 }
+  ? { repeats: 1, rounds: 2, echoConns: 40, inflight: 16, echoMs: 800, echoGenerators: 2, members: 800, memberGenerators: 2, fires: 3, idle: 300, setupTotal: 300, setupConcurrency: 24, setupGenerators: 2, stormClients: 200, stormEvents: 10, stepMs: 15_000, connectMs: 20_000 }
+  : { repeats: 3, rounds: 4, echoConns: 100, inflight: 16, echoMs: 4000, echoGenerators: 2, members: 10_000, memberGenerators: 4, fires: 11, idle: 2000, setupTotal: 2000, setupConcurrency: 50, setupGenerators: 2, stormClients: 1000, stormEvents: 10, stepMs: 30_000, connectMs: 90_000 }
 // `--sizes='{"members":20000}'` overrides any of them, for a closer look at one thing.
 const overrides = argv.find((a) => a.startsWith('--sizes='))
 if (overrides !== undefined) Object.assign(sizes, JSON.parse(overrides.slice('--sizes='.length)))
@@ -33,7 +33,8 @@ const PLAN: Record<Workload, Kind[]> = {
   C: KINDS,
   A: KINDS,
   D: ['raw-ws', 'fastify-ws', 'realtime', 'socket.io'],
-  B: ['raw-ws', 'realtime', 'socket.io']
+  B: ['raw-ws', 'realtime', 'realtime-history', 'socket.io'],
+  E: ['raw-ws', 'realtime', 'realtime-history']
 }
 const ORDER = (Object.keys(PLAN) as Workload[]).filter((w) => only === undefined || only.includes(w))
 const notes: string[] = []
@@ -50,7 +51,7 @@ if (ORDER.includes('B') && fdLimit !== undefined && fdLimit < sizes.members + 25
 }
 if (ORDER.includes('B')) {
   const skipped = await redisUnavailable(REDIS_URL, argv.includes('--no-redis'))
-  if (skipped === undefined) PLAN.B.push('realtime-redis')
+  if (skipped === undefined) PLAN.B.push('realtime-redis', 'realtime-history-redis')
   else notes.push(skipped)
 }
 if (loadAverage.start > os.cpus().length) {
@@ -127,7 +128,9 @@ async function runRepeat (repeat: number): Promise<void> {
         for (const slot of slots) {
           try {
             const t = await servers.target(slot)
-            const m = workload === 'B' ? await fanout(pool, await servers.get(slot), t.kind, sizes) : await heap(pool, t.server, t.kind, sizes)
+            const m = workload === 'B'
+              ? await fanout(pool, await servers.get(slot), t.kind, sizes)
+              : workload === 'E' ? await storm(pool, t.server, t.kind, sizes) : await heap(pool, t.server, t.kind, sizes)
             record(repeat, workload, slot, m)
           } catch (err) {
             await failed(servers, repeat, workload, slot, err)
@@ -171,7 +174,8 @@ async function finish (): Promise<void> {
     `fastify-realtime benchmark — ${date} — ${quick ? 'quick' : 'full'} run, ${sizes.repeats} repeat(s), ${seconds.toFixed(0)} s`,
     `${machine}; load average ${loadAverage.start.toFixed(1)} at the start, ${loadAverage.end.toFixed(1)} at the end`,
     `Sizes: A ${sizes.echoConns} conns × ${sizes.inflight} in flight, ${sizes.echoMs / 1000} s in ${sizes.rounds} rounds; B ${sizes.members} members, ${sizes.fires} sends; ` +
-      `C ${sizes.idle} idle conns; D ${sizes.setupTotal} conns, ${sizes.setupConcurrency} at a time, in ${sizes.rounds} rounds`,
+      `C ${sizes.idle} idle conns; D ${sizes.setupTotal} conns, ${sizes.setupConcurrency} at a time, in ${sizes.rounds} rounds; ` +
+      `E ${sizes.stormClients} clients back at once after ${sizes.stormEvents} events`,
     'Medians over the repeats; ratios = the figure / raw ws\'s in the same repeat (A, D: higher is better; B, C and CPU: lower is better)',
     '',
     ...table(rows),

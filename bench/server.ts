@@ -84,8 +84,11 @@ async function fastifyWs (): Promise<number> {
   return (app.server.address() as { port: number }).port
 }
 
-/** fastify-realtime from lib/ (through tsx), its defaults but the rate limit; with a Redis URL, on the Redis broker. */
-async function fastifyRealtime (): Promise<number> {
+/**
+ * fastify-realtime from lib/ (through tsx), its defaults but the rate limit; with a Redis URL, on the Redis broker.
+ * With `history`, the room keeps history (`realtime-history`): numbered frames, and a join that replays.
+ */
+async function fastifyRealtime (history = false): Promise<number> {
   const { default: Fastify } = await import('fastify')
   const { default: jwt } = await import('@fastify/jwt')
   const { Type } = await import('@sinclair/typebox')
@@ -94,12 +97,17 @@ async function fastifyRealtime (): Promise<number> {
   await app.register(jwt, { secret: SECRET })
   const broker = redisUrl !== undefined ? (await import('../lib/redis.js')).redisBroker({ url: redisUrl, prefix }) : undefined
   // The echo runs 16 requests in flight per connection, far above the default 100 messages a second.
-  await app.register(realtime, { limits: { rate: 1e6, burst: 1e6 }, ...(broker !== undefined ? { broker } : {}) })
+  await app.register(realtime, {
+    limits: { rate: 1e6, burst: 1e6 },
+    ...(broker !== undefined ? { broker } : {}),
+    ...(history ? { history: { rooms: ['room'] } } : {})
+  })
   app.realtimeRoute({
     url: '/rt',
     messages: {
       echo: { schema: await echoSchema(), handler: (data) => data },
-      join: { schema: Type.Null(), handler: (_data, conn) => { conn.join('room') } },
+      // A history room's join replies after rt.position and the replay.
+      join: { schema: Type.Null(), handler: history ? async (_data, conn) => { await conn.join('room') } : (_data, conn) => { conn.join('room') } },
       fanout: { schema: Type.Null(), handler: () => { app.realtime.to('room').send('news', NEWS) } }
     },
     onOpen: () => { connections++ },
@@ -126,7 +134,14 @@ async function socketIo (): Promise<number> {
   return (http.address() as { port: number }).port
 }
 
-const servers: Record<string, () => Promise<number>> = { 'raw-ws': rawWs, minimal, 'fastify-ws': fastifyWs, realtime: fastifyRealtime, 'socket.io': socketIo }
+const servers: Record<string, () => Promise<number>> = {
+  'raw-ws': rawWs,
+  minimal,
+  'fastify-ws': fastifyWs,
+  realtime: async () => await fastifyRealtime(),
+  'realtime-history': async () => await fastifyRealtime(true),
+  'socket.io': socketIo
+}
 const start = servers[kind]
 if (start === undefined) throw new Error(`unknown server kind ${kind}`)
 const port = await start()

@@ -25,6 +25,9 @@ async function startServer (kind: string, options: ServerSetOptions, args: strin
   return { child, port }
 }
 
+/** The server kind behind a slot: a `-redis` slot runs its kind on the Redis broker. */
+const kindOf = (slot: Kind): Kind => slot.endsWith('-redis') ? slot.slice(0, -'-redis'.length) as Kind : slot
+
 export class ServerSet {
   private readonly running = new Map<Kind, Promise<Server[]>>()
   /** One Redis key prefix per repeat: the pair shares it, nothing else sees it. */
@@ -36,12 +39,12 @@ export class ServerSet {
     await Promise.allSettled(slots.map(async (slot) => await this.get(slot)))
   }
 
-  /** The server(s) of `slot` (two for `realtime-redis`), started if they are not running. */
+  /** The server(s) of `slot` (two for the `-redis` slots), started if they are not running. */
   async get (slot: Kind): Promise<Server[]> {
     let running = this.running.get(slot)
     if (running === undefined) {
-      running = slot === 'realtime-redis'
-        ? Promise.all([0, 1].map(async () => await startServer('realtime', this.options, [this.options.redisUrl, this.prefix])))
+      running = slot.endsWith('-redis')
+        ? Promise.all([0, 1].map(async () => await startServer(kindOf(slot), this.options, [this.options.redisUrl, `${this.prefix}${slot}:`])))
         : startServer(slot, this.options).then((s) => [s])
       this.running.set(slot, running)
       // A start that failed is forgotten, so that the next use tries again.
@@ -52,7 +55,7 @@ export class ServerSet {
 
   async target (slot: Kind): Promise<Target> {
     const [server] = await this.get(slot) as [Server]
-    return { slot, kind: slot === 'realtime-redis' ? 'realtime' : slot, server }
+    return { slot, kind: kindOf(slot), server }
   }
 
   /** Stops the server(s) of `slot`; the next use starts a fresh process. */

@@ -3,7 +3,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { command, expect, sleep, spawn, stop } from './children.js'
 
-export type Kind = 'raw-ws' | 'fastify-ws' | 'minimal' | 'realtime' | 'socket.io' | 'realtime-redis'
+export type Kind = 'raw-ws' | 'fastify-ws' | 'minimal' | 'realtime' | 'socket.io' | 'realtime-redis' | 'realtime-history' | 'realtime-history-redis'
 
 export interface Sizes {
   repeats: number
@@ -24,6 +24,9 @@ export interface Sizes {
   setupTotal: number
   setupConcurrency: number
   setupGenerators: number
+  /** E: clients coming back at once, and the events each missed (and recovers, on a history room). */
+  stormClients: number
+  stormEvents: number
   /** The longest wait for one answer, and for opening many connections. */
   stepMs: number
   connectMs: number
@@ -205,6 +208,22 @@ export async function setup (pool: GeneratorPool, s: Server, kind: Kind, sizes: 
     const failed = each * generators.length - ok
     if (failed > 0) throw new Error(`${kind}: ${failed} of ${each * generators.length} connections failed (${reports.find((r) => r.firstError !== undefined)?.firstError ?? '?'})`)
     return { units: ok, seconds: Math.max(...reports.map((r) => r.seconds)), cpu: after - before }
+  })
+}
+
+/**
+ * E: a reconnect storm. One connection joins the room and fans out `stormEvents` events; then `stormClients`
+ * connections open at once, each (on a history room) sending the position it had before them in `rt.resume`, and
+ * joining; the figure is the ms until every join was answered (after its replay, on a history room).
+ */
+export async function storm (pool: GeneratorPool, s: Server, kind: Kind, sizes: Sizes): Promise<Measurement> {
+  return await pool.use(1, async ([g]) => {
+    const before = await cpuOf(s, sizes.stepMs)
+    run(g, 'storm', kind, s.port, [sizes.stormClients, sizes.stormEvents])
+    const { ms, recovered } = await expect<{ ms: number, recovered: number }>(g, 'ms', sizes.connectMs)
+    const after = await cpuOf(s, sizes.stepMs)
+    if (kind.startsWith('realtime-history') && recovered !== sizes.stormClients) throw new Error(`${kind}: ${recovered} of ${sizes.stormClients} clients recovered`)
+    return { value: ms, cpu: (after - before) / sizes.stormClients }
   })
 }
 

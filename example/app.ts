@@ -5,7 +5,7 @@ import jwt from '@fastify/jwt'
 import cookie from '@fastify/cookie'
 import { Type } from '@sinclair/typebox'
 import realtime, { type Broker } from '../lib/index.js'
-import { registerChat } from './chat-route.js'
+import { RecentMessages, registerChat } from './chat-route.js'
 import { memoryPresence, type Presence } from './presence.js'
 
 export interface ExampleOptions {
@@ -66,6 +66,8 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
     shutdown: { timeout: options.shutdownTimeout ?? 5000 },
     // The AsyncAPI document of the chat at /asyncapi.json (and .yaml), and its page at /asyncapi.
     asyncapi: { path: '/asyncapi.json', page: '/asyncapi', info: EXAMPLE_INFO },
+    // Every chat room keeps its last 100 events for 2 minutes: a page back within that misses nothing.
+    history: { rooms: () => true, size: 100, ttl: 120_000 },
     ...(broker !== undefined ? { broker } : {})
   })
   app.addHook('onClose', async () => { await presence.close() })
@@ -84,16 +86,32 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
     return issue(name)
   })
 
-  // A fresh access token for the session in the HttpOnly cookie: the page's getToken().
-  app.get('/session', async (request, reply) => {
+  const sessionOf = (request: { cookies: Record<string, string | undefined> }): string | undefined => {
     const cookieToken = request.cookies[SESSION_COOKIE]
     try {
-      if (cookieToken === undefined) throw new Error('no session')
-      const { sub } = app.jwt.verify<{ sub: string }>(cookieToken, { allowedAud: 'session' })
-      return issue(sub)
+      return cookieToken === undefined ? undefined : app.jwt.verify<{ sub: string }>(cookieToken, { allowedAud: 'session' }).sub
     } catch {
-      return await reply.code(401).send({ statusCode: 401, code: 'NO_SESSION', message: 'log in first' })
+      return undefined
     }
+  }
+  const noSession = { statusCode: 401, code: 'NO_SESSION', message: 'log in first' }
+
+  // A fresh access token for the session in the HttpOnly cookie: the page's getToken().
+  app.get('/session', async (request, reply) => {
+    const sub = sessionOf(request)
+    return sub === undefined ? await reply.code(401).send(noSession) : issue(sub)
+  })
+
+  // A room's snapshot for a page that could not recover it: the position is read FIRST, then the data, so that
+  // the page resumes from it and at worst sees a message twice, never misses one.
+  const recent = new RecentMessages()
+  app.get('/rooms/:room/messages', {
+    schema: { params: Type.Object({ room: Type.String({ minLength: 1, maxLength: 32, pattern: '^[\\w-]+$' }) }) }
+  }, async (request, reply) => {
+    if (sessionOf(request) === undefined) return await reply.code(401).send(noSession)
+    const { room } = request.params as { room: string }
+    const position = await app.realtime.history(room).position()
+    return { position, messages: recent.list(room) }
   })
 
   app.post('/logout', async (_request, reply) => {
@@ -111,7 +129,7 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
     })
   }
 
-  registerChat(app, presence)
+  registerChat(app, presence, recent)
 
   return {
     app,

@@ -8,14 +8,25 @@ import { encodeEvent } from './protocol/envelope.js'
 import type { EventSchemas } from './definition.js'
 import type { ResolvedLimits } from './options.js'
 import type { Counters } from './stats.js'
+import type { JoinPosition } from './history/recovery.js'
+import type { Position } from './history/store.js'
 
 /** The registry as a connection sees it: rooms are indexed there. */
 export interface RoomIndex {
-  join: (conn: Connection<any, any>, room: string) => void
+  /** Returns the history join's promise for a history room, undefined for any other. */
+  join: (conn: Connection<any, any>, room: string, since?: Position) => Promise<JoinPosition> | undefined
   leave: (conn: Connection<any, any>, room: string) => void
 }
 
+/** Options of `conn.join(room, options)`. */
+export interface JoinOptions {
+  /** History rooms: resume from this position (from an HTTP snapshot, say) instead of the client's `rt.resume`. */
+  since?: Position
+}
+
 const NO_ROOMS: ReadonlySet<string> = new Set()
+// One shared settled promise: joining a room without history makes none.
+const NO_POSITION: Promise<undefined> = Promise.resolve(undefined)
 
 function uncork (conn: Connection<any, any>, raw: { uncork: () => void }): void {
   conn.uncorked()
@@ -102,13 +113,17 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     return this.socket.readyState === WebSocket.OPEN
   }
 
-  /** Joins a room (idempotent). */
-  join (room: string): void {
-    if (!this.isOpen) return
+  /**
+   * Joins a room (idempotent). For a history room the promise resolves once `rt.position` and the replay of what
+   * the client missed are written, with the room's `{ epoch, offset }` and whether it recovered; it never rejects.
+   * For any other room (or a room already joined) it resolves with undefined; ignoring it is fine.
+   */
+  join (room: string, options?: JoinOptions): Promise<JoinPosition | undefined> {
+    if (!this.isOpen) return NO_POSITION
     this.roomSet ??= new Set()
-    if (this.roomSet.has(room)) return
+    if (this.roomSet.has(room)) return NO_POSITION
     this.roomSet.add(room)
-    this.index.join(this, room)
+    return this.index.join(this, room, options?.since) ?? NO_POSITION
   }
 
   /** Leaves a room (idempotent). An empty room disappears. */

@@ -2,7 +2,8 @@ import type { FastifyRequest } from 'fastify'
 import type { SchemaLike as TSchema, StaticOf as Static } from './schema-types.js'
 import type { AuthOptions, OriginsOption } from './options.js'
 import type { Connection } from './connection.js'
-import type { Except } from './registry.js'
+import type { Except, SendOptions } from './registry.js'
+import type { Position } from './history/store.js'
 
 /** Server-to-client event types of a route, each with its TypeBox schema. */
 export type EventSchemas = Record<string, TSchema>
@@ -77,7 +78,9 @@ export type TypedRoute<S extends Record<string, TSchema>, M extends MessageDefin
 /** A fan-out typed by a route's events: a misspelled event name or data of the wrong shape does not compile. */
 export interface TypedFanOut<E extends EventSchemas> {
   /** Sends `{ type, data }` to every member, here and (with a broker) on every instance; returns the local count. */
-  send: <K extends keyof E & string>(type: K, data: Static<E[K]>, options?: { except?: Except }) => number
+  send: <K extends keyof E & string>(type: K, data: Static<E[K]>, options?: SendOptions) => number
+  /** History rooms: sends and resolves with the event's `{ epoch, offset }` once stored (see `app.realtime.to`). */
+  publish: <K extends keyof E & string>(type: K, data: Static<E[K]>, options?: { except?: Except }) => Promise<Position>
 }
 
 /**

@@ -173,6 +173,11 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
     conn.violations = 0
     conn.sendText(encodePong(id))
     return
+  } else if (type === 'rt.resume') {
+    // No answer, ever: positions are used only by rooms the app's own handlers join.
+    conn.violations = 0
+    ctx.registry.roomHistory?.resume(conn, envelope.data)
+    return
   } else if (type === 'auth.refresh') {
     task = () => refreshSession(ctx, route, conn, envelope.data, id)
   } else {

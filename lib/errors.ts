@@ -4,7 +4,7 @@ import createError from '@fastify/error'
 export const RT_ERR_OPTIONS = createError('RT_ERR_OPTIONS', 'fastify-realtime: invalid option %s')
 export const RT_ERR_ROUTE = createError('RT_ERR_ROUTE', 'fastify-realtime: route %s: %s')
 export const RT_ERR_RESERVED_TYPE = createError('RT_ERR_RESERVED_TYPE',
-  'fastify-realtime: route %s declares the message type "%s", which the protocol reserves (reply, error, ping, pong, auth.refresh)')
+  'fastify-realtime: route %s declares the message type "%s", which the protocol reserves (reply, error, ping, pong, auth.refresh, rt.resume, rt.position)')
 export const RT_ERR_SCHEMA = createError('RT_ERR_SCHEMA', 'fastify-realtime: route %s: the schema of message type "%s" does not compile: %s')
 export const RT_ERR_NO_AUTH = createError('RT_ERR_NO_AUTH',
   'fastify-realtime: route %s checks sessions, but neither @fastify/jwt is registered nor auth.authenticate given. Register @fastify/jwt, pass auth.authenticate, or set auth: false')

@@ -4,7 +4,8 @@ import websocket from '@fastify/websocket'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { HandshakeCode } from './protocol/codes.js'
-import { RT_ERR_NO_AUTH, RT_ERR_WEBSOCKET_REGISTERED } from './errors.js'
+import { RT_ERR_NO_AUTH, RT_ERR_OPTIONS, RT_ERR_WEBSOCKET_REGISTERED } from './errors.js'
+import { RoomHistory } from './history/rooms.js'
 import { resolveOptions, type RealtimeOptions } from './options.js'
 import { Registry } from './registry.js'
 import { Heartbeat } from './heartbeat.js'
@@ -54,6 +55,12 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   const broker = opts.broker ?? memoryBroker()
   const registry = new Registry(broker, app.log, (size) => { heartbeat.update(size) })
   const heartbeat = new Heartbeat(registry, options.heartbeatInterval)
+  if (options.history !== undefined) {
+    if (broker.historyStore === undefined) throw new RT_ERR_OPTIONS('history: the broker keeps no history (use the default broker or redisBroker())')
+    const store = broker.historyStore(options.history)
+    registry.roomHistory = new RoomHistory(options.history, store, registry)
+    app.addHook('onClose', async () => { store.close() })
+  }
   const redactor = new TokenRedactor()
   const ctx: RealtimeContext = {
     app,
@@ -119,6 +126,8 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   await broker.start({
     deliver: (delivery) => { registry.deliver(delivery) },
     publishFailed: () => { registry.counters.brokerFailures++ },
+    received: (room, message) => { registry.roomHistory?.received(room, message) },
+    resync: () => { registry.roomHistory?.resync() },
     local: (kind) => registry.local(kind),
     log: app.log
   })
@@ -147,7 +156,11 @@ export type { ErrorCodeName, CloseCodeNumber, HandshakeCodeName } from './protoc
 export { defineRoute } from './definition.js'
 export type { RouteDefinition, RealtimeRoute, TypedRoute, RegisteredRoute, RouteFanOut, TypedFanOut, MessageDefinitions, EventSchemas } from './definition.js'
 export type { Connection } from './connection.js'
-export type { RealtimeRegistry, FanOut, Except } from './registry.js'
+export type { RealtimeRegistry, FanOut, Except, SendOptions, HistoryHandle } from './registry.js'
+export type { JoinOptions } from './connection.js'
+export type { HistoryOptions, HistoryPolicy } from './history/options.js'
+export type { Position, RecoveryReason, HistoryStore, HistoryRead, Appended } from './history/store.js'
+export type { JoinPosition, Recovery } from './history/recovery.js'
 export type { RealtimeStats } from './stats.js'
 export type { RealtimeOptions, AuthOptions, LimitsOptions, OriginsOption, TokenSource } from './options.js'
 export type { Broker, BrokerNode, Delivery, Target } from './broker/types.js'

@@ -3,6 +3,7 @@ import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type { Broker } from './broker/types.js'
 import { RT_ERR_OPTIONS } from './errors.js'
 import type { AsyncApiServeOptions } from './asyncapi-serve.js'
+import { resolveHistory, type HistoryOptions, type ResolvedHistory } from './history/options.js'
 
 /** Where a session token may come from, tried in the order listed. */
 export type TokenSource = 'header' | 'protocol' | 'cookie' | 'query'
@@ -92,6 +93,8 @@ export interface RealtimeOptions {
   broker?: Broker
   /** Serves the AsyncAPI document (`path`) and a docs page (`page`) of the realtime routes. @default not served */
   asyncapi?: AsyncApiServeOptions | false
+  /** Rooms that keep a numbered history their members recover from after a reconnect. @default none */
+  history?: HistoryOptions
 }
 
 export interface ResolvedAuth {
@@ -122,6 +125,7 @@ export interface ResolvedOptions {
   limits: ResolvedLimits
   heartbeatInterval: number | false
   shutdownTimeout: number
+  history: ResolvedHistory | undefined
 }
 
 const ALL_ALGORITHMS = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
@@ -172,7 +176,7 @@ export function resolveAuth (auth: AuthOptions | false | undefined, where: strin
 
 /** The keys each options object accepts; anything else is a typo that would otherwise be ignored in silence. */
 export const OPTION_KEYS = {
-  options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi'],
+  options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history'],
   auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms'],
   limits: ['maxPayload', 'rate', 'burst', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser'],
   heartbeat: ['interval'],
@@ -228,6 +232,7 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
     throw new RT_ERR_OPTIONS(`limits.onSlowConsumer: expected 'close' or 'drop', got ${String(l.onSlowConsumer)}`)
   }
   const hb = options.heartbeat
+  const maxBufferedBytes = positive('limits.maxBufferedBytes', l.maxBufferedBytes, 1024 * 1024)
   return {
     origins: options.origins,
     requireOrigin: options.requireOrigin ?? false,
@@ -238,12 +243,13 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
       burst: positive('limits.burst', l.burst, rate),
       maxViolations: positive('limits.maxViolations', l.maxViolations, 50),
       maxPending: positive('limits.maxPending', l.maxPending, 256),
-      maxBufferedBytes: positive('limits.maxBufferedBytes', l.maxBufferedBytes, 1024 * 1024),
+      maxBufferedBytes,
       onSlowConsumer: l.onSlowConsumer ?? 'close',
       maxConnections: positive('limits.maxConnections', l.maxConnections, Infinity, true),
       maxConnectionsPerUser: positive('limits.maxConnectionsPerUser', l.maxConnectionsPerUser, Infinity, true)
     },
     heartbeatInterval: hb === false ? false : positive('heartbeat.interval', hb?.interval, 30_000),
-    shutdownTimeout: positive('shutdown.timeout', options.shutdown?.timeout, 5000)
+    shutdownTimeout: positive('shutdown.timeout', options.shutdown?.timeout, 5000),
+    history: resolveHistory(options.history, maxBufferedBytes)
   }
 }

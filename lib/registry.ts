@@ -7,14 +7,36 @@ import type { Broker, Delivery, Target } from './broker/types.js'
 import { bump, createCounters, type Counters, type RealtimeStats } from './stats.js'
 import type { AsyncApiDocument, AsyncApiOptions } from './asyncapi.js'
 import { RT_ERR_ASYNCAPI_NOT_READY } from './errors.js'
+import type { RoomHistory } from './history/rooms.js'
+import type { JoinPosition } from './history/recovery.js'
+import type { Position } from './history/store.js'
 
 /** Who a fan-out skips: a connection or a connection id. */
 export type Except = Connection<any, any> | string
 
+/** Options of a fan-out. */
+export interface SendOptions {
+  /** A connection (or its id) that does not receive it (a replay after a reconnect does not know it any more). */
+  except?: Except
+  /** History rooms: not stored, replayed or numbered (a typing indicator). @default false */
+  volatile?: boolean
+}
+
 /** A fan-out aimed at a room or a user. */
 export interface FanOut {
   /** Sends `{ type, data }` to every member, here and (with a broker) on every instance; returns the local count. */
-  send: (type: string, data?: unknown, options?: { except?: Except }) => number
+  send: (type: string, data?: unknown, options?: SendOptions) => number
+  /**
+   * History rooms: sends like `send` and resolves with the event's `{ epoch, offset }` once stored; rejects when
+   * the history store is unavailable, or the room keeps no history.
+   */
+  publish: (type: string, data?: unknown, options?: { except?: Except }) => Promise<Position>
+}
+
+/** `app.realtime.history(room)`. */
+export interface HistoryHandle {
+  /** The room's `{ epoch, offset }` now: read it before loading a snapshot, then join with it as `since`. */
+  position: () => Promise<Position>
 }
 
 /** `app.realtime`: every open connection of this instance, by id, user and room, and fan-out to them. */
@@ -26,8 +48,10 @@ export interface RealtimeRegistry {
   /** The members of a room on this instance. */
   roomMembers: (room: string) => ReadonlySet<Connection<any, any>>
   to: (room: string) => FanOut
-  toUser: (userId: string) => FanOut
+  toUser: (userId: string) => Omit<FanOut, 'publish'>
   broadcast: (type: string, data?: unknown, options?: { except?: Except }) => number
+  /** A history room's position; rejects for a room without history. */
+  history: (room: string) => HistoryHandle
   /** Members of a room across the cluster (this instance alone with the in-process broker). */
   roomSize: (room: string) => Promise<number>
   /** Whether the user has a connection anywhere in the cluster. */
@@ -57,6 +81,8 @@ export class Registry implements RealtimeRegistry {
   private readonly log: FastifyBaseLogger
   private readonly onCountChange: (size: number) => void
   private drained: (() => void) | undefined
+  /** Set when the `history` option is: history rooms are numbered and recoverable. */
+  roomHistory: RoomHistory | undefined = undefined
 
   constructor (broker: Broker, log: FastifyBaseLogger, onCountChange: (size: number) => void) {
     this.broker = broker
@@ -82,12 +108,15 @@ export class Registry implements RealtimeRegistry {
     if (this.connections.size === 0) this.drained?.()
   }
 
-  join (conn: Connection<any, any>, room: string): void {
+  join (conn: Connection<any, any>, room: string, since?: Position): Promise<JoinPosition> | undefined {
     this.index(this.rooms, 'room', room, conn)
+    const policy = this.roomHistory?.policy(room)
+    return policy === undefined ? undefined : (this.roomHistory as RoomHistory).join(conn, room, policy, since)
   }
 
   leave (conn: Connection<any, any>, room: string): void {
     this.unindex(this.rooms, 'room', room, conn)
+    if (this.roomHistory?.policy(room) !== undefined) this.roomHistory.left(conn, room)
   }
 
   /** Rooms or users here, with their number of local connections (for a broker's presence keys). */
@@ -109,10 +138,36 @@ export class Registry implements RealtimeRegistry {
   }
 
   to (room: string): FanOut {
-    return { send: (type, data, options) => this.publish({ kind: 'room', name: room }, type, data, options?.except) }
+    return {
+      send: (type, data, options) => {
+        const policy = options?.volatile === true ? undefined : this.roomHistory?.policy(room)
+        if (policy === undefined) return this.publish({ kind: 'room', name: room }, type, data, options?.except)
+        return (this.roomHistory as RoomHistory).send(room, policy, type, data, exceptId(options?.except))
+      },
+      publish: async (type, data, options) => {
+        const policy = this.roomHistory?.policy(room)
+        if (policy === undefined) throw new Error(`fastify-realtime: room "${room}" keeps no history (see the history option)`)
+        return await (this.roomHistory as RoomHistory).publish(room, policy, type, data, exceptId(options?.except))
+      }
+    }
   }
 
-  toUser (userId: string): FanOut {
+  history (room: string): HistoryHandle {
+    return {
+      position: async () => {
+        const policy = this.roomHistory?.policy(room)
+        if (policy === undefined) throw new Error(`fastify-realtime: room "${room}" keeps no history (see the history option)`)
+        return await (this.roomHistory as RoomHistory).position(room, policy)
+      }
+    }
+  }
+
+  /** The room's local members (undefined when none). */
+  members (room: string): ReadonlySet<Connection<any, any>> | undefined {
+    return this.rooms.get(room)
+  }
+
+  toUser (userId: string): Omit<FanOut, 'publish'> {
     return { send: (type, data, options) => this.publish({ kind: 'user', name: userId }, type, data, options?.except) }
   }
 

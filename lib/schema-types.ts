@@ -10,4 +10,4 @@ export interface SchemaLike {
 }
 
 /** The TypeScript type of a schema's data: TypeBox's `Static<T>`, read structurally. */
-export type StaticOf<T> = T extends { static: infer S } ? S : unknown
+export type StaticOf<T> = 0 extends 1 & T ? any : T extends { static: infer S } ? S : unknown

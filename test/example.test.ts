@@ -76,6 +76,32 @@ test('the server restarts: the page shows reconnecting, then connected, and mess
   await screenshot(alice, 'example-reconnected')
 })
 
+test('a page cut off while the other sends three messages shows them once, in order, after it reconnects; a restarted store shows "history lost, reloaded"', { timeout: 90000 }, async (t) => {
+  const first = await startExample()
+  const alice = await loggedIn(first.base, 'alice')
+  const bob = await loggedIn(first.base, 'bob')
+  t.after(async () => { await alice.context().close(); await bob.context().close() })
+  await alice.waitForFunction(() => document.querySelector('#presence')?.textContent === 'alicebob', null, { timeout: 10000 })
+  // The server drops alice's connection (a network change, a load balancer); bob writes meanwhile.
+  for (const conn of first.example.app.realtime.byUser('alice')) conn.terminate()
+  for (const text of ['one', 'two', 'three']) {
+    await say(bob, text)
+    await bob.waitForSelector(`#messages li:has-text("${text}")`, { timeout: 5000 })
+  }
+  await alice.waitForSelector('#messages li:has-text("three")', { timeout: 15000 })
+  await alice.waitForSelector('#status.connected', { timeout: 10000 })
+  const texts = await alice.$$eval('#messages li', (lis) => lis.map((li) => li.childNodes[1]?.textContent))
+  assert.deepEqual(texts, ['one', 'two', 'three'])
+  await screenshot(alice, 'example-recovered')
+
+  // A restart loses the in-memory history: the page says so and reloads the room from the server's snapshot.
+  await first.example.app.close()
+  const second = await startExample(first.port)
+  t.after(() => second.example.app.close())
+  await alice.waitForSelector('#messages li.notice:has-text("history lost (epoch), reloaded")', { timeout: 40000 })
+  await screenshot(alice, 'example-history-lost')
+})
+
 test('a page from another origin cannot connect: the Origin check refuses it before the upgrade', { timeout: 30000 }, async (t) => {
   const { example, base, port } = await startExample()
   t.after(() => example.app.close())

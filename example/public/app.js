@@ -35,6 +35,28 @@ function filterMessages () {
   for (const li of $('messages').children) li.hidden = li.dataset.room !== state.room
 }
 
+function addNotice (room, text) {
+  const li = document.createElement('li')
+  li.dataset.room = room
+  li.className = 'notice'
+  li.textContent = text
+  li.hidden = room !== state.room
+  $('messages').append(li)
+}
+
+/**
+ * The room could not be recovered (its history expired, the server's store restarted…): show the server's
+ * snapshot instead of what the page had, and say so.
+ */
+async function reloadRoom (room, reason) {
+  const res = await fetch(`/rooms/${encodeURIComponent(room)}/messages`, { credentials: 'same-origin' })
+  if (!res.ok) return
+  const { messages } = await res.json()
+  for (const li of [...$('messages').children]) if (li.dataset.room === room) li.remove()
+  addNotice(room, `history lost (${reason}), reloaded`)
+  for (const message of messages) addMessage(message)
+}
+
 function addMessage ({ room, from, text, at }) {
   const li = document.createElement('li')
   li.dataset.room = room
@@ -117,6 +139,11 @@ function start (session) {
   // An error envelope that answered no request (a rate-limited `typing`, say): shown, the connection is fine.
   client.on('error', (err) => { showError(`${err.code}: ${err.message}`) })
   client.on('chat.message', addMessage)
+  // After a reconnect each room either recovered (the missed messages arrive through chat.message, once, in
+  // order) or not, and then the page reloads it.
+  client.on('recovery', ({ room, recovered, reason }) => {
+    if (!recovered) reloadRoom(room, reason).catch((err) => showError(`reload of #${room} failed: ${err.message}`))
+  })
   client.on('presence', ({ room, users }) => { presence.set(room, users); renderPresence() })
   client.on('typing', ({ room, from }) => {
     if (room !== state.room) return

@@ -1,4 +1,5 @@
 import type { Broker } from './types.js'
+import { MemoryHistoryStore } from '../history/memory.js'
 
 /** The default broker: one instance, so there is nobody else to carry fan-outs to. */
 export function memoryBroker (): Broker {
@@ -6,6 +7,7 @@ export function memoryBroker (): Broker {
     start () {},
     publish () {},
     membership () {},
+    historyStore: (options) => new MemoryHistoryStore(options.memoryBudget),
     close () {}
   }
 }

@@ -4,6 +4,7 @@ import type { Broker, BrokerNode, Delivery, Target } from './types.js'
 import { decodeMessage, encodeMessage } from './redis-codec.js'
 import { RedisHealth, type Fault } from './redis-health.js'
 import { RedisPresence } from './redis-presence.js'
+import { RedisHistoryStore } from '../history/redis.js'
 
 /** Where the broker's Redis is: a URL, the app's own client (a `Redis` or a `Cluster`), or a Redis Cluster's nodes. */
 export type RedisConnectionOptions =
@@ -38,6 +39,9 @@ export type RedisBrokerOptions = RedisConnectionOptions & {
    */
   maxPendingBytes?: number
 }
+
+/** The first byte of a history room's frame on pub/sub (other fan-outs start with the codec's version, 1). */
+const HISTORY_VERSION = 2
 
 /** How long `close()` waits for Redis to answer before it drops the connections. */
 const CLOSE_TIMEOUT = 1000
@@ -92,6 +96,8 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   const channels = new Set<string>()
   /** Bytes published and not yet answered. */
   let pending = 0
+  /** The SUBSCRIBE of each channel, settled once Redis acknowledged it (a history room's first read waits for it). */
+  const subscriptions = new Map<string, Promise<void>>()
 
   const { channelOf, targetOf } = names
   const subscribe = (channel: string): Promise<unknown> => sharded ? sub.ssubscribe(channel) : sub.subscribe(channel)
@@ -107,6 +113,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   }
 
   function subOnMessage (channel: Buffer, message: Buffer): void {
+    if (message[0] === HISTORY_VERSION) return subOnNumbered(channel, message)
     const decoded = decodeMessage(message)
     if (decoded === undefined || decoded.from === instanceId || node === undefined) return
     const target = targetOf(channel.toString())
@@ -119,6 +126,20 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     }
   }
 
+  /** A history room's frame, as the append script published it: `\x02<epoch>:<offset>:<except>|<frame>`. */
+  function subOnNumbered (channel: Buffer, message: Buffer): void {
+    const bar = message.indexOf(0x7c)
+    const target = targetOf(channel.toString())
+    if (bar === -1 || target?.kind !== 'room' || node === undefined) return
+    const [epoch, offset, except] = message.subarray(1, bar).toString().split(':')
+    if (epoch === undefined || offset === undefined) return
+    try {
+      node.received(target.name, { epoch, offset: Number(offset), frame: message.subarray(bar + 1), except: except === '' ? undefined : except })
+    } catch (err) {
+      node.log.error({ err }, 'redis broker: delivering a history frame failed')
+    }
+  }
+
   function settle (size: number): void {
     pending -= size
     if (pending <= maxPending / 2) health.up('stalled')
@@ -128,7 +149,8 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     async start (n) {
       node = n
       watch(pub, 'publisher', () => { presence.refresh(n) })
-      watch(sub, 'subscriber', () => {})
+      // Once the resubscriptions are through (a PING answers after them), history rooms read what the outage lost.
+      watch(sub, 'subscriber', () => { sub.ping().then(() => { n.resync() }, () => {}) })
       sub.on(sharded ? 'smessageBuffer' : 'messageBuffer', subOnMessage)
       try {
         await Promise.all([pub.connect(), sub.connect()])
@@ -175,12 +197,15 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       const channel = channelOf({ kind, name })
       if (count > 0 && !channels.has(channel)) {
         channels.add(channel)
-        subscribe(channel).catch((err: Error) => { health.failed(err) })
+        subscriptions.set(channel, subscribe(channel).then(() => {}, (err: Error) => { health.failed(err) }))
       } else if (count === 0 && channels.delete(channel)) {
+        subscriptions.delete(channel)
         unsubscribe(channel).catch((err: Error) => { health.failed(err) })
       }
       presence.set(kind, name, count)
     },
+    historyStore: () => new RedisHistoryStore(pub, prefix, (room) => channelOf({ kind: 'room', name: room }),
+      async (room) => { await subscriptions.get(channelOf({ kind: 'room', name: room })) }, maxPending, sharded ? 'SPUBLISH' : 'PUBLISH'),
     async roomSize (room) {
       return await presence.count('room', room)
     },

@@ -1,3 +1,6 @@
+import type { ResolvedHistory } from '../history/options.js'
+import type { HistoryStore } from '../history/store.js'
+import type { StreamMessage } from '../history/cursor.js'
 /**
  * A broker carries fan-outs between instances. The registry always delivers to its own members itself, so local
  * delivery never waits on (or fails with) the broker; the broker only carries the frame to the other instances.
@@ -24,6 +27,10 @@ export interface BrokerNode {
   deliver: (delivery: Delivery) => void
   /** Counts a publish that could not reach the other instances (shown in `stats().brokerFailures`). */
   publishFailed: () => void
+  /** History rooms: a numbered frame published by the history store, for this instance's cursor of the room. */
+  received: (room: string, message: StreamMessage) => void
+  /** History rooms: the subscription is back after an outage; every room is read again from its last offset. */
+  resync: () => void
   /** This instance's rooms or users with their number of local connections. */
   local: (kind: 'room' | 'user') => Iterable<[string, number]>
   log: { info: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }
@@ -43,6 +50,11 @@ export interface Broker {
   roomSize?: (room: string) => Promise<number>
   /** Whether a user has a connection on any instance, where the broker knows it. */
   online?: (userId: string) => Promise<boolean>
+  /**
+   * The history store for the `history` option: where history rooms are numbered and kept. A broker without one
+   * cannot carry history rooms (registration fails).
+   */
+  historyStore?: (options: ResolvedHistory) => HistoryStore
   /** Called from `app.close()` after every connection is gone. */
   close: () => Promise<void> | void
 }

@@ -5,6 +5,7 @@ import { Listeners } from './listeners.js'
 import { Liveness } from './liveness.js'
 import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js'
 import { Outbox } from './outbox.js'
+import { Positions, type RoomPosition } from './positions.js'
 import { backoffDelay, CloseCode, isSendableCloseCode, shouldReconnect } from './reconnect.js'
 import { handshakeOf, listen } from './socket.js'
 import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData, MessageType, ReplyData, WebSocketConstructor, WebSocketLike } from './types.js'
@@ -22,7 +23,7 @@ export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed'
 
 const OPEN = 1
 const PING = '{"type":"ping"}'
-const LIFECYCLE: ReadonlySet<string> = new Set<keyof LifecycleEvents>(['open', 'close', 'reconnecting', 'offline', 'error', 'binary'])
+const LIFECYCLE: ReadonlySet<string> = new Set<keyof LifecycleEvents>(['open', 'close', 'reconnecting', 'offline', 'error', 'binary', 'recovery'])
 
 /**
  * A typed client of one realtime route. It connects at once, reconnects with backoff after an abnormal close,
@@ -35,6 +36,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   private readonly outbox: Outbox
   private readonly link: Liveness
   private readonly listeners = new Listeners()
+  private readonly positions = new Positions()
   private currentState: ClientState = 'connecting'
   private ws: WebSocketLike | undefined
   private detach: (() => void) | undefined
@@ -88,6 +90,22 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     const reply = await this.call('auth.refresh', { token: next }, undefined) as { exp: number | null }
     this.token = next
     return reply
+  }
+
+  /** The client's position in a history room (`{ epoch, offset }`), or undefined. */
+  position (room: string): RoomPosition | undefined {
+    return this.positions.get(room)
+  }
+
+  /**
+   * Sets the position of a history room, from an HTTP snapshot that read `app.realtime.history(room).position()`
+   * before loading its data; the next join of the room replays what came after it. Throws `TypeError` for a
+   * malformed position.
+   */
+  setPosition (room: string, position: RoomPosition): void {
+    this.positions.set(room, position)
+    const frame = this.positions.resumeOne(room)
+    if (frame !== undefined && this.ready && this.ws?.readyState === OPEN && this.options.recovery) this.ws.send(frame)
   }
 
   /** Listens to a route event or a lifecycle event (`open`, `close`, `reconnecting`, `offline`, `error`, `binary`). */
@@ -167,6 +185,9 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.attempt = 0
     this.currentState = 'open'
     this.link.opened(() => { ws.send(PING) }, () => { this.abandon('ping timeout') })
+    // First frame of the connection, before onReconnect's joins and the queue: the server holds the positions.
+    const resume = this.options.recovery ? this.positions.resumeFrame(Date.now()) : undefined
+    if (resume !== undefined) ws.send(resume)
     const hook = reconnected ? this.options.onReconnect : undefined
     if (hook === undefined) {
       this.flush(ws)
@@ -201,7 +222,17 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
         if (incoming.id !== undefined && this.outbox.has(incoming.id)) return this.outbox.settle(incoming.id, { error: incoming.error })
         return this.emit('error', incoming.error)
       case 'binary': return this.emit('binary', incoming.data)
-      case 'event': if (!LIFECYCLE.has(incoming.type)) this.emit(incoming.type, incoming.data)
+      case 'event':
+        if (incoming.type === 'rt.position') {
+          if (!this.options.recovery) return
+          const recovery = this.positions.position(incoming.data)
+          if (recovery !== undefined) this.emit('recovery', recovery)
+          return
+        }
+        if (LIFECYCLE.has(incoming.type)) return
+        if (incoming.offset !== undefined && this.options.recovery &&
+          !this.positions.accept(incoming.room as string, incoming.offset, (gap) => { this.emit('recovery', gap) })) return
+        this.emit(incoming.type, incoming.data)
     }
   }
 

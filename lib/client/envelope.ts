@@ -5,10 +5,10 @@ export type Incoming =
   | { kind: 'pong' }
   | { kind: 'reply', id: string, data: unknown }
   | { kind: 'error', id: string | undefined, error: RealtimeClientError }
-  | { kind: 'event', type: string, data: unknown }
+  | { kind: 'event', type: string, data: unknown, room?: string, offset?: number }
   | { kind: 'binary', data: unknown }
 
-interface Envelope { type?: unknown, id?: unknown, data?: unknown, error?: { code?: unknown, message?: unknown, details?: unknown } }
+interface Envelope { type?: unknown, id?: unknown, data?: unknown, room?: unknown, offset?: unknown, error?: { code?: unknown, message?: unknown, details?: unknown } }
 
 /** The server's error envelope as an error: its code, message and details. */
 function errorOf (error: Envelope['error']): RealtimeClientError {
@@ -34,7 +34,11 @@ export function decodeIncoming (raw: unknown): Incoming | undefined {
     case 'pong': return { kind: 'pong' }
     case 'reply': return id === undefined ? undefined : { kind: 'reply', id, data: message.data ?? null }
     case 'error': return { kind: 'error', id, error: errorOf(message.error) }
-    default: return { kind: 'event', type: message.type, data: message.data }
+    default:
+      // A history room's event carries its room and offset.
+      return typeof message.room === 'string' && typeof message.offset === 'number'
+        ? { kind: 'event', type: message.type, data: message.data, room: message.room, offset: message.offset }
+        : { kind: 'event', type: message.type, data: message.data }
   }
 }
 

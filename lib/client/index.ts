@@ -2,6 +2,7 @@
 // (types only), so a bundler needs no polyfill; dist/client/realtime-client.js is the same, pre-bundled.
 export { createClient, RealtimeClient, type ClientState } from './client.js'
 export type { ClientOptions } from './options.js'
+export type { RoomPosition, RecoveryEvent } from './positions.js'
 export { RealtimeClientError, ClientErrorCode, type ClientErrorCodeName } from './errors.js'
 export { CloseCode, shouldReconnect, backoffDelay, type CloseCodeNumber, type BackoffOptions } from './reconnect.js'
 export type {

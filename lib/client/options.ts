@@ -38,9 +38,14 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
    * while it runs goes out at once (its own requests must).
    */
   onReconnect?: (client: RealtimeClient<R>) => unknown
+  /**
+   * Track positions in history rooms, send them (`rt.resume`) first after a reconnect, and drop events already
+   * delivered. @default true
+   */
+  recovery?: boolean
 }
 
-type Defaulted = 'tokenSource' | 'protocol' | 'maxAttempts' | 'connectTimeout' | 'pingInterval' | 'pingTimeout' | 'requestTimeout' | 'maxQueue'
+type Defaulted = 'tokenSource' | 'protocol' | 'maxAttempts' | 'connectTimeout' | 'pingInterval' | 'pingTimeout' | 'requestTimeout' | 'maxQueue' | 'recovery'
 /** The options with every default applied. */
 export type ResolvedOptions<R extends AnyRoute> = ClientOptions<R> & Required<Pick<ClientOptions<R>, Defaulted>>
 
@@ -54,6 +59,7 @@ export function resolveOptions<R extends AnyRoute> (options: ClientOptions<R>): 
     pingInterval: options.pingInterval ?? 25_000,
     pingTimeout: options.pingTimeout ?? 10_000,
     requestTimeout: options.requestTimeout ?? 10_000,
-    maxQueue: options.maxQueue ?? 100
+    maxQueue: options.maxQueue ?? 100,
+    recovery: options.recovery ?? true
   }
 }

@@ -1,5 +1,6 @@
 import type { SchemaLike as TSchema, StaticOf as Static } from '../schema-types.js'
 import type { RealtimeClientError } from './errors.js'
+import type { RecoveryEvent } from './positions.js'
 
 /**
  * What the client needs to know of a route, structurally: `app.realtimeRoute()` and `defineRoute()` both return
@@ -24,6 +25,8 @@ export interface LifecycleEvents {
   error: RealtimeClientError
   /** A binary frame from the server. */
   binary: ArrayBuffer
+  /** A history room was joined again from a position: recovered (the missed events follow), or why not (reload it). */
+  recovery: RecoveryEvent
 }
 export type LifecycleEvent = keyof LifecycleEvents
 

@@ -10,6 +10,8 @@ export interface StartOptions {
   fastify?: FastifyServerOptions
   /** Registers routes (and anything else) before the app listens. */
   setup?: (app: FastifyInstance) => void | Promise<void>
+  /** The port to listen on (to come back on the same one). @default 0 */
+  port?: number
 }
 
 export interface TestApp {
@@ -30,7 +32,7 @@ export async function startApp (options: StartOptions = {}): Promise<TestApp> {
   if (options.jwt !== false) await app.register(jwt, { secret: SECRET, ...options.jwt })
   await app.register(realtime, { heartbeat: false, ...options.realtime })
   await options.setup?.(app)
-  await app.listen({ host: '127.0.0.1', port: 0 })
+  await app.listen({ host: '127.0.0.1', port: options.port ?? 0 })
   const address = app.server.address()
   const port = typeof address === 'object' && address !== null ? address.port : 0
   return {

@@ -34,6 +34,17 @@ chat.on('close', ({ code, reason }) => { expectTypeOf(code).toEqualTypeOf<number
 chat.on('reconnecting', ({ attempt, delay }) => { expectTypeOf(attempt + delay).toEqualTypeOf<number>() })
 chat.on('offline', (err) => { expectTypeOf(err).toEqualTypeOf<RealtimeClientError>() })
 chat.on('error', (err) => { expectTypeOf(err.code).toEqualTypeOf<string>() })
+// Recovery of history rooms: the event, and positions.
+chat.on('recovery', ({ room, recovered, missed, reason }) => {
+  expectTypeOf(room).toEqualTypeOf<string>()
+  expectTypeOf(recovered).toEqualTypeOf<boolean>()
+  expectTypeOf(missed).toEqualTypeOf<number | undefined>()
+  expectTypeOf(reason).toEqualTypeOf<string | undefined>()
+})
+expectTypeOf(chat.position('lobby')).toEqualTypeOf<{ epoch: string, offset: number } | undefined>()
+chat.setPosition('lobby', { epoch: 'aZkQpLmx', offset: 41 })
+// @ts-expect-error a position has an epoch
+chat.setPosition('lobby', { offset: 41 })
 // @ts-expect-error an unknown event name
 chat.on('chat.mesage', () => {})
 // @ts-expect-error the listener's data is the event's

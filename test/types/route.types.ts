@@ -99,3 +99,15 @@ typed.toUser('u').send('said', { text: 1 })
 typed.broadcast('chat.message', { from: 'a', text: 'b' })
 // The registry's own fan-outs stay untyped, for code that does not hold the route.
 app.realtime.to('r').send('anything', { at: 'all' })
+// History rooms: a join's position, publish()'s, and the options.
+declare const someConn: Connection
+expectTypeOf(someConn.join('room')).resolves.toEqualTypeOf<import('../../lib/index.js').JoinPosition | undefined>()
+someConn.join('room', { since: { epoch: 'aZkQpLmx', offset: 41 } }).catch(() => {})
+// @ts-expect-error since is a position
+someConn.join('room', { since: 41 }).catch(() => {})
+expectTypeOf(app.realtime.to('room').publish('chat.message', {})).resolves.toEqualTypeOf<import('../../lib/index.js').Position>()
+expectTypeOf(app.realtime.history('room').position()).resolves.toEqualTypeOf<import('../../lib/index.js').Position>()
+app.realtime.to('room').send('typing', {}, { volatile: true })
+await Fastify().register(realtime, { history: { rooms: (room) => room.startsWith('chat:') ? { size: 10 } : false, ttl: 60_000 } })
+// @ts-expect-error rooms is required
+await Fastify().register(realtime, { history: { size: 10 } })
