@@ -4,7 +4,7 @@ import websocket from '@fastify/websocket'
 import type { IncomingMessage, Server } from 'node:http'
 import type { Duplex } from 'node:stream'
 import { HandshakeCode } from './protocol/codes.js'
-import { RT_ERR_NO_AUTH, RT_ERR_WEBSOCKET_REGISTERED } from './errors.js'
+import { RT_ERR_NO_AUTH, RT_ERR_OPTIONS, RT_ERR_WEBSOCKET_REGISTERED } from './errors.js'
 import { resolveOptions, type RealtimeOptions } from './options.js'
 import { Registry } from './registry.js'
 import { Heartbeat } from './heartbeat.js'
@@ -12,6 +12,7 @@ import { memoryBroker } from './broker/memory.js'
 import { addRoute, type Admission, type RealtimeContext } from './route.js'
 import { TokenRedactor } from './handshake/redact.js'
 import { kAdmission } from './symbols.js'
+import { InstanceMeter } from './meter.js'
 import './types.js'
 
 type HandleProtocols = (protocols: Set<string>, request: IncomingMessage) => string | false
@@ -54,13 +55,18 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   const registry = new Registry(broker, app.log, (size) => { heartbeat.update(size) })
   const heartbeat = new Heartbeat(registry, options.heartbeatInterval)
   const redactor = new TokenRedactor()
+  const metrics = opts.metrics
+  if (metrics !== undefined && typeof metrics?.start !== 'function') throw new RT_ERR_OPTIONS('metrics: expected realtimeMetrics({ registry }) from fastify-realtime/metrics')
+  const meter = metrics !== undefined ? new InstanceMeter(metrics.buckets) : undefined
+  registry.meter = meter
   const ctx: RealtimeContext = {
     app,
     registry,
     limits: options.limits,
     options,
     routes: [],
-    addPath: (path) => { redactor.addPath(path) }
+    addPath: (path) => { redactor.addPath(path) },
+    meter
   }
 
   app.decorate('realtime', registry)
@@ -115,11 +121,17 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   app.server.prependListener('request', redactor.onRequest)
 
   await broker.start({
-    deliver: (delivery) => { registry.deliver(delivery) },
+    deliver: (delivery) => { registry.received(delivery) },
     publishFailed: () => { registry.counters.brokerFailures++ },
+    published: () => { if (meter !== undefined) meter.brokerPublishes++ },
     local: (kind) => registry.local(kind),
     log: app.log
   })
+
+  if (metrics !== undefined && meter !== undefined) {
+    metrics.start({ meter, stats: () => registry.stats() })
+    app.addHook('onClose', async function realtimeMetricsOnClose () { metrics.stop() })
+  }
 
   app.addHook('onReady', async function realtimeOnReady () {
     for (const { route, instance } of ctx.routes) {
@@ -149,4 +161,7 @@ export type { RealtimeRegistry, FanOut, Except } from './registry.js'
 export type { RealtimeStats } from './stats.js'
 export type { RealtimeOptions, AuthOptions, LimitsOptions, OriginsOption, TokenSource } from './options.js'
 export type { Broker, BrokerNode, Delivery, Target } from './broker/types.js'
+export type { RealtimeMetrics } from './meter.js'
+export { TracingChannelName } from './tracing.js'
+export type { HandshakeTraceContext, MessageTraceContext, FanoutTraceContext } from './tracing.js'
 export { memoryBroker } from './broker/memory.js'

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type { Broker } from './broker/types.js'
+import type { RealtimeMetrics } from './meter.js'
 import { RT_ERR_OPTIONS } from './errors.js'
 
 /** Where a session token may come from, tried in the order listed. */
@@ -89,6 +90,8 @@ export interface RealtimeOptions {
   externalWebsocket?: boolean
   /** Delivers fan-outs; `redisBroker()` from `fastify-realtime/redis` spans instances. @default in-process */
   broker?: Broker
+  /** Prometheus metrics: `realtimeMetrics({ registry })` from `fastify-realtime/metrics`. @default none (nothing counted for them) */
+  metrics?: RealtimeMetrics
 }
 
 export interface ResolvedAuth {

@@ -12,6 +12,8 @@ import type { CompiledMessage, DispatchContext, DispatchRoute } from './dispatch
 import type { EventSchemas, MessageDefinitions, RouteDefinition, TypedRoute } from './definition.js'
 import { openConnection } from './socket.js'
 import { bump } from './stats.js'
+import type { InstanceMeter } from './meter.js'
+import { handshakeChannel, traced, type HandshakeTraceContext } from './tracing.js'
 
 /** A route, compiled once at registration. */
 export interface CompiledRoute extends DispatchRoute {
@@ -34,11 +36,13 @@ export interface RealtimeContext extends DispatchContext {
   routes: Array<{ route: CompiledRoute, instance: FastifyInstance }>
   /** Records a route's full path, so tokens can be moved out of its URLs before anything logs them. */
   addPath: (path: string) => void
+  /** The metrics counters, when the app asked for metrics. */
+  meter: InstanceMeter | undefined
 }
 
 const ANONYMOUS: Session = { user: null, userId: undefined, expiresAt: undefined }
 
-function compile (definition: RouteDefinition<any, any, any>, options: ResolvedOptions): CompiledRoute {
+function compile (definition: RouteDefinition<any, any, any>, options: ResolvedOptions, prefix: string, meter: InstanceMeter | undefined): CompiledRoute {
   const { url } = definition
   if (typeof url !== 'string' || url === '') throw new RT_ERR_ROUTE(String(url), 'url must be a non-empty string')
   if (definition.messages === null || typeof definition.messages !== 'object') throw new RT_ERR_ROUTE(url, 'messages must be an object')
@@ -52,15 +56,22 @@ function compile (definition: RouteDefinition<any, any, any>, options: ResolvedO
     } catch (err) {
       throw new RT_ERR_SCHEMA(url, type, (err as Error).message)
     }
-    messages.set(type, { check, handler: message.handler })
+    messages.set(type, { check, handler: message.handler, meter: undefined })
   }
   for (const hook of ['binary', 'onOpen', 'onClose', 'upgradeHeaders'] as const) {
     if (definition[hook] !== undefined && typeof definition[hook] !== 'function') throw new RT_ERR_ROUTE(url, `${hook} must be a function`)
   }
   if (definition.origins !== undefined) checkOrigins(definition.origins, `route ${url}: origins`)
   const auth: ResolvedAuth | false = definition.auth !== undefined ? resolveAuth(definition.auth, `route ${url}: auth`) : options.auth
+  const path = prefix + url
+  // With metrics, every declared type gets its counters now; a type a client makes up counts as `unknown`.
+  const events = definition.events !== null && typeof definition.events === 'object' ? Object.keys(definition.events) : []
+  const routeMeter = meter?.route(path, [...messages.keys(), ...events])
+  if (routeMeter !== undefined) for (const [type, message] of messages) message.meter = routeMeter.type(type)
   return {
     url,
+    path,
+    meter: routeMeter,
     definition,
     messages,
     binary: definition.binary,
@@ -99,8 +110,19 @@ async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: Co
   return session
 }
 
-function refuse (ctx: RealtimeContext, request: FastifyRequest, reply: FastifyReply, err: HandshakeError): FastifyReply {
+/** `admit` as a traced operation on `fastify-realtime:handshake`: a refusal is its `error`. */
+async function traceAdmit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest): Promise<Session> {
+  const context: HandshakeTraceContext = { route: route.path, request }
+  return await handshakeChannel.tracePromise(async () => {
+    const session = await admit(ctx, instance, route, request)
+    context.userId = session.userId
+    return session
+  }, context)
+}
+
+function refuse (ctx: RealtimeContext, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, err: HandshakeError): FastifyReply {
   bump(ctx.registry.counters.refused, err.code)
+  if (route.meter !== undefined) bump(route.meter.handshakes, err.code)
   request.log.info({ remoteAddress: request.ip, code: err.code }, 'realtime handshake refused')
   return reply.code(err.statusCode).send({ statusCode: err.statusCode, code: err.code, message: err.message })
 }
@@ -114,29 +136,29 @@ export function addRoute<S extends Record<string, TSchema>, M extends MessageDef
 ): TypedRoute<S, M, E> {
   let route: CompiledRoute
   try {
-    route = compile(definition, ctx.options)
+    route = compile(definition, ctx.options, instance.prefix, ctx.meter)
   } catch (err) {
     instance.register(async () => { throw err })
     return definition as unknown as TypedRoute<S, M, E>
   }
   ctx.routes.push({ route, instance })
-  ctx.addPath(instance.prefix + route.url)
+  ctx.addPath(route.path)
   instance.route({
     method: 'GET',
     url: route.url,
     // The route's own hook: one added with addHook inside a fastify-plugin-wrapped plugin would reach every route.
     preValidation: async function realtimePreValidation (request: FastifyRequest, reply: FastifyReply) {
       try {
-        const session = await admit(ctx, instance, route, request)
+        const session = traced(handshakeChannel) ? await traceAdmit(ctx, instance, route, request) : await admit(ctx, instance, route, request)
         ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request }
       } catch (err) {
         if (!(err instanceof HandshakeError)) throw err
-        return refuse(ctx, request, reply, err)
+        return refuse(ctx, route, request, reply, err)
       }
     },
     handler: async function realtimeHttpHandler (request: FastifyRequest, reply: FastifyReply) {
       // Only reached when the hooks let a plain GET through, which admit() never does.
-      return refuse(ctx, request, reply, new HandshakeError('UPGRADE_REQUIRED', HandshakeCode.UPGRADE_REQUIRED.message))
+      return refuse(ctx, route, request, reply, new HandshakeError('UPGRADE_REQUIRED', HandshakeCode.UPGRADE_REQUIRED.message))
     },
     wsHandler: function realtimeWsHandler (socket: WebSocket, request: FastifyRequest) {
       openConnection(ctx, route, socket, request)

@@ -101,7 +101,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     const target = targetOf(channel.toString())
     if (target === undefined) return
     try {
-      node.deliver({ target, frame: decoded.frame, except: decoded.except })
+      node.deliver({ target, frame: decoded.frame, except: decoded.except, type: decoded.type, publishedAt: decoded.publishedAt })
     } catch (err) {
       // Thrown inside ioredis's reply parser, it would break the subscriber connection for everyone.
       node.log.error({ err }, 'redis broker: delivering a fan-out from another instance failed')
@@ -148,6 +148,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       pub.publish(channelOf(delivery.target), message).then(() => {
         settle(size)
         health.succeeded()
+        node?.published?.()
       }, (err: Error) => {
         settle(size)
         node?.publishFailed()

@@ -16,6 +16,10 @@ export interface Delivery {
   frame: Buffer
   /** A connection id that must not receive it. */
   except?: string
+  /** The event's type, for metrics (the frame itself is never decoded again). */
+  type?: string
+  /** When it was published, in ms since the epoch (for the publish-to-delivery lag). */
+  publishedAt?: number
 }
 
 /** What an instance offers its broker. */
@@ -24,6 +28,8 @@ export interface BrokerNode {
   deliver: (delivery: Delivery) => void
   /** Counts a publish that could not reach the other instances (shown in `stats().brokerFailures`). */
   publishFailed: () => void
+  /** Counts a publish the other instances' channel accepted (Redis answered), for metrics. */
+  published?: () => void
   /** This instance's rooms or users with their number of local connections. */
   local: (kind: 'room' | 'user') => Iterable<[string, number]>
   log: { info: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }
