@@ -52,7 +52,8 @@ export class ServerSet {
 
   async target (slot: Kind): Promise<Target> {
     const [server] = await this.get(slot) as [Server]
-    return { slot, kind: slot === 'realtime-redis' ? 'realtime' : slot, server }
+    // Both variants speak the realtime protocol to the generators.
+    return { slot, kind: slot === 'realtime-redis' || slot === 'realtime-observed' ? 'realtime' : slot, server }
   }
 
   /** Stops the server(s) of `slot`; the next use starts a fresh process. */

@@ -9,7 +9,7 @@ import type { ResolvedAuth, ResolvedLimits } from './options.js'
 import type { Registry } from './registry.js'
 import { bump } from './stats.js'
 import type { RouteMeter, TypeMeter } from './meter.js'
-import { messageChannel, traced, traceMaybeAsync, type MessageTraceContext } from './tracing.js'
+import { messageChannel, traced, traceOperation, type MessageTraceContext, type TracedOperation } from './tracing.js'
 
 /** A message type of a route, its schema compiled once. */
 export interface CompiledMessage {
@@ -86,7 +86,8 @@ function reply (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId
 
 /** Runs a handler; the returned promise (only for async handlers) never rejects. */
 function runHandler (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, message: CompiledMessage, type: string, data: unknown, id: EnvelopeId | undefined): unknown {
-  if (message.meter !== undefined || traced(messageChannel)) return runObserved(ctx, route, conn, message, type, data, id)
+  const tracing = traced(messageChannel)
+  if (message.meter !== undefined || tracing) return runObserved(ctx, route, conn, message, type, data, id, tracing)
   let result: unknown
   try {
     result = message.handler(data, conn)
@@ -106,43 +107,57 @@ function runHandler (ctx: DispatchContext, route: DispatchRoute, conn: Connectio
 
 /**
  * `runHandler` with metrics (the handler's duration) or a tracing subscriber (`fastify-realtime:message`, whose span
- * includes the reply or error envelope sent).
+ * includes the reply or error envelope sent). One object per message, no closures: this runs for every message.
  */
-function runObserved (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, message: CompiledMessage, type: string, data: unknown, id: EnvelopeId | undefined): unknown {
-  const slot = message.meter
-  const startedAt = slot !== undefined ? performance.now() : 0
-  const onResult = (value: unknown): void => {
-    if (slot !== undefined) slot.duration.observe((performance.now() - startedAt) / 1000)
-    reply(ctx, conn, id, type, value)
+class ObservedRun implements TracedOperation {
+  private readonly startedAt: number
+  constructor (private readonly ctx: DispatchContext, private readonly conn: Connection<any, any>, private readonly message: CompiledMessage,
+    private readonly type: string, private readonly data: unknown, private readonly id: EnvelopeId | undefined) {
+    this.startedAt = message.meter !== undefined ? performance.now() : 0
   }
-  const onError = (err: unknown): void => {
-    if (slot !== undefined) slot.duration.observe((performance.now() - startedAt) / 1000)
-    fail(ctx, conn, id, type, err)
+
+  run (): unknown {
+    return this.message.handler(this.data, this.conn)
   }
-  if (!traced(messageChannel)) {
+
+  result (value: unknown): void {
+    this.timed()
+    reply(this.ctx, this.conn, this.id, this.type, value)
+  }
+
+  error (err: unknown): void {
+    this.timed()
+    fail(this.ctx, this.conn, this.id, this.type, err)
+  }
+
+  /** Untraced: runs the handler and settles it; the returned promise (async handlers only) never rejects. */
+  settle (): unknown {
     let result: unknown
     try {
-      result = message.handler(data, conn)
+      result = this.run()
     } catch (err) {
-      onError(err)
+      this.error(err)
       return undefined
     }
     if (!isThenable(result)) {
-      onResult(result)
+      this.result(result)
       return undefined
     }
-    return Promise.resolve(result).then(onResult, onError)
+    return Promise.resolve(result).then((value) => { this.result(value) }, (err: unknown) => { this.error(err) })
   }
-  const context: MessageTraceContext = {
-    route: route.path,
-    type,
-    connectionId: conn.id,
-    userId: conn.userId,
-    messageId: id,
-    connection: conn,
-    data
+
+  private timed (): void {
+    const slot = this.message.meter
+    if (slot !== undefined) slot.duration.observe((performance.now() - this.startedAt) / 1000)
   }
-  return traceMaybeAsync(messageChannel, context, () => message.handler(data, conn), onResult, onError)
+}
+
+function runObserved (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, message: CompiledMessage, type: string,
+  data: unknown, id: EnvelopeId | undefined, tracing: boolean): unknown {
+  const run = new ObservedRun(ctx, conn, message, type, data, id)
+  if (!tracing) return run.settle()
+  const context: MessageTraceContext = { route: route.path, type, connectionId: conn.id, userId: conn.userId, messageId: id, connection: conn, data }
+  return traceOperation(messageChannel, context, run)
 }
 
 /** The schema's verdict: undefined when valid, else the first errors as `{ path, message }`. */

@@ -80,47 +80,55 @@ export function traced (channel: AnyTracingChannel): boolean {
     channel.asyncEnd.hasSubscribers || channel.error.hasSubscribers
 }
 
+/** An operation that may finish later: `run` starts it; exactly one of `result` or `error` settles it. */
+export interface TracedOperation {
+  run: () => unknown
+  result: (value: unknown) => void
+  error: (err: unknown) => void
+}
+
 /**
- * Runs `fn` (which may return a promise, and calls `settle` for the work after it) as one traced operation. `fn` gets
- * the outcome callbacks: `onResult` or `onError` for what it produced synchronously; for a promise the callbacks run
- * between `asyncStart` and `asyncEnd`. Nothing thrown by `fn` escapes its guard, as for an untraced run.
+ * Runs `operation` as one traced operation: `run` may return a promise; `result` or `error` (which must not throw)
+ * runs before `end` when it settled synchronously, else between `asyncStart` and `asyncEnd`. What `run` throws or
+ * rejects with goes to `error`, never to the caller. Stores bound to `start` (an APM's AsyncLocalStorage) hold
+ * through `run` and its continuations.
  */
-export function traceMaybeAsync<C extends { result?: unknown, error?: unknown }> (
-  channel: diagnostics.TracingChannel<unknown, C>,
-  context: C,
-  run: () => unknown,
-  onResult: (value: unknown) => void,
-  onError: (err: unknown) => void
+export function traceOperation<C extends { result?: unknown, error?: unknown }> (
+  channel: diagnostics.TracingChannel<unknown, C>, context: C, operation: TracedOperation
 ): unknown {
-  return channel.start.runStores(context, () => {
-    let result: unknown
-    try {
-      result = run()
-    } catch (err) {
-      context.error = err
-      channel.error.publish(context)
-      onError(err)
-      channel.end.publish(context)
-      return undefined
-    }
-    if (result === null || typeof result !== 'object' || typeof (result as PromiseLike<unknown>).then !== 'function') {
-      context.result = result
-      onResult(result)
-      channel.end.publish(context)
-      return undefined
-    }
+  return channel.start.runStores(context, runTraced, undefined, channel, context, operation)
+}
+
+function runTraced<C extends { result?: unknown, error?: unknown }> (
+  channel: diagnostics.TracingChannel<unknown, C>, context: C, operation: TracedOperation
+): unknown {
+  let result: unknown
+  try {
+    result = operation.run()
+  } catch (err) {
+    context.error = err
+    channel.error.publish(context)
+    operation.error(err)
     channel.end.publish(context)
-    return Promise.resolve(result).then((value) => {
-      context.result = value
-      channel.asyncStart.publish(context)
-      onResult(value)
-      channel.asyncEnd.publish(context)
-    }, (err: unknown) => {
-      context.error = err
-      channel.error.publish(context)
-      channel.asyncStart.publish(context)
-      onError(err)
-      channel.asyncEnd.publish(context)
-    })
+    return undefined
+  }
+  if (result === null || typeof result !== 'object' || typeof (result as PromiseLike<unknown>).then !== 'function') {
+    context.result = result
+    operation.result(result)
+    channel.end.publish(context)
+    return undefined
+  }
+  channel.end.publish(context)
+  return Promise.resolve(result).then((value) => {
+    context.result = value
+    channel.asyncStart.publish(context)
+    operation.result(value)
+    channel.asyncEnd.publish(context)
+  }, (err: unknown) => {
+    context.error = err
+    channel.error.publish(context)
+    channel.asyncStart.publish(context)
+    operation.error(err)
+    channel.asyncEnd.publish(context)
   })
 }
