@@ -269,3 +269,14 @@ test('no metrics option: nothing is counted for metrics (connections carry no me
   assert.equal(conn?.meter, undefined)
   assert.equal((h.app.realtime as unknown as { meter: unknown }).meter, undefined)
 })
+
+test('the example serves /metrics in the Prometheus text format', { timeout: 10000 }, async (t) => {
+  const { buildExample } = await import('../example/app.js')
+  const { app } = await buildExample({ logger: false })
+  t.after(() => app.close())
+  const response = await app.inject('/metrics')
+  assert.equal(response.statusCode, 200)
+  assert.match(response.headers['content-type'] as string, /^text\/plain; version=0\.0\.4/)
+  assert.match(response.body, /^# TYPE fastify_realtime_connections gauge$/m)
+  assert.match(response.body, /^fastify_realtime_connections\{route="\/chat"\} 0$/m)
+})

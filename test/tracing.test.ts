@@ -3,6 +3,8 @@ import assert from 'node:assert/strict'
 import diagnostics from 'node:diagnostics_channel'
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { SpanStatusCode, trace } from '@opentelemetry/api'
 import { Type } from '@sinclair/typebox'
 import { HandshakeError, RealtimeError, TracingChannelName } from '../lib/index.js'
 import { startApp, type TestApp } from './helpers/app.js'
@@ -165,4 +167,46 @@ test('nobody subscribed: nothing is published, and handlers run as before', { ti
   t.after(() => { c.destroy() })
   assert.equal((await c.request('echo', 'plain')).data, 'plain')
   assert.equal((await c.request('boom', null)).error.code, 'INTERNAL')
+})
+
+// Last in this file: the README's subscriber stays subscribed until the process ends.
+test('the README\'s OpenTelemetry snippet makes one span per message, ended after the reply, marked on a handler error', { timeout: 20000 }, async (t) => {
+  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const after = readme.indexOf('An OpenTelemetry span per message:')
+  assert.notEqual(after, -1)
+  const start = readme.indexOf('```ts\n', after) + 6
+  const code = readme.slice(start, readme.indexOf('\n```', start))
+  // A recording tracer provider stands in for the SDK: the snippet uses only the API.
+  const spans: Array<{ name: string, attributes: Record<string, unknown>, status?: { code: number }, exceptions: unknown[], ended: number }> = []
+  trace.setGlobalTracerProvider({
+    getTracer: () => ({
+      startSpan: (name: string, options: { attributes: Record<string, unknown> }) => {
+        const span = { name, attributes: options.attributes, status: undefined as { code: number } | undefined, exceptions: [] as unknown[], ended: 0 }
+        spans.push(span)
+        return {
+          end: () => { span.ended++ },
+          setStatus: (status: { code: number }) => { span.status = status },
+          recordException: (err: unknown) => { span.exceptions.push(err) }
+        }
+      }
+    })
+  } as never)
+  t.after(() => { trace.disable() })
+  const dir = new URL('artifacts/', import.meta.url)
+  await mkdir(dir, { recursive: true })
+  const file = new URL(`otel-snippet-${process.pid}.ts`, dir)
+  await writeFile(file, code)
+  t.after(() => rm(file, { force: true }))
+  await import(file.href)
+
+  const h = await tracedApp(t)
+  const c = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'alice' } })
+  t.after(() => { c.destroy() })
+  assert.equal((await c.request('echo', 'a')).data, 'a')
+  assert.equal((await c.request('later', 'b')).data, 'b')
+  assert.equal((await c.request('boom', null)).error.code, 'INTERNAL')
+  const conn = h.app.realtime.byUser('alice')[0]
+  assert.deepEqual(spans.map((s) => [s.name, s.ended, s.status?.code ?? 0]), [['realtime echo', 1, 0], ['realtime later', 1, 0], ['realtime boom', 1, SpanStatusCode.ERROR]])
+  assert.deepEqual(spans[0]?.attributes, { 'realtime.route': '/rt', 'realtime.type': 'echo', 'realtime.connection_id': conn?.id, 'enduser.id': 'alice' })
+  assert.equal((spans[2]?.exceptions[0] as Error).message, 'handler bug')
 })
