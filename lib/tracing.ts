@@ -66,8 +66,11 @@ export interface FanoutTraceContext {
   error?: unknown
 }
 
+/** `fastify-realtime:handshake`; channels are global by name, so a subscriber needs nothing from this module. */
 export const handshakeChannel = diagnostics.tracingChannel<unknown, HandshakeTraceContext>(TracingChannelName.HANDSHAKE)
+/** `fastify-realtime:message`. */
 export const messageChannel = diagnostics.tracingChannel<unknown, MessageTraceContext>(TracingChannelName.MESSAGE)
+/** `fastify-realtime:fanout`. */
 export const fanoutChannel = diagnostics.tracingChannel<unknown, FanoutTraceContext>(TracingChannelName.FANOUT)
 
 type AnyTracingChannel = diagnostics.TracingChannel<unknown, any>
