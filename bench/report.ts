@@ -96,6 +96,12 @@ export function targets (rows: Row[], results: Result[]): Target[] {
     return io === undefined ? [] : [io.value / r.value]
   })
   add('B fan-out, times faster than socket.io', faster.length > 0 ? median(faster) : undefined, 1.6, true, '×')
+  // Metrics and a tracing subscriber on, over the same server without them, within each repeat.
+  const observed = results.filter((r) => r.workload === 'A' && r.kind === 'realtime-observed').flatMap((r) => {
+    const plain = results.find((x) => x.workload === 'A' && x.kind === 'realtime' && x.repeat === r.repeat)
+    return plain === undefined ? [] : [r.value / plain.value]
+  })
+  add('A echo with metrics and tracing, ratio to realtime without', observed.length > 0 ? median(observed) : undefined, 0.95, true, '')
   add('C heap, ratio to raw ws', ratio('C'), 2.4, false, '')
   add('D set-up, ratio to raw ws', ratio('D'), 0.75, true, '')
   // A history room's fan-out over a plain room's, within each repeat (issue 12).

@@ -31,7 +31,8 @@ const KINDS: Kind[] = ['raw-ws', 'fastify-ws', 'minimal', 'realtime', 'socket.io
 /** Which servers each workload compares, in the order the workloads run: C first, while the heaps are fresh. */
 const PLAN: Record<Workload, Kind[]> = {
   C: KINDS,
-  A: KINDS,
+  // realtime-observed: the same server with metrics and a tracing subscriber on (its target is a ratio to realtime).
+  A: [...KINDS, 'realtime-observed'],
   D: ['raw-ws', 'fastify-ws', 'realtime', 'socket.io'],
   B: ['raw-ws', 'realtime', 'realtime-history', 'socket.io'],
   E: ['raw-ws', 'realtime', 'realtime-history']

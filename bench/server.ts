@@ -85,10 +85,38 @@ async function fastifyWs (): Promise<number> {
 }
 
 /**
- * fastify-realtime from lib/ (through tsx), its defaults but the rate limit; with a Redis URL, on the Redis broker.
- * With `history`, the room keeps history (`realtime-history`): numbered frames, and a join that replays.
+ * What an APM does with the tracing channels, at its least: a start time per operation, a duration at its end. The
+ * `realtime-observed` server runs it on every channel, with Prometheus metrics on too.
  */
-async function fastifyRealtime (history = false): Promise<number> {
+async function observe (): Promise<import('../lib/index.js').RealtimeOptions['metrics']> {
+  const diagnostics = await import('node:diagnostics_channel')
+  const { Registry } = await import('prom-client')
+  const { realtimeMetrics } = await import('../lib/metrics.js')
+  const { TracingChannelName } = await import('../lib/index.js')
+  const apm = { spans: 0, seconds: 0 }
+  const finish = (context: any): void => { apm.spans++; apm.seconds += (performance.now() - (context.startedAt as number)) / 1000 }
+  for (const name of Object.values(TracingChannelName)) {
+    diagnostics.tracingChannel(name).subscribe({
+      start: (context: any) => { context.startedAt = performance.now() },
+      // A synchronous operation has its result (or error) at `end`; an async one finishes at `asyncEnd`.
+      end: (context: any) => { if ('result' in context || context.error !== undefined) finish(context) },
+      asyncStart () {},
+      asyncEnd: finish,
+      error () {}
+    })
+  }
+  const registry = new Registry()
+  // Scraped every second, as a busy Prometheus would.
+  setInterval(() => { registry.metrics().catch(() => {}) }, 1000).unref()
+  return realtimeMetrics({ registry })
+}
+
+/**
+ * fastify-realtime from lib/ (through tsx), its defaults but the rate limit; with a Redis URL, on the Redis broker.
+ * With `history`, the room keeps history (`realtime-history`): numbered frames, and a join that replays. With
+ * `observed`, Prometheus metrics and a tracing subscriber are on (`realtime-observed`).
+ */
+async function fastifyRealtime ({ history = false, observed = false } = {}): Promise<number> {
   const { default: Fastify } = await import('fastify')
   const { default: jwt } = await import('@fastify/jwt')
   const { Type } = await import('@sinclair/typebox')
@@ -96,11 +124,13 @@ async function fastifyRealtime (history = false): Promise<number> {
   const app = Fastify()
   await app.register(jwt, { secret: SECRET })
   const broker = redisUrl !== undefined ? (await import('../lib/redis.js')).redisBroker({ url: redisUrl, prefix }) : undefined
+  const metrics = observed ? await observe() : undefined
   // The echo runs 16 requests in flight per connection, far above the default 100 messages a second.
   await app.register(realtime, {
     limits: { rate: 1e6, burst: 1e6 },
     ...(broker !== undefined ? { broker } : {}),
-    ...(history ? { history: { rooms: ['room'] } } : {})
+    ...(history ? { history: { rooms: ['room'] } } : {}),
+    ...(metrics !== undefined ? { metrics } : {})
   })
   app.realtimeRoute({
     url: '/rt',
@@ -139,7 +169,8 @@ const servers: Record<string, () => Promise<number>> = {
   minimal,
   'fastify-ws': fastifyWs,
   realtime: async () => await fastifyRealtime(),
-  'realtime-history': async () => await fastifyRealtime(true),
+  'realtime-history': async () => await fastifyRealtime({ history: true }),
+  'realtime-observed': async () => await fastifyRealtime({ observed: true }),
   'socket.io': socketIo
 }
 const start = servers[kind]

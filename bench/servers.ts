@@ -55,7 +55,8 @@ export class ServerSet {
 
   async target (slot: Kind): Promise<Target> {
     const [server] = await this.get(slot) as [Server]
-    return { slot, kind: kindOf(slot), server }
+    // The observed variant speaks the realtime protocol to the generators.
+    return { slot, kind: slot === 'realtime-observed' ? 'realtime' : kindOf(slot), server }
   }
 
   /** Stops the server(s) of `slot`; the next use starts a fresh process. */

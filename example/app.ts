@@ -4,7 +4,9 @@ import Fastify, { type FastifyInstance } from 'fastify'
 import jwt from '@fastify/jwt'
 import cookie from '@fastify/cookie'
 import { Type } from '@sinclair/typebox'
+import { Registry } from 'prom-client'
 import realtime, { type Broker } from '../lib/index.js'
+import { realtimeMetrics } from '../lib/metrics.js'
 import { RecentMessages, registerChat } from './chat-route.js'
 import { memoryPresence, type Presence } from './presence.js'
 
@@ -59,7 +61,9 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
     presence = redisPresence(new Redis(options.redisUrl))
   }
   const origins = new Set<string>(options.allowedOrigins)
+  const metrics = new Registry()
   await app.register(realtime, {
+    metrics: realtimeMetrics({ registry: metrics }),
     origins: (origin) => origins.has(origin),
     auth: { sources: ['protocol', 'header'] },
     limits: { rate: 20, burst: 10 },
@@ -113,6 +117,9 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
     const position = await app.realtime.history(room).position()
     return { position, messages: recent.list(room) }
   })
+
+  // Prometheus scrapes this. A real deployment serves it on an internal port or behind authentication.
+  app.get('/metrics', async (_request, reply) => await reply.type(metrics.contentType).send(await metrics.metrics()))
 
   app.post('/logout', async (_request, reply) => {
     reply.clearCookie(SESSION_COOKIE, { path: '/' })

@@ -2,6 +2,7 @@
 // Perspective: the document describes the server, so a client's message is a `receive` operation (with its reply)
 // and an event is a `send` operation. One channel per route; one message per type, its payload the whole envelope
 // with `type` as a const, which keeps the messages of a channel mutually exclusive.
+import { RECOVERY_REASONS } from './history/store.js'
 import { ErrorCode } from './protocol/codes.js'
 import { SchemaConverter, type Direction, type JsonSchema } from './asyncapi-schema.js'
 import { channelBinding, channelDescription, securitySchemes, type DocumentedRoute } from './asyncapi-handshake.js'
@@ -91,7 +92,42 @@ function address (path: string): { address: string, parameters: string[] } {
 }
 
 /** Builds the document. Throws `RT_ERR_ASYNCAPI_SCHEMA` for a schema JSON cannot express. */
-export function buildAsyncApi (routes: readonly DocumentedRoute[], options: AsyncApiOptions): AsyncApiDocument {
+const POSITION = { epoch: { type: 'string', description: 'changes whenever the room\'s stored stream was lost' }, offset: { type: 'integer', minimum: 0 } }
+
+/** `rt.resume` and `rt.position`: the reserved messages of rooms with history (see the README's Delivery guarantees). */
+function historyMessages (): { resume: JsonSchema, position: JsonSchema } {
+  return {
+    resume: {
+      name: 'rt.resume',
+      title: 'rt.resume',
+      summary: 'The first frame after a reconnect: the positions the client holds, per room (no reply; kept until the room is joined).',
+      payload: envelope('rt.resume', { data: { type: 'object', required: ['rooms'], properties: { rooms: { type: 'object', additionalProperties: { type: 'object', required: ['epoch', 'offset'], properties: POSITION } } } } }, ['data'])
+    },
+    position: {
+      name: 'rt.position',
+      title: 'rt.position',
+      summary: 'Sent on every join of a history room (offset null on a leave); with `recovery` when the join resumed from a position, followed by the missed events.',
+      payload: envelope('rt.position', {
+        data: {
+          type: 'object',
+          required: ['room', 'offset'],
+          properties: {
+            room: { type: 'string' },
+            epoch: POSITION.epoch,
+            offset: { type: ['integer', 'null'], minimum: 0 },
+            recovery: {
+              type: 'object',
+              required: ['recovered'],
+              properties: { recovered: { type: 'boolean' }, missed: { type: 'integer', minimum: 0 }, reason: { type: 'string', enum: [...RECOVERY_REASONS] } }
+            }
+          }
+        }
+      }, ['data'])
+    }
+  }
+}
+
+export function buildAsyncApi (routes: readonly DocumentedRoute[], options: AsyncApiOptions, features: { history?: boolean } = {}): AsyncApiDocument {
   const converter = new SchemaConverter()
   for (const route of routes) {
     for (const m of Object.values(route.definition.messages)) { converter.collect(m.schema); converter.collect(m.reply) }
@@ -152,6 +188,11 @@ export function buildAsyncApi (routes: readonly DocumentedRoute[], options: Asyn
         payload: envelope('reply', { id: ID, data: { type: 'object', required: ['exp'], properties: { exp: { type: ['number', 'null'] } } } }, ['id', 'data'])
       })
       addOperation('receive', 'auth.refresh', refreshRef, [refreshedRef, errorRef])
+    }
+    if (features.history === true) {
+      const { resume, position } = historyMessages()
+      addOperation('receive', 'rt.resume', addMessage('rt.resume', resume))
+      addOperation('send', 'rt.position', addMessage('rt.position', position))
     }
     if (route.definition.binary !== undefined) {
       const binaryRef = addMessage('binary', { name: 'binary', title: 'binary frame', summary: 'A binary frame, handed to the route\'s binary handler as it is.', contentType: 'application/octet-stream', payload: { type: 'string', format: 'binary' } })

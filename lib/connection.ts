@@ -10,6 +10,7 @@ import type { ResolvedLimits } from './options.js'
 import type { Counters } from './stats.js'
 import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
+import type { RouteMeter, TypeMeter } from './meter.js'
 
 /** The registry as a connection sees it: rooms are indexed there. */
 export interface RoomIndex {
@@ -64,6 +65,8 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   violations = 0
   /** The close code the server chose, kept when it had to terminate the socket before the handshake ended. */
   closeIntent: number | undefined
+  /** @internal The route's metrics counters, when the app asked for metrics. */
+  meter: RouteMeter | undefined
 
   // Made on first use: most connections of a large instance never log, keep state or join a second room.
   private roomSet: Set<string> | undefined
@@ -134,18 +137,19 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** Sends an event. Returns false, never throws, when the socket is not open or the send was refused by backpressure. */
   send<K extends keyof E & string> (type: K, data: Static<E[K]>): boolean {
-    return this.sendText(encodeEvent(type, data))
+    const text = encodeEvent(type, data)
+    return this.write(text, Buffer.byteLength(text), TEXT, this.meter?.type(type))
   }
 
   /** Sends a binary frame, through the same backlog check. */
   sendBinary (data: Buffer | ArrayBuffer | Uint8Array): boolean {
     const buf = Buffer.isBuffer(data) ? data : Buffer.from(data as Uint8Array)
-    return this.write(buf, buf.length, BINARY)
+    return this.write(buf, buf.length, BINARY, this.meter?.binary)
   }
 
   /** Sends an already-encoded envelope (a fan-out's shared bytes). */
   sendFrame (frame: Buffer): boolean {
-    return this.write(frame, frame.length, TEXT)
+    return this.write(frame, frame.length, TEXT, this.meter?.unknown)
   }
 
   /**
@@ -153,21 +157,27 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
    * has nothing queued for this socket (its sender idle, so frames cannot interleave), the frame goes straight to
    * the TCP socket; otherwise ws frames `payload` itself.
    */
-  sendPrebuilt (payload: Buffer, wire: Buffer): boolean {
+  sendPrebuilt (payload: Buffer, wire: Buffer, slot?: TypeMeter): boolean {
     const socket = this.socket as WebSocket & { _sender?: { _state?: number, _queue?: unknown[] }, _socket?: { write: (b: Buffer) => boolean } }
     const sender = socket._sender
-    if (sender?._state !== 0 || sender._queue?.length !== 0 || socket._socket === undefined) return this.sendFrame(payload)
+    if (sender?._state !== 0 || sender._queue?.length !== 0 || socket._socket === undefined) return this.write(payload, payload.length, TEXT, slot)
     // Not corked: a fan-out writes once per member, and holding 10,000 sockets until the next tick only delays them.
     if (!this.admit(wire.length)) return false
     socket._socket.write(wire)
     this.counters.messagesOut++
     this.counters.bytesOut += payload.length
+    if (slot !== undefined) this.metered(slot, payload.length)
     return true
   }
 
   /** Sends an encoded envelope; ws writes the string into the frame itself, with no Buffer in between. */
   sendText (text: string): boolean {
-    return this.write(text, Buffer.byteLength(text), TEXT)
+    return this.write(text, Buffer.byteLength(text), TEXT, this.meter?.unknown)
+  }
+
+  /** @internal An envelope of a known type (a reply, an error, a pong), counted under it when metrics are on. */
+  sendEnvelope (text: string, slot: TypeMeter | undefined): boolean {
+    return this.write(text, Buffer.byteLength(text), TEXT, slot)
   }
 
   /** Closes with a close handshake. The code defaults to 1000. */
@@ -264,13 +274,20 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     return true
   }
 
-  private write (frame: Buffer | string, size: number, options: typeof TEXT | typeof BINARY): boolean {
+  private write (frame: Buffer | string, size: number, options: typeof TEXT | typeof BINARY, slot: TypeMeter | undefined): boolean {
     if (!this.admit(size)) return false
     this.corkUntilNextTick()
     this.socket.send(frame, options)
     this.counters.messagesOut++
     this.counters.bytesOut += size
+    if (slot !== undefined) this.metered(slot, size)
     return true
+  }
+
+  /** Only with metrics: a slot exists only then. */
+  private metered (slot: TypeMeter, size: number): void {
+    slot.out++
+    ;(this.meter as RouteMeter).bytesOut += size
   }
 
   /**

@@ -8,11 +8,15 @@ import type { Connection } from './connection.js'
 import type { ResolvedAuth, ResolvedLimits } from './options.js'
 import type { Registry } from './registry.js'
 import { bump } from './stats.js'
+import type { RouteMeter, TypeMeter } from './meter.js'
+import { messageChannel, traced, traceOperation, type MessageTraceContext, type TracedOperation } from './tracing.js'
 
 /** A message type of a route, its schema compiled once. */
 export interface CompiledMessage {
   check: TypeCheck<TSchema>
   handler: (data: any, conn: Connection<any, any>) => unknown
+  /** Its metrics counters, when the app asked for metrics. */
+  meter: TypeMeter | undefined
 }
 
 /** What the dispatcher needs of a route. */
@@ -21,6 +25,10 @@ export interface DispatchRoute {
   messages: Map<string, CompiledMessage>
   binary: ((data: Buffer, conn: Connection<any, any>) => unknown) | undefined
   auth: ResolvedAuth | false
+  /** The full path (with the instance's prefix), as metrics and traces name the route. */
+  path: string
+  /** Its metrics counters, when the app asked for metrics. */
+  meter: RouteMeter | undefined
 }
 
 /** What the dispatcher needs of the instance. */
@@ -36,14 +44,17 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
   return value !== null && typeof value === 'object' && typeof (value as PromiseLike<unknown>).then === 'function'
 }
 
-function sendError (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, code: string, message: string, details?: unknown): void {
+/** `type` is what the error answers, for metrics: a declared type (or `unknown` for a frame that had none). */
+function sendError (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, code: string, message: string, details?: unknown, type?: string): void {
   bump(ctx.registry.counters.errors, code)
-  conn.sendText(encodeError(id, code, message, details))
+  const meter = conn.meter
+  if (meter !== undefined) bump(meter.type(type ?? '').errors, code)
+  conn.sendEnvelope(encodeError(id, code, message, details), meter?.error)
 }
 
 /** A message the server refused: answered with an error envelope; too many in a row close the connection with 1008. */
-function reject (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, code: string, message: string, details?: unknown): void {
-  sendError(ctx, conn, id, code, message, details)
+function reject (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, code: string, message: string, details?: unknown, type?: string): void {
+  sendError(ctx, conn, id, code, message, details, type)
   if (++conn.violations > ctx.limits.maxViolations) {
     conn.log.info({ violations: conn.violations }, 'closing a connection that keeps sending rejected messages')
     conn.close(CloseCode.POLICY_VIOLATION)
@@ -54,11 +65,11 @@ function reject (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeI
 function fail (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, type: string, err: unknown): void {
   if (err instanceof RealtimeError) {
     conn.log.debug({ type, code: err.code }, 'handler refused a message')
-    sendError(ctx, conn, id, err.code, err.message, err.details)
+    sendError(ctx, conn, id, err.code, err.message, err.details, type)
     return
   }
   conn.log.error({ err, type }, 'realtime handler failed')
-  sendError(ctx, conn, id, ErrorCode.INTERNAL, 'internal error')
+  sendError(ctx, conn, id, ErrorCode.INTERNAL, 'internal error', undefined, type)
 }
 
 function reply (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, type: string, value: unknown): void {
@@ -70,11 +81,13 @@ function reply (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId
     fail(ctx, conn, id, type, err)
     return
   }
-  conn.sendText(frame)
+  conn.sendEnvelope(frame, conn.meter?.reply)
 }
 
 /** Runs a handler; the returned promise (only for async handlers) never rejects. */
-function runHandler (ctx: DispatchContext, conn: Connection<any, any>, message: CompiledMessage, type: string, data: unknown, id: EnvelopeId | undefined): unknown {
+function runHandler (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, message: CompiledMessage, type: string, data: unknown, id: EnvelopeId | undefined): unknown {
+  const tracing = traced(messageChannel)
+  if (message.meter !== undefined || tracing) return runObserved(ctx, route, conn, message, type, data, id, tracing)
   let result: unknown
   try {
     result = message.handler(data, conn)
@@ -90,6 +103,61 @@ function runHandler (ctx: DispatchContext, conn: Connection<any, any>, message: 
     (value) => { reply(ctx, conn, id, type, value) },
     (err: unknown) => { fail(ctx, conn, id, type, err) }
   )
+}
+
+/**
+ * `runHandler` with metrics (the handler's duration) or a tracing subscriber (`fastify-realtime:message`, whose span
+ * includes the reply or error envelope sent). One object per message, no closures: this runs for every message.
+ */
+class ObservedRun implements TracedOperation {
+  private readonly startedAt: number
+  constructor (private readonly ctx: DispatchContext, private readonly conn: Connection<any, any>, private readonly message: CompiledMessage,
+    private readonly type: string, private readonly data: unknown, private readonly id: EnvelopeId | undefined) {
+    this.startedAt = message.meter !== undefined ? performance.now() : 0
+  }
+
+  run (): unknown {
+    return this.message.handler(this.data, this.conn)
+  }
+
+  result (value: unknown): void {
+    this.timed()
+    reply(this.ctx, this.conn, this.id, this.type, value)
+  }
+
+  error (err: unknown): void {
+    this.timed()
+    fail(this.ctx, this.conn, this.id, this.type, err)
+  }
+
+  /** Untraced: runs the handler and settles it; the returned promise (async handlers only) never rejects. */
+  settle (): unknown {
+    let result: unknown
+    try {
+      result = this.run()
+    } catch (err) {
+      this.error(err)
+      return undefined
+    }
+    if (!isThenable(result)) {
+      this.result(result)
+      return undefined
+    }
+    return Promise.resolve(result).then((value) => { this.result(value) }, (err: unknown) => { this.error(err) })
+  }
+
+  private timed (): void {
+    const slot = this.message.meter
+    if (slot !== undefined) slot.duration.observe((performance.now() - this.startedAt) / 1000)
+  }
+}
+
+function runObserved (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, message: CompiledMessage, type: string,
+  data: unknown, id: EnvelopeId | undefined, tracing: boolean): unknown {
+  const run = new ObservedRun(ctx, conn, message, type, data, id)
+  if (!tracing) return run.settle()
+  const context: MessageTraceContext = { route: route.path, type, connectionId: conn.id, userId: conn.userId, messageId: id, connection: conn, data }
+  return traceOperation(messageChannel, context, run)
 }
 
 /** The schema's verdict: undefined when valid, else the first errors as `{ path, message }`. */
@@ -113,11 +181,11 @@ async function refreshSession (ctx: DispatchContext, route: DispatchRoute, conn:
   const auth = route.auth
   const token = (data as { token?: unknown } | null)?.token
   if (auth === false || auth.authenticate !== undefined) {
-    sendError(ctx, conn, id, ErrorCode.UNKNOWN_TYPE, 'this route does not renew sessions by token')
+    sendError(ctx, conn, id, ErrorCode.UNKNOWN_TYPE, 'this route does not renew sessions by token', undefined, 'auth.refresh')
     return
   }
   if (typeof token !== 'string' || token === '') {
-    sendError(ctx, conn, id, ErrorCode.INVALID_TOKEN, 'auth.refresh needs data: { token }')
+    sendError(ctx, conn, id, ErrorCode.INVALID_TOKEN, 'auth.refresh needs data: { token }', undefined, 'auth.refresh')
     return
   }
   try {
@@ -129,7 +197,7 @@ async function refreshSession (ctx: DispatchContext, route: DispatchRoute, conn:
     reply(ctx, conn, id, 'auth.refresh', { exp: session.expiresAt === undefined ? null : Math.floor(session.expiresAt / 1000) })
   } catch (err) {
     const code = err instanceof HandshakeError && err.code === 'TOKEN_EXPIRED' ? ErrorCode.TOKEN_EXPIRED : ErrorCode.INVALID_TOKEN
-    sendError(ctx, conn, id, code, err instanceof HandshakeError ? err.message : 'invalid session token')
+    sendError(ctx, conn, id, code, err instanceof HandshakeError ? err.message : 'invalid session token', undefined, 'auth.refresh')
   }
 }
 
@@ -141,14 +209,17 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
   const counters = ctx.registry.counters
   counters.messagesIn++
   counters.bytesIn += data.length
+  const meter = route.meter
+  if (meter !== undefined) meter.bytesIn += data.length
   conn.alive = true
   // After the server decided to close (or the peer did), frames still in flight are not handled.
   if (!conn.isOpen) return
 
   if (isBinary) {
     const binary = route.binary
-    if (binary === undefined) return reject(ctx, conn, undefined, ErrorCode.BINARY_NOT_ACCEPTED, 'this route accepts no binary frames')
-    if (!conn.takeToken()) return reject(ctx, conn, undefined, ErrorCode.RATE_LIMITED, 'rate limit exceeded')
+    if (meter !== undefined) meter.binary.in++
+    if (binary === undefined) return reject(ctx, conn, undefined, ErrorCode.BINARY_NOT_ACCEPTED, 'this route accepts no binary frames', undefined, 'binary')
+    if (!conn.takeToken()) return reject(ctx, conn, undefined, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, 'binary')
     conn.violations = 0
     const queued = conn.enqueue(() => {
       try {
@@ -159,19 +230,23 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
         return undefined
       }
     })
-    if (!queued) reject(ctx, conn, undefined, ErrorCode.RATE_LIMITED, 'too many messages waiting for their handler')
+    if (!queued) reject(ctx, conn, undefined, ErrorCode.RATE_LIMITED, 'too many messages waiting for their handler', undefined, 'binary')
     return
   }
 
   const envelope = decodeEnvelope(data.toString())
-  if (isDecodeFailure(envelope)) return reject(ctx, conn, envelope.id, envelope.error, envelope.message)
+  if (isDecodeFailure(envelope)) {
+    if (meter !== undefined) meter.unknown.in++
+    return reject(ctx, conn, envelope.id, envelope.error, envelope.message)
+  }
   const { type, id } = envelope
-  if (!conn.takeToken()) return reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'rate limit exceeded')
+  if (meter !== undefined) meter.type(type).in++
+  if (!conn.takeToken()) return reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, type)
 
   let task: () => unknown
   if (type === 'ping') {
     conn.violations = 0
-    conn.sendText(encodePong(id))
+    conn.sendEnvelope(encodePong(id), meter?.pong)
     return
   } else if (type === 'rt.resume') {
     // No answer, ever: positions are used only by rooms the app's own handlers join.
@@ -182,11 +257,11 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
     task = () => refreshSession(ctx, route, conn, envelope.data, id)
   } else {
     const message = route.messages.get(type)
-    if (message === undefined) return reject(ctx, conn, id, ErrorCode.UNKNOWN_TYPE, `unknown message type "${type}"`)
+    if (message === undefined) return reject(ctx, conn, id, ErrorCode.UNKNOWN_TYPE, `unknown message type "${type}"`, undefined, type)
     const details = validate(message, envelope.data)
-    if (details !== undefined) return reject(ctx, conn, id, ErrorCode.VALIDATION_FAILED, `invalid data for "${type}"`, details)
-    task = () => runHandler(ctx, conn, message, type, envelope.data, id)
+    if (details !== undefined) return reject(ctx, conn, id, ErrorCode.VALIDATION_FAILED, `invalid data for "${type}"`, details, type)
+    task = () => runHandler(ctx, route, conn, message, type, envelope.data, id)
   }
   conn.violations = 0
-  if (!conn.enqueue(task)) reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'too many messages waiting for their handler')
+  if (!conn.enqueue(task)) reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'too many messages waiting for their handler', undefined, type)
 }

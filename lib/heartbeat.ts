@@ -55,8 +55,11 @@ export class Heartbeat {
     if (this.interval === false || now - this.lastSweep < this.interval) return
     this.lastSweep = now
     if (stalled) return
+    const meter = this.registry.meter
+    if (meter !== undefined) meter.pingedAt = performance.now()
     for (const conn of this.registry.connections.values()) {
       if (!conn.alive) {
+        if (meter !== undefined) meter.heartbeatTerminations++
         conn.terminate()
         continue
       }

@@ -14,6 +14,7 @@ import { addRoute, type Admission, type RealtimeContext } from './route.js'
 import { TokenRedactor } from './handshake/redact.js'
 import { kAdmission } from './symbols.js'
 import { setupAsyncApi } from './asyncapi-serve.js'
+import { InstanceMeter } from './meter.js'
 import './types.js'
 
 type HandleProtocols = (protocols: Set<string>, request: IncomingMessage) => string | false
@@ -62,13 +63,18 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
     app.addHook('onClose', async () => { store.close() })
   }
   const redactor = new TokenRedactor()
+  const metrics = opts.metrics
+  if (metrics !== undefined && typeof metrics?.start !== 'function') throw new RT_ERR_OPTIONS('metrics: expected realtimeMetrics({ registry }) from fastify-realtime/metrics')
+  const meter = metrics !== undefined ? new InstanceMeter(metrics.buckets) : undefined
+  registry.meter = meter
   const ctx: RealtimeContext = {
     app,
     registry,
     limits: options.limits,
     options,
     routes: [],
-    addPath: (path) => { redactor.addPath(path) }
+    addPath: (path) => { redactor.addPath(path) },
+    meter
   }
 
   app.decorate('realtime', registry)
@@ -124,13 +130,19 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   app.server.prependListener('request', redactor.onRequest)
 
   await broker.start({
-    deliver: (delivery) => { registry.deliver(delivery) },
+    deliver: (delivery) => { registry.received(delivery) },
     publishFailed: () => { registry.counters.brokerFailures++ },
     received: (room, message) => { registry.roomHistory?.received(room, message) },
     resync: () => { registry.roomHistory?.resync() },
+    published: () => { if (meter !== undefined) meter.brokerPublishes++ },
     local: (kind) => registry.local(kind),
     log: app.log
   })
+
+  if (metrics !== undefined && meter !== undefined) {
+    metrics.start({ meter, stats: () => registry.stats() })
+    app.addHook('onClose', async function realtimeMetricsOnClose () { metrics.stop() })
+  }
 
   app.addHook('onReady', async function realtimeOnReady () {
     for (const { route, instance } of ctx.routes) {
@@ -164,6 +176,9 @@ export type { JoinPosition, Recovery } from './history/recovery.js'
 export type { RealtimeStats } from './stats.js'
 export type { RealtimeOptions, AuthOptions, LimitsOptions, OriginsOption, TokenSource } from './options.js'
 export type { Broker, BrokerNode, Delivery, Target } from './broker/types.js'
+export type { RealtimeMetrics } from './meter.js'
+export { TracingChannelName } from './tracing.js'
+export type { HandshakeTraceContext, MessageTraceContext, FanoutTraceContext } from './tracing.js'
 export { memoryBroker } from './broker/memory.js'
 export type { AsyncApiDocument, AsyncApiOptions, AsyncApiServer } from './asyncapi.js'
 export type { AsyncApiServeOptions } from './asyncapi-serve.js'

@@ -1,6 +1,7 @@
 import type { FastifyRequest } from 'fastify'
 import type { WebsocketPluginOptions } from '@fastify/websocket'
 import type { Broker } from './broker/types.js'
+import type { RealtimeMetrics } from './meter.js'
 import { RT_ERR_OPTIONS } from './errors.js'
 import type { AsyncApiServeOptions } from './asyncapi-serve.js'
 import { resolveHistory, type HistoryOptions, type ResolvedHistory } from './history/options.js'
@@ -95,6 +96,8 @@ export interface RealtimeOptions {
   asyncapi?: AsyncApiServeOptions | false
   /** Rooms that keep a numbered history their members recover from after a reconnect. @default none */
   history?: HistoryOptions
+  /** Prometheus metrics: `realtimeMetrics({ registry })` from `fastify-realtime/metrics`. @default none (nothing counted for them) */
+  metrics?: RealtimeMetrics
 }
 
 export interface ResolvedAuth {
@@ -176,7 +179,7 @@ export function resolveAuth (auth: AuthOptions | false | undefined, where: strin
 
 /** The keys each options object accepts; anything else is a typo that would otherwise be ignored in silence. */
 export const OPTION_KEYS = {
-  options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history'],
+  options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics'],
   auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms'],
   limits: ['maxPayload', 'rate', 'burst', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser'],
   heartbeat: ['interval'],

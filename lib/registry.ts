@@ -10,6 +10,8 @@ import { RT_ERR_ASYNCAPI_NOT_READY } from './errors.js'
 import type { RoomHistory } from './history/rooms.js'
 import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
+import type { InstanceMeter, RouteMeter, TypeMeter } from './meter.js'
+import { fanoutChannel, traced, type FanoutTraceContext } from './tracing.js'
 
 /** Who a fan-out skips: a connection or a connection id. */
 export type Except = Connection<any, any> | string
@@ -72,6 +74,8 @@ export class Registry implements RealtimeRegistry {
   readonly counters: Counters = createCounters()
   /** Connections whose session expires. */
   readonly expiring = new Set<Connection<any, any>>()
+  /** The metrics counters, when the app asked for metrics. */
+  meter: InstanceMeter | undefined
   closing = false
   /** Set by the plugin once the instance is ready (see lib/asyncapi-serve.ts). */
   asyncapi: (options: AsyncApiOptions) => AsyncApiDocument = () => { throw new RT_ERR_ASYNCAPI_NOT_READY() }
@@ -211,10 +215,36 @@ export class Registry implements RealtimeRegistry {
     if (members === undefined) return 0
     const wire = textFrame(frame)
     let sent = 0
+    if (this.meter !== undefined) return this.deliverMetered(delivery, members, wire)
     for (const conn of members) {
       if (conn.id !== except && conn.sendPrebuilt(frame, wire)) sent++
     }
     return sent
+  }
+
+  /** `deliver` counting each send under its member's route and the event's type (resolved once per route). */
+  private deliverMetered (delivery: Delivery, members: Iterable<Connection<any, any>>, wire: Buffer): number {
+    const { frame, except, type = '' } = delivery
+    let sent = 0
+    let route: RouteMeter | undefined
+    let slot: TypeMeter | undefined
+    for (const conn of members) {
+      if (conn.id === except) continue
+      if (conn.meter !== route) {
+        route = conn.meter
+        slot = route?.type(type)
+      }
+      if (conn.sendPrebuilt(frame, wire, slot)) sent++
+    }
+    return sent
+  }
+
+  /** A fan-out from another instance arrived (through the broker). */
+  received (delivery: Delivery): void {
+    const meter = this.meter
+    // Wall clocks of two hosts: as exact as their synchronization (NTP keeps it within milliseconds).
+    if (meter !== undefined && delivery.publishedAt !== undefined) meter.brokerLag.observe(Math.max(0, Date.now() - delivery.publishedAt) / 1000)
+    this.deliver(delivery)
   }
 
   /**
@@ -240,7 +270,16 @@ export class Registry implements RealtimeRegistry {
   }
 
   private publish (target: Target, type: string, data: unknown, except: Except | undefined): number {
-    const delivery: Delivery = { target, frame: Buffer.from(encodeEvent(type, data)), except: exceptId(except) }
+    if (this.meter !== undefined) bump(this.meter.fanouts, target.kind)
+    if (traced(fanoutChannel)) {
+      const context: FanoutTraceContext = { target, type, except: exceptId(except) }
+      return fanoutChannel.traceSync(this.fanOut, context, this, target, type, data, except)
+    }
+    return this.fanOut(target, type, data, except)
+  }
+
+  private fanOut (target: Target, type: string, data: unknown, except: Except | undefined): number {
+    const delivery: Delivery = { target, frame: Buffer.from(encodeEvent(type, data)), except: exceptId(except), type }
     const sent = this.deliver(delivery)
     this.broker.publish(delivery)
     return sent

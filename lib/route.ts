@@ -15,6 +15,8 @@ import type { EventSchemas, MessageDefinitions, RegisteredRoute, RouteDefinition
 import type { Except } from './registry.js'
 import { openConnection } from './socket.js'
 import { bump } from './stats.js'
+import type { InstanceMeter } from './meter.js'
+import { handshakeChannel, traced, type HandshakeTraceContext } from './tracing.js'
 
 /** A route, compiled once at registration. */
 export interface CompiledRoute extends DispatchRoute {
@@ -37,6 +39,8 @@ export interface RealtimeContext extends DispatchContext {
   routes: Array<{ route: CompiledRoute, instance: FastifyInstance }>
   /** Records a route's full path, so tokens can be moved out of its URLs before anything logs them. */
   addPath: (path: string) => void
+  /** The metrics counters, when the app asked for metrics. */
+  meter: InstanceMeter | undefined
 }
 
 /** The keys of a route definition and of each of its messages. */
@@ -57,7 +61,7 @@ function notTypeBoxSchema (schema: unknown): string | undefined {
 
 const ANONYMOUS: Session = { user: null, userId: undefined, expiresAt: undefined }
 
-function compile (definition: RouteDefinition<any, any, any>, options: ResolvedOptions): CompiledRoute {
+function compile (definition: RouteDefinition<any, any, any>, options: ResolvedOptions, prefix: string, meter: InstanceMeter | undefined): CompiledRoute {
   const { url } = definition
   if (typeof url !== 'string' || url === '') throw new RT_ERR_ROUTE(String(url), 'url must be a non-empty string')
   const routeError = (message: string): Error => new RT_ERR_ROUTE(url, message)
@@ -77,15 +81,22 @@ function compile (definition: RouteDefinition<any, any, any>, options: ResolvedO
     } catch (err) {
       throw new RT_ERR_SCHEMA(url, type, (err as Error).message)
     }
-    messages.set(type, { check, handler: message.handler })
+    messages.set(type, { check, handler: message.handler, meter: undefined })
   }
   for (const hook of ['binary', 'onOpen', 'onClose', 'upgradeHeaders'] as const) {
     if (definition[hook] !== undefined && typeof definition[hook] !== 'function') throw new RT_ERR_ROUTE(url, `${hook} must be a function`)
   }
   if (definition.origins !== undefined) checkOrigins(definition.origins, `route ${url}: origins`)
   const auth: ResolvedAuth | false = definition.auth !== undefined ? resolveAuth(definition.auth, `route ${url}: auth`) : options.auth
+  const path = prefix + url
+  // With metrics, every declared type gets its counters now; a type a client makes up counts as `unknown`.
+  const events = definition.events !== null && typeof definition.events === 'object' ? Object.keys(definition.events) : []
+  const routeMeter = meter?.route(path, [...messages.keys(), ...events])
+  if (routeMeter !== undefined) for (const [type, message] of messages) message.meter = routeMeter.type(type)
   return {
     url,
+    path,
+    meter: routeMeter,
     definition,
     messages,
     binary: definition.binary,
@@ -128,6 +139,16 @@ async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: Co
   return session
 }
 
+/** `admit` as a traced operation on `fastify-realtime:handshake`: a refusal is its `error`. */
+async function traceAdmit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest): Promise<Session> {
+  const context: HandshakeTraceContext = { route: route.path, request }
+  return await handshakeChannel.tracePromise(async () => {
+    const session = await admit(ctx, instance, route, request)
+    context.userId = session.userId
+    return session
+  }, context)
+}
+
 /**
  * Answers a refused handshake with its status and JSON body. A plain GET is the client's diagnosis of a failed
  * upgrade (or a curious browser): counted apart from refused upgrades, and readable by an allowed origin (CORS).
@@ -136,6 +157,7 @@ async function refuse (ctx: RealtimeContext, route: CompiledRoute, request: Fast
   const { counters } = ctx.registry
   if (request.ws) {
     bump(counters.refused, err.code)
+    if (route.meter !== undefined) bump(route.meter.handshakes, err.code)
     const origin = err.code === 'FORBIDDEN_ORIGIN' ? request.headers.origin : undefined
     request.log.info({ remoteAddress: request.ip, code: err.code, origin }, origin === undefined
       ? `realtime handshake refused: ${err.code}`
@@ -165,20 +187,20 @@ export function addRoute<S extends Record<string, SchemaLike>, M extends Message
   }) as unknown as RegisteredRoute<S, M, E>
   let route: CompiledRoute
   try {
-    route = compile(definition, ctx.options)
+    route = compile(definition, ctx.options, instance.prefix, ctx.meter)
   } catch (err) {
     instance.register(async () => { throw err })
     return handle
   }
   ctx.routes.push({ route, instance })
-  ctx.addPath(instance.prefix + route.url)
+  ctx.addPath(route.path)
   instance.route({
     method: 'GET',
     url: route.url,
     // The route's own hook: one added with addHook inside a fastify-plugin-wrapped plugin would reach every route.
     preValidation: async function realtimePreValidation (request: FastifyRequest, reply: FastifyReply) {
       try {
-        const session = await admit(ctx, instance, route, request)
+        const session = traced(handshakeChannel) ? await traceAdmit(ctx, instance, route, request) : await admit(ctx, instance, route, request)
         ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request }
       } catch (err) {
         if (!(err instanceof HandshakeError)) throw err

@@ -5,6 +5,7 @@ import { Connection } from './connection.js'
 import { handleFrame } from './dispatch.js'
 import { kAdmission } from './symbols.js'
 import type { Admission, CompiledRoute, RealtimeContext } from './route.js'
+import { bump } from './stats.js'
 
 const kState = Symbol('fastify-realtime.socketState')
 
@@ -31,7 +32,11 @@ function socketOnMessage (this: WebSocket, data: Buffer | ArrayBuffer | Buffer[]
 }
 
 function socketOnPong (this: WebSocket): void {
-  (this as RealtimeSocket)[kState].conn.alive = true
+  const { ctx, conn } = (this as RealtimeSocket)[kState]
+  conn.alive = true
+  const meter = ctx.registry.meter
+  // The heartbeat pings every connection in one sweep: the round trip runs from that sweep to this pong.
+  if (meter !== undefined && meter.pingedAt > 0) meter.pingRtt.observe((performance.now() - meter.pingedAt) / 1000)
 }
 
 /**
@@ -50,6 +55,7 @@ function socketOnClose (this: WebSocket, code: number, reasonBuffer: Buffer): vo
   const { ctx, route, conn } = state
   const closeCode = conn.closeIntent ?? code
   ctx.registry.remove(conn, closeCode)
+  if (route.meter !== undefined) closed(ctx, route, conn)
   if (!state.opened || route.definition.onClose === undefined) return
   const reason = reasonBuffer.toString()
   try {
@@ -58,6 +64,13 @@ function socketOnClose (this: WebSocket, code: number, reasonBuffer: Buffer): vo
   } catch (err) {
     conn.log.error({ err }, 'realtime onClose failed')
   }
+}
+
+/** Metrics of a close: the route's open count, and the close if the server chose it. */
+function closed (ctx: RealtimeContext, route: CompiledRoute, conn: Connection<any, any>): void {
+  (route.meter as NonNullable<CompiledRoute['meter']>).open--
+  const meter = ctx.registry.meter
+  if (meter !== undefined && conn.closeIntent !== undefined) bump(meter.serverCloses, conn.closeIntent)
 }
 
 function openFailed (conn: Connection<any, any>, err: unknown): void {
@@ -81,6 +94,12 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   const { session } = admission
   const conn = new Connection(socket, request, session.user, session.userId, ctx.limits, ctx.registry.counters, ctx.registry)
   conn.expiresAt = session.expiresAt
+  const meter = route.meter
+  if (meter !== undefined) {
+    conn.meter = meter
+    meter.open++
+    bump(meter.handshakes, 101)
+  }
   socket[kState] = { ctx, route, conn, opened: false }
   // The connection owns its socket's errors: @fastify/websocket's default handler logs them as errors and
   // terminates, which would cut off the close frame ws is sending for a protocol error.

@@ -119,7 +119,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     const target = targetOf(channel.toString())
     if (target === undefined) return
     try {
-      node.deliver({ target, frame: decoded.frame, except: decoded.except })
+      node.deliver({ target, frame: decoded.frame, except: decoded.except, type: decoded.type, publishedAt: decoded.publishedAt })
     } catch (err) {
       // Thrown inside ioredis's reply parser, it would break the subscriber connection for everyone.
       node.log.error({ err }, 'redis broker: delivering a fan-out from another instance failed')
@@ -187,6 +187,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
         // publish it took reached nobody. Where this instance knows the channel has subscribers (itself: its
         // own members are there, and every instance listens for broadcasts), that is a failed publish.
         if (cluster && receivers === 0 && (delivery.target.kind === 'all' || channels.has(channel))) node?.publishFailed()
+        else node?.published?.()
       }, (err: Error) => {
         settle(size)
         node?.publishFailed()

@@ -19,6 +19,10 @@ export interface Delivery {
   frame: Buffer
   /** A connection id that must not receive it. */
   except?: string
+  /** The event's type, for metrics (the frame itself is never decoded again). */
+  type?: string
+  /** When it was published, in ms since the epoch (for the publish-to-delivery lag). */
+  publishedAt?: number
 }
 
 /** What an instance offers its broker. */
@@ -31,6 +35,8 @@ export interface BrokerNode {
   received: (room: string, message: StreamMessage) => void
   /** History rooms: the subscription is back after an outage; every room is read again from its last offset. */
   resync: () => void
+  /** Counts a publish the other instances' channel accepted (Redis answered), for metrics. */
+  published?: () => void
   /** This instance's rooms or users with their number of local connections. */
   local: (kind: 'room' | 'user') => Iterable<[string, number]>
   log: { info: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }

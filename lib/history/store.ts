@@ -7,7 +7,9 @@ export interface Position {
 }
 
 /** Why a recovery did not happen; the client reloads the room. */
-export type RecoveryReason = 'trimmed' | 'expired' | 'epoch' | 'limit' | 'invalid' | 'gap' | 'unavailable'
+/** Why a join could not recover, as `rt.position`'s `recovery.reason` says. */
+export const RECOVERY_REASONS = ['trimmed', 'expired', 'epoch', 'limit', 'invalid', 'gap', 'unavailable'] as const
+export type RecoveryReason = typeof RECOVERY_REASONS[number]
 
 /** An event stored under its offset: `frame` is the envelope as every member receives it. */
 export interface Appended extends Position {
