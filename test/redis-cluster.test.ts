@@ -10,6 +10,7 @@ import { startApp, type TestApp } from './helpers/app.js'
 import { connect, type TestClient } from './helpers/client.js'
 import { redisTest, uniquePrefix } from './helpers/redis.js'
 import { startRedisCluster, type TestRedisCluster } from './helpers/redis-cluster.js'
+import { call, client as historyClient, historyApp } from './helpers/history.js'
 
 let cluster: TestRedisCluster
 let admin: Cluster
@@ -21,6 +22,8 @@ before(async () => {
 after(async () => {
   admin?.disconnect()
   await cluster?.stop()
+  // Should anything keep this file's process alive past its tests, say what (the runner's timeout says only that).
+  setTimeout(() => { process.stderr.write(`redis-cluster.test.ts: still running 10 s after its tests: ${JSON.stringify(process.getActiveResourcesInfo())}\n`) }, 10_000).unref()
 })
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
@@ -90,10 +93,10 @@ async function drain (c: TestClient, ms = 150): Promise<unknown[]> {
 }
 
 /** Room names whose slots fall on three different masters. */
-async function roomsOnEveryShard (): Promise<string[]> {
+async function roomsOnEveryShard (namePrefix = ''): Promise<string[]> {
   const byMaster = new Map<number, string>()
   for (let i = 0; byMaster.size < 3 && i < 200; i++) {
-    const name = `room-${i}`
+    const name = `${namePrefix}room-${i}`
     const master = await cluster.masterOf(await keyslot(`{${name}}`))
     if (!byMaster.has(master)) byMaster.set(master, name)
   }
@@ -176,6 +179,40 @@ redisTest('{ client: Cluster } duplicates the app\'s cluster client and leaves i
   assert.equal(await own.exists(`${prefix}presence:room:{hall}`), 0, 'a clean shutdown removes its presence')
 })
 
+redisTest('history rooms on the cluster: the append script (keys and SPUBLISH in one slot) numbers and delivers, the read script recovers', { timeout: 30000 }, async (t) => {
+  const prefix = uniquePrefix()
+  const apps = await Promise.all([0, 1].map(async () => await historyApp({}, { broker: redisBroker(onCluster(prefix)) })))
+  t.after(async () => { await Promise.all(apps.map(async (h) => { await h.close() })) })
+  const [a, b] = apps as [TestApp, TestApp]
+  const rooms = await roomsOnEveryShard('h:')
+  assert.equal(rooms.length, 3)
+  const listener = await historyClient(b)
+  t.after(() => { listener.destroy() })
+  const joined = []
+  for (const room of rooms) joined.push((await call(listener, 'join', { room })).reply.data)
+  for (const room of rooms) {
+    for (let n = 1; n <= 3; n++) await a.app.realtime.to(room).publish('said', { n })
+  }
+  for (const [i, room] of rooms.entries()) {
+    const got = [await listener.nextMessage(), await listener.nextMessage(), await listener.nextMessage()]
+    assert.deepEqual(got, [1, 2, 3].map((n) => ({ type: 'said', data: { n }, room, offset: n })), room)
+    assert.equal((joined[i] as { offset: number }).offset, 0)
+    assert.equal(await keyslot(`${prefix}hist:{${room}}`), await keyslot(`${prefix}room:{${room}}`))
+  }
+  // A client back with offset 1 of the first room gets the two it missed, from the stream on that room's shard.
+  const back = await historyClient(a)
+  t.after(() => { back.destroy() })
+  const epoch = (joined[0] as { epoch: string }).epoch
+  const { before, reply } = await call(back, 'join', { room: rooms[0], since: { epoch, offset: 1 } })
+  assert.deepEqual(before, [
+    { type: 'rt.position', data: { room: rooms[0], epoch, offset: 1, recovery: { recovered: true, missed: 2 } } },
+    { type: 'said', data: { n: 2 }, room: rooms[0], offset: 2 },
+    { type: 'said', data: { n: 3 }, room: rooms[0], offset: 3 }
+  ])
+  assert.deepEqual(reply.data, { epoch, offset: 3, recovered: true, missed: 2 })
+  assert.deepEqual(apps.map((h) => h.app.realtime.stats().brokerFailures), [0, 0])
+})
+
 redisTest('a master killed: its replica is promoted, subscriptions move over, delivery resumes; publishes in the gap are counted as failed', { timeout: 60000 }, async (t) => {
   const { apps: [a, b], prefix } = await instances(t, 2, (p) => onCluster(p))
   assert.ok(a !== undefined && b !== undefined)
@@ -205,7 +242,9 @@ redisTest('a master killed: its replica is promoted, subscriptions move over, de
   assert.equal(new Set(got).size, got.length)
   const failures = a.app.realtime.stats().brokerFailures
   assert.ok(failures > 0, 'publishes to the dead master were counted as failed')
-  assert.ok(got.length + failures >= sent - 1, `every publish either arrived or was counted (${got.length} + ${failures} of ${sent})`)
+  // None is both delivered and counted. (A publish that reached some instances but not yet others, while they
+  // resubscribe on the promoted master, cannot be told apart by its publisher: the README says so.)
+  assert.ok(got.length + failures <= sent, `delivered ${got.length} + failed ${failures} of ${sent}`)
   // And a fresh fan-out goes through on the new master, once.
   await drain(sender, 0)
   a.app.realtime.to(room).send('after', 1)
