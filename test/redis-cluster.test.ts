@@ -250,3 +250,45 @@ redisTest('a master killed: its replica is promoted, subscriptions move over, de
   a.app.realtime.to(room).send('after', 1)
   assert.deepEqual(await drain(receiver), [{ type: 'after', data: 1 }])
 })
+
+/** Ports of the masters that still have a live replica (a second failover must pick one of those). */
+async function mastersWithReplica (): Promise<number[]> {
+  const lines = (await admin.cluster('NODES') as string).trim().split('\n').map((line) => line.split(' '))
+  const byId = new Map(lines.map((f) => [f[0], Number((f[1] ?? '').split(/[:@]/)[1])]))
+  return lines.filter((f) => (f[2] ?? '').includes('slave') && !(f[2] ?? '').includes('fail') && f[7] === 'connected')
+    .map((f) => byId.get(f[3] ?? '') ?? 0).filter((port) => port > 0)
+}
+
+redisTest('a history room across a failover: the promoted replica may lack the last appends, so the room starts a new epoch', { timeout: 60000 }, async (t) => {
+  const prefix = uniquePrefix()
+  const apps = await Promise.all([0, 1].map(async () => await historyApp({}, { broker: redisBroker(onCluster(prefix)) })))
+  t.after(async () => { await Promise.all(apps.map(async (h) => { await h.close() })) })
+  const [a, b] = apps as [TestApp, TestApp]
+  const withReplica = await mastersWithReplica()
+  let room: string | undefined
+  for (let i = 0; room === undefined && i < 300; i++) {
+    if (withReplica.includes(await cluster.masterOf(await keyslot(`{h:f-${i}}`)))) room = `h:f-${i}`
+  }
+  assert.ok(room !== undefined, 'a room on a shard that can fail over')
+  const listener = await historyClient(b)
+  t.after(() => { listener.destroy() })
+  const before = (await call(listener, 'join', { room })).reply.data as { epoch: string }
+  for (let n = 1; n <= 3; n++) await a.app.realtime.to(room).publish('said', { n })
+  for (let n = 1; n <= 3; n++) assert.equal((await listener.nextMessage()).offset, n)
+
+  const master = await cluster.masterOf(await keyslot(`${prefix}hist:{${room}}`))
+  cluster.servers.find((s) => s.port === master)?.kill()
+  let after: { epoch: string, offset: number } | undefined
+  const start = Date.now()
+  while (after === undefined && Date.now() - start < 30_000) {
+    after = await a.app.realtime.to(room).publish('said', { n: 4 }).catch(async () => { await sleep(100); return undefined })
+  }
+  assert.ok(after !== undefined, 'appends work again on the promoted replica')
+  assert.notEqual(after.epoch, before.epoch, 'a new epoch: offsets are never handed out twice under one epoch')
+  assert.equal(after.offset, 1)
+  // A client that held offset 3 of the old epoch learns that it cannot recover, and why.
+  const back = await historyClient(a)
+  t.after(() => { back.destroy() })
+  const { before: frames } = await call(back, 'join', { room, since: { epoch: before.epoch, offset: 3 } })
+  assert.deepEqual(frames[0], { type: 'rt.position', data: { room, epoch: after.epoch, offset: 1, recovery: { recovered: false, reason: 'epoch' } } })
+})

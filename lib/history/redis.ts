@@ -4,14 +4,30 @@ import type { HistoryPolicy } from './options.js'
 import type { Appended, HistoryRead, HistoryStore } from './store.js'
 
 /**
+ * The meta's epoch, made anew when the stream may have lost writes. Redis replicates asynchronously: a promoted
+ * replica (a failover) or a restart may lack the last appends, and numbering on from its older top would hand out
+ * offsets members already hold, under the same epoch. The meta keeps the replication id of the Redis that wrote
+ * it; another id means another history, so a new epoch (members recover with `reason: 'epoch'`). ARGV[n] is the
+ * epoch to start with.
+ */
+const EPOCH = (n: number): string => `
+local rid = string.match(redis.call('INFO', 'replication'), 'master_replid:(%w+)') or ''
+local m = redis.call('HMGET', KEYS[2], 'e', 's', 'r')
+local e = m[1]
+if e and m[3] and m[3] ~= rid then
+  e = nil
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+if not e then e = ARGV[${n}]; redis.call('HSET', KEYS[2], 'e', e, 'r', rid) elseif not m[3] then redis.call('HSET', KEYS[2], 'r', rid) end
+`
+
+/**
  * KEYS: stream, meta. ARGV: head, size, ttl ms, meta ttl ms, new epoch, channel, except, publish command (PUBLISH,
  * or SPUBLISH for sharded pub/sub on a cluster: the room's channel shares the keys' slot through the `{room}` tag).
  * One atomic step numbers, stores and publishes, so offset order is publish order on every instance. Offsets are
  * the stream's own entry ids (`N-0`), trimmed exactly (MAXLEN without `~`: "size = N" holds at the boundary).
  */
-const APPEND = `
-local e = redis.call('HGET', KEYS[2], 'e')
-if not e then e = ARGV[5]; redis.call('HSET', KEYS[2], 'e', e) end
+const APPEND = `${EPOCH(5)}
 local top = redis.call('HINCRBY', KEYS[2], 's', 1)
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 if top == 1 then redis.call('DEL', KEYS[1]) end
@@ -27,11 +43,8 @@ return { top, e }`
  * frame… }; entries only when at most `max` were missed (never an unbounded range). A room read before its first
  * publish gets its epoch here, so a first join learns a stable one.
  */
-const READ = `
-local m = redis.call('HMGET', KEYS[2], 'e', 's')
-local e = m[1]
-local top = tonumber(m[2]) or 0
-if not e then e = ARGV[3]; redis.call('HSET', KEYS[2], 'e', e) end
+const READ = `${EPOCH(3)}
+local top = tonumber(redis.call('HGET', KEYS[2], 's')) or 0
 redis.call('PEXPIRE', KEYS[2], ARGV[4])
 local out = { e, top, 0 }
 if ARGV[1] ~= '' then
