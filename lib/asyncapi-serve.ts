@@ -3,6 +3,7 @@ import type { FastifyInstance, FastifyReply, FastifyRequest, FastifySchema, onRe
 import { buildAsyncApi, type AsyncApiDocument, type AsyncApiOptions, type AsyncApiServer, type DocumentedRoute } from './asyncapi.js'
 import { renderPage } from './asyncapi-page.js'
 import { RT_ERR_OPTIONS } from './errors.js'
+import { checkKeys } from './option-keys.js'
 import type { RealtimeContext } from './route.js'
 
 /** The `asyncapi` option: serve the document and a page. */
@@ -56,6 +57,7 @@ export function setupAsyncApi (app: FastifyInstance, ctx: RealtimeContext, optio
   })
   if (options === undefined || options === false) return
   if (typeof options !== 'object' || options === null) throw new RT_ERR_OPTIONS('asyncapi: expected an object or false')
+  checkKeys(options, ['path', 'page', 'info', 'servers', 'onRequest'], 'asyncapi')
   const path = options.path ?? '/asyncapi.json'
   const page = options.page ?? '/asyncapi'
   checkPath(path, 'path')

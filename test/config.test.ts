@@ -60,6 +60,7 @@ test('an unknown option key fails, naming the closest valid one', { timeout: 100
     [{ limits: { maxPayLoad: 5 } }, 'limits.maxPayLoad: unknown option (did you mean "maxPayload"?)'],
     [{ auth: { source: ['header'] } }, 'auth.source: unknown option (did you mean "sources"?)'],
     [{ heartbeat: { intervall: 10 } }, 'heartbeat.intervall: unknown option (did you mean "interval"?)'],
+    [{ history: { rooms: ['a'], maxRecovery: 5 } }, 'history.maxRecovery: unknown option (did you mean "maxRecover"?)'],
     [{ zzzzzz: true }, 'zzzzzz: unknown option; valid: origins,']
   ]
   for (const [options, message] of cases) {

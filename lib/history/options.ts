@@ -1,4 +1,5 @@
 import { RT_ERR_OPTIONS } from '../errors.js'
+import { checkKeys } from '../option-keys.js'
 
 /** The numbers that bound one room's history; `history.rooms` may override them per room. */
 export interface HistoryPolicy {
@@ -74,9 +75,12 @@ function checkNumbers (where: string, policy: Partial<HistoryPolicy>): void {
 }
 
 /** Applies the defaults; throws `RT_ERR_OPTIONS` for what cannot work. */
+const HISTORY_KEYS = ['rooms', 'size', 'ttl', 'metaTtl', 'maxRecover', 'maxRecoverBytes', 'resumeWindow', 'memoryBudget']
+
 export function resolveHistory (options: HistoryOptions | undefined, maxBufferedBytes: number): ResolvedHistory | undefined {
   if (options === undefined) return undefined
   if (typeof options !== 'object' || options === null) throw new RT_ERR_OPTIONS('history: expected an object')
+  checkKeys(options, HISTORY_KEYS, 'history')
   const { rooms } = options
   if (!(Array.isArray(rooms) || rooms instanceof RegExp || typeof rooms === 'function')) {
     throw new RT_ERR_OPTIONS('history.rooms: expected a list of rooms, a RegExp or a function')
