@@ -166,7 +166,9 @@ test('a scripted session: every metric has the value the session gave it', { tim
     [`${M}broker_lag_seconds_count`]: 0
   })
   assert.ok(blobs > 0 && stats.dropped >= 1, `${blobs} blobs sent, ${stats.dropped} dropped`)
-  assert.ok((series.get(`${M}handler_duration_seconds_sum{${r},type="slow"}`) ?? 0) >= 0.06)
+  // Two 30 ms sleeps; a timer may fire up to a millisecond early against performance.now().
+  const slowSum = series.get(`${M}handler_duration_seconds_sum{${r},type="slow"}`) ?? 0
+  assert.ok(slowSum >= 0.056, `the slow handlers took ${slowSum} s`)
   assert.ok(stats.bytesOut > 16 * 1024 * blobs, 'bytes out count every frame')
   // Labels exist only for declared and reserved types and `unknown`.
   const types = new Set([...series.keys()].filter((k) => k.startsWith(`${M}messages_received_total`)).map((k) => /type="([^"]*)"/.exec(k)?.[1]))
