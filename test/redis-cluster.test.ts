@@ -7,7 +7,8 @@ import { Cluster, Redis } from 'ioredis'
 import { Type } from '@sinclair/typebox'
 import { redisBroker, type RedisBrokerOptions } from '../lib/redis.js'
 import { startApp, type TestApp } from './helpers/app.js'
-import { connect, type TestClient } from './helpers/client.js'
+import { drain, eventually, member } from './helpers/members.js'
+import type { TestClient } from './helpers/client.js'
 import { redisTest, uniquePrefix } from './helpers/redis.js'
 import { startRedisCluster, type TestRedisCluster } from './helpers/redis-cluster.js'
 import { call, client as historyClient, historyApp } from './helpers/history.js'
@@ -27,14 +28,6 @@ after(async () => {
 })
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
-
-async function eventually (predicate: () => Promise<boolean>, what: string, timeout = 5000): Promise<void> {
-  const start = Date.now()
-  while (!await predicate()) {
-    if (Date.now() - start > timeout) throw new Error(`timed out waiting for ${what}`)
-    await sleep(25)
-  }
-}
 
 const keyslot = async (key: string): Promise<number> => await admin.cluster('KEYSLOT', key)
 
@@ -77,20 +70,6 @@ async function instances (t: TestContext, size: number, broker: (prefix: string)
 
 const onCluster = (prefix: string, extra: Partial<RedisBrokerOptions> = {}): RedisBrokerOptions =>
   ({ cluster: { nodes: cluster.nodes, options: { slotsRefreshInterval: 500 } }, prefix, presenceTtl: 2, ...extra }) as RedisBrokerOptions
-
-async function member (t: TestContext, h: TestApp, user: string, room?: string): Promise<TestClient> {
-  const c = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': user } })
-  t.after(() => { c.destroy() })
-  if (room !== undefined) await c.request('join', room)
-  return c
-}
-
-async function drain (c: TestClient, ms = 150): Promise<unknown[]> {
-  await sleep(ms)
-  const out = []
-  while (c.pending > 0) out.push(await c.nextMessage())
-  return out
-}
 
 /** Room names whose slots fall on three different masters. */
 async function roomsOnEveryShard (namePrefix = ''): Promise<string[]> {

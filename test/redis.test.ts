@@ -7,7 +7,8 @@ import type { FastifyBaseLogger } from 'fastify'
 import { redisBroker, type RedisBrokerOptions } from '../lib/redis.js'
 import { decodeMessage, encodeMessage } from '../lib/broker/redis-codec.js'
 import { startApp, type TestApp } from './helpers/app.js'
-import { connect, waitFor, type TestClient } from './helpers/client.js'
+import { drain, eventually, member } from './helpers/members.js'
+import { waitFor } from './helpers/client.js'
 import { REDIS_SKIP, REDIS_URL, RedisProxy, captureLogger, clientIds, killClients, redisTest, requireRedis, uniquePrefix } from './helpers/redis.js'
 
 let redis: Redis
@@ -49,31 +50,6 @@ async function cluster (t: TestContext, options: ClusterOptions): Promise<{ inst
     }))
   }
   return { instances: instances as Instances, prefix }
-}
-
-/** A client of `user` on instance `h`, in `room` if given; destroyed when the test ends. */
-async function member (t: TestContext, h: TestApp, user: string, room?: string): Promise<TestClient> {
-  const c = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': user } })
-  t.after(() => { c.destroy() })
-  if (room !== undefined) await c.request('join', room)
-  return c
-}
-
-/** Everything a client received within `ms`, after what it already had: duplicates would show here. */
-async function drain (c: TestClient, ms = 150): Promise<unknown[]> {
-  await sleep(ms)
-  const out = []
-  while (c.pending > 0) out.push(await c.nextMessage())
-  return out
-}
-
-/** Polls an asynchronous condition every 20 ms. */
-async function eventually (predicate: () => Promise<boolean>, what: string, timeout = 3000): Promise<void> {
-  const start = Date.now()
-  while (!await predicate()) {
-    if (Date.now() - start > timeout) throw new Error(`timed out waiting for ${what}`)
-    await sleep(20)
-  }
 }
 
 const numsub = async (channel: string): Promise<number> => Number((await redis.pubsub('NUMSUB', channel) as [string, number])[1])
