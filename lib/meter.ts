@@ -103,7 +103,7 @@ export class InstanceMeter {
   brokerPublishes = 0
   /** Seconds from a publish on another instance to its arrival here (Redis). */
   readonly brokerLag: Buckets
-  // Recoveries {recovered, reason} and presence changes get their counters here once they exist.
+  // Presence changes get their counters here once they exist (recoveries are counted in stats().recoveries).
 
   constructor (readonly buckets: MeterBuckets) {
     this.pingRtt = new Buckets(buckets.ping)

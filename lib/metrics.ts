@@ -123,8 +123,10 @@ function definitions (prefix: string): Array<[string, string, 'counter' | 'gauge
       const out: Sample[] = []
       histogram(`${prefix}broker_lag_seconds`, {}, m.brokerLag, out)
       return out
-    }]
-    // Recoveries {recovered, reason} and presence changes join this list with their counters in meter.ts.
+    }],
+    ['recoveries_total', 'Joins of history rooms that resumed from a position: recovered="true", or "false" with the reason', 'counter', ['recovered', 'reason'],
+      (_m, s) => Object.entries(s.recoveries).map(([key, value]) => ({ labels: key === 'recovered' ? { recovered: 'true', reason: '' } : { recovered: 'false', reason: key }, value }))]
+    // Presence changes join this list with their counters in meter.ts once they exist.
   ]
 }
 

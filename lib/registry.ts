@@ -202,7 +202,8 @@ export class Registry implements RealtimeRegistry {
       errors: { ...c.errors },
       closes: { ...c.closes },
       refused: { ...c.refused },
-      diagnoses: { ...c.diagnoses }
+      diagnoses: { ...c.diagnoses },
+      recoveries: { ...c.recoveries }
     }
   }
 

@@ -16,6 +16,8 @@ export interface Counters {
   refused: Record<string, number>
   /** Plain GETs of a realtime route answered with a refusal, by code: mostly the client's handshake diagnosis. */
   diagnoses: Record<string, number>
+  /** Joins of history rooms that resumed from a position: `recovered`, or the reason they could not. */
+  recoveries: Record<string, number>
 }
 
 /** What `app.realtime.stats()` returns. */
@@ -36,7 +38,8 @@ export function createCounters (): Counters {
     errors: Object.create(null),
     closes: Object.create(null),
     refused: Object.create(null),
-    diagnoses: Object.create(null)
+    diagnoses: Object.create(null),
+    recoveries: Object.create(null)
   }
 }
 

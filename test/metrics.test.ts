@@ -12,6 +12,7 @@ import { decodeMessage, encodeMessage } from '../lib/broker/redis-codec.js'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, refusalOf, waitFor, type TestClient } from './helpers/client.js'
 import { REDIS_URL, redisTest, uniquePrefix } from './helpers/redis.js'
+import { call, client as historyClient, historyApp, publish } from './helpers/history.js'
 
 const route = {
   url: '/rt',
@@ -281,4 +282,27 @@ test('the example serves /metrics in the Prometheus text format', { timeout: 100
   assert.match(response.headers['content-type'] as string, /^text\/plain; version=0\.0\.4/)
   assert.match(response.body, /^# TYPE fastify_realtime_connections gauge$/m)
   assert.match(response.body, /^fastify_realtime_connections\{route="\/chat"\} 0$/m)
+})
+
+test('recoveries: joins of history rooms that resumed, by outcome and reason', { timeout: 10000 }, async (t) => {
+  const registry = new Registry()
+  const h = await historyApp({}, { metrics: realtimeMetrics({ registry }) })
+  t.after(() => h.close())
+  const first = await historyClient(h)
+  t.after(() => { first.destroy() })
+  const { epoch } = (await call(first, 'join', { room: 'h:r' })).reply.data as { epoch: string }
+  publish(h, 'h:r', 1, 3)
+  for (const [since, room] of [[{ epoch, offset: 1 }, 'h:r'], [{ epoch: 'another', offset: 1 }, 'h:r'], [{ epoch, offset: 99 }, 'h:r']] as const) {
+    const c = await historyClient(h)
+    t.after(() => { c.destroy() })
+    await call(c, 'join', { room, since })
+  }
+  assert.deepEqual(h.app.realtime.stats().recoveries, { recovered: 1, epoch: 1, invalid: 1 })
+  const text = await registry.metrics()
+  const series = new Map(text.split('\n').filter((l) => l.startsWith(`${M}recoveries_total`)).map((l) => [l.slice(0, l.lastIndexOf(' ')), Number(l.slice(l.lastIndexOf(' ') + 1))]))
+  expectSeries(series, {
+    [`${M}recoveries_total{recovered="true",reason=""}`]: 1,
+    [`${M}recoveries_total{recovered="false",reason="epoch"}`]: 1,
+    [`${M}recoveries_total{recovered="false",reason="invalid"}`]: 1
+  })
 })

@@ -1,6 +1,6 @@
 import type { Connection } from '../connection.js'
 import { textFrame } from '../protocol/frame.js'
-import type { Counters } from '../stats.js'
+import { bump, type Counters } from '../stats.js'
 import type { HistoryPolicy, ResolvedHistory } from './options.js'
 import { decideRecovery, encodePosition, parseResume, validPosition, type JoinPosition, type Recovery } from './recovery.js'
 import { eventHead, type Appended, type HistoryRead, type HistoryStore, type Position } from './store.js'
@@ -256,6 +256,7 @@ export class RoomHistory {
       if (conn.socket.bufferedAmount + bytes > this.options.replayBudget) recovery = { recovered: false, reason: 'limit' }
     }
     const recovered = recovery?.recovered === true
+    if (recovery !== undefined) bump(this.host.counters.recoveries, recovery.recovered ? 'recovered' : recovery.reason)
     let last = recovered ? (from as Position).offset : read.top
     const result: JoinPosition = { epoch: read.epoch, offset: read.top }
     if (recovery !== undefined) Object.assign(result, recovery)
@@ -279,6 +280,7 @@ export class RoomHistory {
   /** The store did not answer: the client learns its position is unknown, and live frames flow on. */
   private unavailable (conn: Connection<any, any>, room: string): JoinPosition {
     const recovery = { recovered: false, reason: 'unavailable' } as const
+    bump(this.host.counters.recoveries, 'unavailable')
     if (conn.isOpen && conn.rooms.has(room)) conn.sendText(JSON.stringify({ type: 'rt.position', data: { room, offset: null, recovery } }))
     return { epoch: '', offset: 0, ...recovery }
   }
