@@ -55,7 +55,14 @@ async function within (promise: Promise<unknown>, ms: number): Promise<void> {
 type Client = Redis | Cluster
 
 async function closeConnection (client: Client): Promise<void> {
-  if (client.status === 'ready') await within(client.quit(), CLOSE_TIMEOUT)
+  // A cluster's QUIT goes to every node, a dead one's included, whose connection would keep reconnecting to
+  // deliver it: a cluster client is disconnected at once (its writes were answered or counted before this).
+  if (client.status === 'ready' && !client.isCluster) await within(client.quit(), CLOSE_TIMEOUT)
+  if (client instanceof Cluster) {
+    // ioredis re-arms its periodic slots refresh (`slotsRefreshInterval`) when a refresh still in flight at
+    // disconnect() ends, and then forever, which keeps the process alive after app.close(): end that chain.
+    (client as unknown as { refreshSlotsCache: () => void }).refreshSlotsCache = () => {}
+  }
   client.disconnect()
 }
 
@@ -222,10 +229,11 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
 }
 
 /**
- * The cluster publisher never re-sends: ioredis would retry a publish redirected (MOVED) or cut off by a failover
- * after later ones, out of order and possibly twice. It fails instead, is counted, and the slot map is refreshed.
+ * The cluster publisher never re-sends a command that may have run: ioredis would retry one cut off by a failover
+ * ("Connection is closed") after later ones, out of order and possibly twice. It fails instead and is counted.
+ * Redirections (MOVED, ASK, TRYAGAIN, CLUSTERDOWN) are still followed: the node refused those, nothing ran.
  */
-const AT_MOST_ONCE: ClusterOptions = { maxRedirections: 0 }
+const AT_MOST_ONCE: ClusterOptions = { retryDelayOnFailover: 0 }
 
 /**
  * The two connections: with `{ url }` new ones, with `{ client }` duplicates of the app's (a `Redis` or a

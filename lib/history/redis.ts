@@ -122,8 +122,20 @@ export class RedisHistoryStore implements HistoryStore {
     await this.subscribed(room)
     if (this.redis.status !== 'ready') throw new Error('redis history: Redis is not connected')
     const [stream, meta] = this.keys(room)
-    const [epoch, top, first, ...entries] = await this.redis.rtHistReadBuffer(stream, meta, since === undefined ? '' : String(since),
-      policy.maxRecover, newEpoch(), policy.metaTtl)
+    const read = async (): Promise<[Buffer, number, number, ...Buffer[]]> => await this.redis.rtHistReadBuffer(stream, meta,
+      since === undefined ? '' : String(since), policy.maxRecover, newEpoch(), policy.metaTtl)
+    let reply: [Buffer, number, number, ...Buffer[]] | undefined
+    // A read changes nothing a second read would not (a first read only sets the epoch it returns), so one cut off
+    // by a connection the cluster client was replacing is tried again; appends never are (they may have run).
+    for (let attempt = 1; reply === undefined; attempt++) {
+      try {
+        reply = await read()
+      } catch (err) {
+        if (attempt >= 3 || (err as Error).message !== 'Connection is closed.' || this.redis.status !== 'ready') throw err
+        await new Promise((resolve) => setTimeout(resolve, 50 * attempt))
+      }
+    }
+    const [epoch, top, first, ...entries] = reply
     return { epoch: epoch.toString(), top: Number(top), first: entries.length > 0 ? Number(first) : (since ?? top) + 1, entries }
   }
 
