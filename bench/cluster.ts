@@ -3,6 +3,7 @@
 // side by side, and measured in alternating rounds, so that each ratio compares figures taken seconds apart.
 import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
+import { readFileSync } from 'node:fs'
 import { Redis } from 'ioredis'
 import { command, expect, sleep, spawn, stop } from './children.js'
 import type { GeneratorPool } from './workloads.js'
@@ -39,6 +40,18 @@ async function redisCpu (redis: Redis): Promise<number> {
   return (field('used_cpu_user') + field('used_cpu_sys')) * 1e6
 }
 
+/** The whole machine's busy CPU time so far (every process, ours or not), in µs; NaN off Linux. */
+function machineBusy (): number {
+  try {
+    const fields = (/^cpu\s+(.*)$/m.exec(readFileSync('/proc/stat', 'utf8'))?.[1] ?? '').trim().split(/\s+/).map(Number)
+    // user nice system idle iowait irq softirq steal: all but idle and iowait, in clock ticks (100 a second).
+    const busy = fields.slice(0, 8).reduce((n, x, i) => i === 3 || i === 4 ? n : n + x, 0)
+    return busy * 1e4
+  } catch {
+    return Number.NaN
+  }
+}
+
 async function instanceCpu (child: ChildProcess, ms: number): Promise<number> {
   command(child, { cmd: 'cpu' })
   const { cpu } = await expect<{ cpu: NodeJS.CpuUsage }>(child, 'cpu', ms)
@@ -68,11 +81,13 @@ async function slice (run: Running, members: ChildProcess[], publisher: ChildPro
   const redisBefore = await Promise.all(run.redis.map(redisCpu))
   const instancesBefore = await Promise.all(run.instances.map(async (i) => await instanceCpu(i.child, sizes.stepMs)))
   const before = await counts(members, sizes.stepMs)
+  const machineBefore = machineBusy()
   const started = performance.now()
   command(publisher, { cmd: 'run', mode: 'publish', kind: 'realtime', port: 0, args: [sizes.rooms, sizes.publishConnections, sizes.inflight, sizes.sliceMs, ...run.instances.map((i) => i.port)] })
   const pub = await expect<{ published: number, seconds: number, cpu: number }>(publisher, 'published', sizes.sliceMs + sizes.stepMs)
   const after = await counts(members, sizes.stepMs)
   const seconds = (performance.now() - started) / 1000
+  const machine = machineBusy() - machineBefore
   const redisAfter = await Promise.all(run.redis.map(redisCpu))
   const instancesAfter = await Promise.all(run.instances.map(async (i) => await instanceCpu(i.child, sizes.stepMs)))
   // What was published reaches the members a little later: wait until two reads 200 ms apart agree (5 s at most).
@@ -93,7 +108,8 @@ async function slice (run: Running, members: ChildProcess[], publisher: ChildPro
     published: pub.published,
     redisCpu: redisAfter.map((a, i) => a - (redisBefore[i] as number)),
     instancesCpu: instancesAfter.reduce((n, a, i) => n + a - (instancesBefore[i] as number), 0),
-    generatorsCpu: after.cpu - before.cpu + pub.cpu
+    generatorsCpu: after.cpu - before.cpu + pub.cpu,
+    machineCpu: machine
   }
 }
 
@@ -127,6 +143,11 @@ export async function clusterFanout (pool: GeneratorPool, sizes: ClusterSizes, p
         progress(`F: ${sizes.rooms} rooms × ${sizes.perRoom} members connected to the ${run.setup} setup`)
       }
       for (const run of runs) await slice(run, members, publisher, { ...sizes, sliceMs: Math.min(1000, sizes.sliceMs) }, -1)
+      // What each Redis node costs with nothing published (a cluster's nodes ping each other on the cluster bus).
+      const idleMs = 2000
+      const idleBefore = await Promise.all(runs.map(async (run) => await Promise.all(run.redis.map(redisCpu))))
+      await sleep(idleMs)
+      const idle = await Promise.all(runs.map(async (run, i) => (await Promise.all(run.redis.map(redisCpu))).map((c, j) => (c - (idleBefore[i]?.[j] as number)) / idleMs / 10)))
       const rounds: ClusterRound[] = []
       for (let round = 0; round < sizes.rounds; round++) {
         for (const run of round % 2 === 0 ? runs : [...runs].reverse()) {
@@ -135,7 +156,7 @@ export async function clusterFanout (pool: GeneratorPool, sizes: ClusterSizes, p
           progress(`F round ${round + 1}/${sizes.rounds} ${run.setup}: ${Math.round(r.deliveries / r.seconds)} deliveries/s, Redis CPU ${r.redisCpu.map((c) => `${(c / r.seconds / 1e4).toFixed(0)} %`).join(' ')}`)
         }
       }
-      const { lines, notes } = clusterTable(rounds, sizes)
+      const { lines, notes } = clusterTable(rounds, sizes, { single: idle[0] ?? [], cluster: idle[1] ?? [] })
       return { lines, rounds, notes }
     })
   } finally {

@@ -183,12 +183,12 @@ async function finish (): Promise<void> {
   const lines = [
     `fastify-realtime benchmark — ${date} — ${quick ? 'quick' : 'full'} run, ${sizes.repeats} repeat(s), ${seconds.toFixed(0)} s`,
     `${machine}; load average ${loadAverage.start.toFixed(1)} at the start, ${loadAverage.end.toFixed(1)} at the end`,
-    `Sizes: A ${sizes.echoConns} conns × ${sizes.inflight} in flight, ${sizes.echoMs / 1000} s in ${sizes.rounds} rounds; B ${sizes.members} members, ${sizes.fires} sends; ` +
-      `C ${sizes.idle} idle conns; D ${sizes.setupTotal} conns, ${sizes.setupConcurrency} at a time, in ${sizes.rounds} rounds; ` +
-      `E ${sizes.stormClients} clients back at once after ${sizes.stormEvents} events`,
     // `--only=F` alone has no A–E table.
     ...(rows.length > 0
       ? [
+          `Sizes: A ${sizes.echoConns} conns × ${sizes.inflight} in flight, ${sizes.echoMs / 1000} s in ${sizes.rounds} rounds; B ${sizes.members} members, ${sizes.fires} sends; ` +
+            `C ${sizes.idle} idle conns; D ${sizes.setupTotal} conns, ${sizes.setupConcurrency} at a time, in ${sizes.rounds} rounds; ` +
+            `E ${sizes.stormClients} clients back at once after ${sizes.stormEvents} events`,
           'Medians over the repeats; ratios = the figure / raw ws\'s in the same repeat (A, D: higher is better; B, C and CPU: lower is better)',
           '',
           ...table(rows),
