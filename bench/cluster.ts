@@ -3,7 +3,7 @@
 // side by side, and measured in alternating rounds, so that each ratio compares figures taken seconds apart.
 import type { ChildProcess } from 'node:child_process'
 import { randomBytes } from 'node:crypto'
-import { readFileSync } from 'node:fs'
+import { readFileSync, rmSync } from 'node:fs'
 import { Redis } from 'ioredis'
 import { command, expect, sleep, spawn, stop } from './children.js'
 import type { GeneratorPool } from './workloads.js'
@@ -123,12 +123,17 @@ export async function clusterFanout (pool: GeneratorPool, sizes: ClusterSizes, p
   let single: RedisServer | undefined
   let cluster: TestRedisCluster | undefined
   const runs: Running[] = []
+  let removeOnExit: (() => void) | undefined
   try {
     [single, cluster] = await Promise.all([startRedisServer(), startRedisCluster({ masters: 3, replicas: 0 })])
     const clusterUrl = `cluster:${cluster.nodes.map((n) => `${n.host}:${n.port}`).join(',')}`
     const redisOf = (port: number): Redis => new Redis(port, '127.0.0.1', { maxRetriesPerRequest: 1 })
     const [a, b] = await Promise.all([startInstances(single.url, sizes), startInstances(clusterUrl, sizes)])
     runs.push({ setup: 'single', redis: [redisOf(single.port)], instances: a }, { setup: 'cluster', redis: cluster.servers.map((s) => redisOf(s.port)), instances: b })
+    // The cluster's node files: removed by stop(), and here too should the run be cut short (a signal, the hard stop).
+    const [, dir] = await (runs[1]?.redis[0] as Redis).config('GET', 'dir') as [string, string]
+    removeOnExit = () => { rmSync(dir, { recursive: true, force: true }) }
+    process.once('exit', removeOnExit)
     progress(`F: a Redis on ${single.port}, a cluster on ${cluster.nodes.map((n) => n.port).join(', ')}, three instances on each`)
     return await pool.use(sizes.memberGenerators + 1, async (generators) => {
       const members = generators.slice(0, sizes.memberGenerators)
@@ -163,5 +168,6 @@ export async function clusterFanout (pool: GeneratorPool, sizes: ClusterSizes, p
     for (const run of runs) run.redis.forEach((r) => { r.disconnect() })
     await Promise.all(runs.flatMap((run) => run.instances.map(async (i) => { await stop(i.child) })))
     await Promise.all([single?.stop(), cluster?.stop()])
+    if (removeOnExit !== undefined) process.off('exit', removeOnExit)
   }
 }

@@ -181,7 +181,7 @@ async function finish (): Promise<void> {
   const machine = `${cpus.length} × ${cpus[0]?.model.trim() ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()}`
   for (const f of failures) notes.push(`failed: repeat ${f.repeat + 1} ${f.workload} ${f.kind}: ${f.error}`)
   const lines = [
-    `fastify-realtime benchmark — ${date} — ${quick ? 'quick' : 'full'} run, ${sizes.repeats} repeat(s), ${seconds.toFixed(0)} s`,
+    `fastify-realtime benchmark — ${date} — ${quick ? 'quick' : 'full'} run, ${ORDER.length > 0 ? `${sizes.repeats} repeat(s)` : 'F alone'}, ${seconds.toFixed(0)} s`,
     `${machine}; load average ${loadAverage.start.toFixed(1)} at the start, ${loadAverage.end.toFixed(1)} at the end`,
     // `--only=F` alone has no A–E table.
     ...(rows.length > 0
@@ -218,7 +218,7 @@ setTimeout(() => {
 }, budgetMs + 6000).unref()
 
 try {
-  process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${sizes.repeats} repeat(s), workloads ${[...ORDER, ...runF ? ['F'] : []].join(', ')}${profiled !== undefined ? `, profiling ${profiled}` : ''}\n`)
+  process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${ORDER.length > 0 ? `${sizes.repeats} repeat(s)` : 'F alone'}, workloads ${[...ORDER, ...runF ? ['F'] : []].join(', ')}${profiled !== undefined ? `, profiling ${profiled}` : ''}\n`)
   if (ORDER.length > 0) {
     await warmUp()
     for (let repeat = 0; repeat < sizes.repeats; repeat++) await runRepeat(repeat)
