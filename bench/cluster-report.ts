@@ -3,6 +3,7 @@ import os from 'node:os'
 import { median } from './workloads.js'
 import type { ClusterSizes } from './cluster.js'
 
+/** The two setups F compares: three instances on one Redis, three on a 3-master Redis Cluster. */
 export type Setup = 'single' | 'cluster'
 
 /** One setup's slice of one round (round -1 is the warm-up, never reported). CPU figures are µs. */

@@ -11,6 +11,7 @@ import { startRedisServer, hasRedisServerBinary, type RedisServer } from '../tes
 import { startRedisCluster, type TestRedisCluster } from '../test/helpers/redis-cluster.js'
 import { clusterTable, type ClusterRound, type Setup } from './cluster-report.js'
 
+/** F's sizes; `--sizes='{"perRoom":30}'` overrides any of them. */
 export interface ClusterSizes {
   /** Rooms, and members in each (spread over the three instances of a setup). */
   rooms: number
@@ -27,7 +28,9 @@ export interface ClusterSizes {
   connectMs: number
 }
 
+/** A full F: 20,000 members in all (10,000 a setup), about 1.5 minutes. */
 export const CLUSTER_SIZES: ClusterSizes = { rooms: 1000, perRoom: 10, rounds: 6, sliceMs: 4000, publishConnections: 2, inflight: 32, memberGenerators: 3, stepMs: 30_000, connectMs: 120_000 }
+/** `--quick --only=F`: a smoke test in about half a minute. */
 export const CLUSTER_QUICK: ClusterSizes = { ...CLUSTER_SIZES, rooms: 200, perRoom: 5, rounds: 2, sliceMs: 1500, memberGenerators: 2, stepMs: 15_000, connectMs: 30_000 }
 
 /** One setup: its Redis node(s), read for CPU, and its three instances. */

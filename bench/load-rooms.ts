@@ -97,6 +97,7 @@ export function roomCounts (): { counts: Record<string, number>, cpu: number } {
   return { counts: Object.fromEntries(received), cpu: cpu.user + cpu.system }
 }
 
+/** Closes every socket F opened here and forgets the counts (the generator's `reset`). */
 export function resetRooms (): void {
   for (const ws of sockets) ws.terminate()
   sockets = []
