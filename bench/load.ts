@@ -7,6 +7,7 @@ import WebSocket from 'ws'
 import { io as ioClient, type Socket } from 'socket.io-client'
 import { createSigner } from 'fast-jwt'
 import { SECRET } from './shared.js'
+import { publish, resetRooms, roomCounts, roomMembers } from './load-rooms.js'
 
 const now = (): number => performance.timeOrigin + performance.now()
 const token = createSigner({ key: SECRET })({ sub: `bench-${process.pid}` })
@@ -212,7 +213,17 @@ async function storm (kind: string, port: number, [clients, events]: number[]): 
   send({ ms: now() - started, recovered: counts.filter((n) => n === events).length })
 }
 
-const modes: Record<string, (kind: string, port: number, args: number[], group: string) => Promise<void>> = { connect, echo, members, idle, setup, storm }
+const modes: Record<string, (kind: string, port: number, args: number[], group: string) => Promise<void>> = {
+  connect,
+  echo,
+  members,
+  idle,
+  setup,
+  storm,
+  // F: the ports of a setup's instances are in args (see load-rooms.ts).
+  roomMembers: async (_kind, _port, args, group) => { await roomMembers(args, group) },
+  publish: async (_kind, _port, args) => { await publish(args) }
+}
 
 interface Command { cmd: string, mode?: string, kind?: string, port?: number, args?: number[], group?: string }
 
@@ -224,10 +235,13 @@ process.on('message', (m: Command) => {
   } else if (m.cmd === 'reset') {
     for (const p of peers) p.close()
     peers = []
+    resetRooms()
     groups = new Map()
     handlers = {}
     globalThis.gc?.()
     send({ reset: true })
+  } else if (m.cmd === 'counts') {
+    send(roomCounts())
   } else {
     handlers[m.cmd]?.()
   }

@@ -8,6 +8,8 @@ import { echo, fanout, fromSlices, GeneratorPool, heap, setup, storm, turn, type
 import { ServerSet } from './servers.js'
 import { openFileLimit, redisUnavailable } from './preflight.js'
 import { summarize, table, targets, type Failure, type Result, type Workload } from './report.js'
+import { CLUSTER_QUICK, CLUSTER_SIZES, clusterFanout } from './cluster.js'
+import type { ClusterRound } from './cluster-report.js'
 
 const argv = process.argv.slice(2)
 const quick = argv.includes('--quick')
@@ -38,6 +40,13 @@ const PLAN: Record<Workload, Kind[]> = {
   E: ['raw-ws', 'realtime', 'realtime-history']
 }
 const ORDER = (Object.keys(PLAN) as Workload[]).filter((w) => only === undefined || only.includes(w))
+// F (one Redis against a Redis Cluster, issue 16) starts seven Redis and server processes and 20,000 sockets of its
+// own: it runs only when asked for (`--only=F`), never in the default run, whose budget it would not fit.
+const clusterSizes = { ...(quick ? CLUSTER_QUICK : CLUSTER_SIZES) }
+if (overrides !== undefined) Object.assign(clusterSizes, JSON.parse(overrides.slice('--sizes='.length)))
+const runF = only?.includes('F') === true
+let clusterLines: string[] = []
+let clusterRounds: ClusterRound[] = []
 const notes: string[] = []
 const results: Result[] = []
 const failures: Failure[] = []
@@ -172,23 +181,29 @@ async function finish (): Promise<void> {
   const machine = `${cpus.length} × ${cpus[0]?.model.trim() ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()}`
   for (const f of failures) notes.push(`failed: repeat ${f.repeat + 1} ${f.workload} ${f.kind}: ${f.error}`)
   const lines = [
-    `fastify-realtime benchmark — ${date} — ${quick ? 'quick' : 'full'} run, ${sizes.repeats} repeat(s), ${seconds.toFixed(0)} s`,
+    `fastify-realtime benchmark — ${date} — ${quick ? 'quick' : 'full'} run, ${ORDER.length > 0 ? `${sizes.repeats} repeat(s)` : 'F alone'}, ${seconds.toFixed(0)} s`,
     `${machine}; load average ${loadAverage.start.toFixed(1)} at the start, ${loadAverage.end.toFixed(1)} at the end`,
-    `Sizes: A ${sizes.echoConns} conns × ${sizes.inflight} in flight, ${sizes.echoMs / 1000} s in ${sizes.rounds} rounds; B ${sizes.members} members, ${sizes.fires} sends; ` +
-      `C ${sizes.idle} idle conns; D ${sizes.setupTotal} conns, ${sizes.setupConcurrency} at a time, in ${sizes.rounds} rounds; ` +
-      `E ${sizes.stormClients} clients back at once after ${sizes.stormEvents} events`,
-    'Medians over the repeats; ratios = the figure / raw ws\'s in the same repeat (A, D: higher is better; B, C and CPU: lower is better)',
-    '',
-    ...table(rows),
-    '',
-    'Targets (fastify-realtime):',
-    ...goals.map((t) => `- ${t.text}`),
+    // `--only=F` alone has no A–E table.
+    ...(rows.length > 0
+      ? [
+          `Sizes: A ${sizes.echoConns} conns × ${sizes.inflight} in flight, ${sizes.echoMs / 1000} s in ${sizes.rounds} rounds; B ${sizes.members} members, ${sizes.fires} sends; ` +
+            `C ${sizes.idle} idle conns; D ${sizes.setupTotal} conns, ${sizes.setupConcurrency} at a time, in ${sizes.rounds} rounds; ` +
+            `E ${sizes.stormClients} clients back at once after ${sizes.stormEvents} events`,
+          'Medians over the repeats; ratios = the figure / raw ws\'s in the same repeat (A, D: higher is better; B, C and CPU: lower is better)',
+          '',
+          ...table(rows),
+          '',
+          'Targets (fastify-realtime):',
+          ...goals.map((t) => `- ${t.text}`)
+        ]
+      : []),
+    ...(clusterLines.length > 0 ? ['', ...clusterLines] : []),
     ...(notes.length > 0 ? ['', 'Notes:', ...notes.map((n) => `- ${n}`)] : [])
   ]
   process.stdout.write(lines.join('\n') + '\n')
   const dir = new URL('./results/', import.meta.url)
   await mkdir(dir, { recursive: true })
-  const json = JSON.stringify({ date, machine, mode: quick ? 'quick' : 'full', seconds, loadAverage, sizes, rows, targets: goals, notes, results, failures }, null, 2) + '\n'
+  const json = JSON.stringify({ date, machine, mode: quick ? 'quick' : 'full', seconds, loadAverage, sizes, rows, targets: goals, notes, results, failures, ...(runF ? { cluster: { sizes: clusterSizes, rounds: clusterRounds } } : {}) }, null, 2) + '\n'
   const name = `${date.replace(/[:.]/g, '-')}${quick ? '-quick' : ''}.json`
   await writeFile(new URL(name, dir), json)
   await writeFile(new URL('latest.json', dir), json)
@@ -203,9 +218,22 @@ setTimeout(() => {
 }, budgetMs + 6000).unref()
 
 try {
-  process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${sizes.repeats} repeat(s), workloads ${ORDER.join(', ')}${profiled !== undefined ? `, profiling ${profiled}` : ''}\n`)
-  await warmUp()
-  for (let repeat = 0; repeat < sizes.repeats; repeat++) await runRepeat(repeat)
+  process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${ORDER.length > 0 ? `${sizes.repeats} repeat(s)` : 'F alone'}, workloads ${[...ORDER, ...runF ? ['F'] : []].join(', ')}${profiled !== undefined ? `, profiling ${profiled}` : ''}\n`)
+  if (ORDER.length > 0) {
+    await warmUp()
+    for (let repeat = 0; repeat < sizes.repeats; repeat++) await runRepeat(repeat)
+  }
+  if (runF) {
+    try {
+      const f = await clusterFanout(pool, clusterSizes, progress)
+      clusterLines = f.lines
+      clusterRounds = f.rounds
+      notes.push(...f.notes)
+    } catch (err) {
+      if (err instanceof BudgetSpent) throw err
+      failures.push({ repeat: 0, workload: 'F', kind: 'realtime-rooms', error: (err as Error).message })
+    }
+  }
 } catch (err) {
   if (!(err instanceof BudgetSpent)) throw err
   notes.push(`stopped at the time budget (${budgetMs / 1000} s, ${(-remaining() / 1000).toFixed(0)} s over): the table holds what was measured by then`)

@@ -116,14 +116,14 @@ async function observe (): Promise<import('../lib/index.js').RealtimeOptions['me
  * With `history`, the room keeps history (`realtime-history`): numbered frames, and a join that replays. With
  * `observed`, Prometheus metrics and a tracing subscriber are on (`realtime-observed`).
  */
-async function fastifyRealtime ({ history = false, observed = false } = {}): Promise<number> {
+async function fastifyRealtime ({ history = false, observed = false, rooms = false } = {}): Promise<number> {
   const { default: Fastify } = await import('fastify')
   const { default: jwt } = await import('@fastify/jwt')
   const { Type } = await import('@sinclair/typebox')
   const { default: realtime } = await import('../lib/index.js')
   const app = Fastify()
   await app.register(jwt, { secret: SECRET })
-  const broker = redisUrl !== undefined ? (await import('../lib/redis.js')).redisBroker({ url: redisUrl, prefix }) : undefined
+  const broker = redisUrl !== undefined ? (await import('../lib/redis.js')).redisBroker(brokerConnection(redisUrl, prefix)) : undefined
   const metrics = observed ? await observe() : undefined
   // The echo runs 16 requests in flight per connection, far above the default 100 messages a second.
   await app.register(realtime, {
@@ -138,13 +138,33 @@ async function fastifyRealtime ({ history = false, observed = false } = {}): Pro
       echo: { schema: await echoSchema(), handler: (data) => data },
       // A history room's join replies after rt.position and the replay.
       join: { schema: Type.Null(), handler: history ? async (_data, conn) => { await conn.join('room') } : (_data, conn) => { conn.join('room') } },
-      fanout: { schema: Type.Null(), handler: () => { app.realtime.to('room').send('news', NEWS) } }
+      fanout: { schema: Type.Null(), handler: () => { app.realtime.to('room').send('news', NEWS) } },
+      // F (`realtime-rooms`): many rooms, each joined and published to by name.
+      ...(rooms
+        ? {
+            enter: { schema: Type.String({ maxLength: 40 }), handler: (room: string, conn) => { conn.join(room) } },
+            publish: { schema: Type.String({ maxLength: 40 }), handler: (room: string) => { app.realtime.to(room).send('news', NEWS) } }
+          }
+        : {})
     },
     onOpen: () => { connections++ },
     onClose: () => { connections-- }
   })
   await app.listen({ host: '127.0.0.1', port: 0 })
   return (app.server.address() as { port: number }).port
+}
+
+/**
+ * The broker's connection: `redis://…` is one Redis; `cluster:host:port,host:port,…` is a Redis Cluster on
+ * sharded pub/sub (F).
+ */
+function brokerConnection (url: string, prefix: string | undefined): import('../lib/redis.js').RedisBrokerOptions {
+  if (!url.startsWith('cluster:')) return { url, prefix }
+  const nodes = url.slice('cluster:'.length).split(',').map((hostPort) => {
+    const [host, port] = hostPort.split(':') as [string, string]
+    return { host, port: Number(port) }
+  })
+  return { cluster: { nodes }, sharded: true, prefix }
 }
 
 /** socket.io 4 on the websocket transport alone: acks for replies, `io.to(room).emit` for the fan-out. */
@@ -171,6 +191,7 @@ const servers: Record<string, () => Promise<number>> = {
   realtime: async () => await fastifyRealtime(),
   'realtime-history': async () => await fastifyRealtime({ history: true }),
   'realtime-observed': async () => await fastifyRealtime({ observed: true }),
+  'realtime-rooms': async () => await fastifyRealtime({ rooms: true }),
   'socket.io': socketIo
 }
 const start = servers[kind]
