@@ -5,6 +5,7 @@ import { decodeMessage, encodeMessage } from './redis-codec.js'
 import { RedisHealth, type Fault } from './redis-health.js'
 import { RedisPresence } from './redis-presence.js'
 import { RedisHistoryStore } from '../history/redis.js'
+import { RedisPresenceStore } from '../presence/redis.js'
 
 /** Where the broker's Redis is: a URL, the app's own client (a `Redis` or a `Cluster`), or a Redis Cluster's nodes. */
 export type RedisConnectionOptions =
@@ -42,6 +43,8 @@ export type RedisBrokerOptions = RedisConnectionOptions & {
 
 /** The first byte of a history room's frame on pub/sub (other fan-outs start with the codec's version, 1). */
 const HISTORY_VERSION = 2
+/** The first byte of a presence diff on a room's channel (see lib/presence/redis-scripts.ts). */
+const PRESENCE_DIFF = 3
 
 /** How long `close()` waits for Redis to answer before it drops the connections. */
 const CLOSE_TIMEOUT = 1000
@@ -98,6 +101,8 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   let pending = 0
   /** The SUBSCRIBE of each channel, settled once Redis acknowledged it (a history room's first read waits for it). */
   const subscriptions = new Map<string, Promise<void>>()
+  /** The member presence of the `presence` option, when the app turned it on. */
+  let presenceStore: RedisPresenceStore | undefined
 
   const { channelOf, targetOf } = names
   const subscribe = (channel: string): Promise<unknown> => sharded ? sub.ssubscribe(channel) : sub.subscribe(channel)
@@ -114,6 +119,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
 
   function subOnMessage (channel: Buffer, message: Buffer): void {
     if (message[0] === HISTORY_VERSION) return subOnNumbered(channel, message)
+    if (message[0] === PRESENCE_DIFF) return subOnPresence(channel, message)
     const decoded = decodeMessage(message)
     if (decoded === undefined || decoded.from === instanceId || node === undefined) return
     const target = targetOf(channel.toString())
@@ -140,6 +146,16 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     }
   }
 
+  function subOnPresence (channel: Buffer, message: Buffer): void {
+    const target = targetOf(channel.toString())
+    if (target?.kind !== 'room' || presenceStore === undefined) return
+    try {
+      presenceStore.received(target.name, message.subarray(1).toString())
+    } catch (err) {
+      node?.log.error({ err }, 'redis broker: delivering a presence diff failed')
+    }
+  }
+
   function settle (size: number): void {
     pending -= size
     if (pending <= maxPending / 2) health.up('stalled')
@@ -150,7 +166,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       node = n
       watch(pub, 'publisher', () => { presence.refresh(n) })
       // Once the resubscriptions are through (a PING answers after them), history rooms read what the outage lost.
-      watch(sub, 'subscriber', () => { sub.ping().then(() => { n.resync() }, () => {}) })
+      watch(sub, 'subscriber', () => { sub.ping().then(() => { n.resync(); presenceStore?.reconnected() }, () => {}) })
       sub.on(sharded ? 'smessageBuffer' : 'messageBuffer', subOnMessage)
       try {
         await Promise.all([pub.connect(), sub.connect()])
@@ -207,6 +223,14 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     },
     historyStore: () => new RedisHistoryStore(pub, prefix, (room) => channelOf({ kind: 'room', name: room }),
       async (room) => { await subscriptions.get(channelOf({ kind: 'room', name: room })) }, maxPending, sharded ? 'SPUBLISH' : 'PUBLISH'),
+    presenceStore: (o) => (presenceStore = new RedisPresenceStore({
+      redis: pub,
+      prefix,
+      channelOf: (room) => channelOf({ kind: 'room', name: room }),
+      subscribed: async (room) => { await subscriptions.get(channelOf({ kind: 'room', name: room })) },
+      publishCommand: sharded ? 'SPUBLISH' : 'PUBLISH',
+      ttl: o.ttl
+    })),
     async roomSize (room) {
       return await presence.count('room', room)
     },
