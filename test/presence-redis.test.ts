@@ -124,6 +124,11 @@ redisTest('edge case 23 (zombie): an instance cut off from Redis past ttl is rea
   assert.deepEqual(view(w, 'p:z'), ['alice'])
   // The zombie's own member got a fresh snapshot and agrees.
   await waitFor(() => view(alice, 'p:z').length === 1)
+  // It is a live instance again: cut off a second time, it is reaped again.
+  await proxy.cut()
+  await waitFor(() => w.events('p:z').length === 4, 4 * ttl + 3000, 'the second reap')
+  assert.deepEqual(w.events('p:z'), ['join:alice', 'leave:alice', 'join:alice', 'leave:alice'])
+  await proxy.restore()
 })
 
 redisTest('edge case 24 (state/diff race): a member leaves while another joins on another instance, 20 times: no ghost in the joiner\'s list', { timeout: 30000 }, async (t) => {
