@@ -103,6 +103,11 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   const subscriptions = new Map<string, Promise<void>>()
   /** The member presence of the `presence` option, when the app turned it on. */
   let presenceStore: RedisPresenceStore | undefined
+  /**
+   * Its connection on a cluster: presence scripts are idempotent (a key's marker per instance), so unlike fan-outs
+   * they may wait for a node's connection and follow redirections. On a single Redis it is the publisher.
+   */
+  let presenceClient: Client | undefined
 
   const { channelOf, targetOf } = names
   const subscribe = (channel: string): Promise<unknown> => sharded ? sub.ssubscribe(channel) : sub.subscribe(channel)
@@ -169,12 +174,13 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       watch(sub, 'subscriber', () => { sub.ping().then(() => { n.resync(); presenceStore?.reconnected() }, () => {}) })
       sub.on(sharded ? 'smessageBuffer' : 'messageBuffer', subOnMessage)
       try {
-        await Promise.all([pub.connect(), sub.connect()])
+        await Promise.all([pub.connect(), sub.connect(), presenceClient !== pub ? presenceClient?.connect() : undefined])
         await subscribe(channelOf({ kind: 'all' }))
       } catch (err) {
         // Left alone, ioredis would keep reconnecting in the background and hold the process open.
         pub.disconnect()
         sub.disconnect()
+        presenceClient?.disconnect()
         throw new Error(`redis broker: cannot reach Redis at start (${(err as Error).message}); is it running?`, { cause: err })
       }
       health.active = true
@@ -224,7 +230,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     historyStore: () => new RedisHistoryStore(pub, prefix, (room) => channelOf({ kind: 'room', name: room }),
       async (room) => { await subscriptions.get(channelOf({ kind: 'room', name: room })) }, maxPending, sharded ? 'SPUBLISH' : 'PUBLISH'),
     presenceStore: (o) => (presenceStore = new RedisPresenceStore({
-      redis: pub,
+      redis: presenceClient = cluster ? presenceConnection(pub as Cluster, prefix, (err) => { health.failed(err) }) : pub,
       prefix,
       channelOf: (room) => channelOf({ kind: 'room', name: room }),
       subscribed: async (room) => { await subscriptions.get(channelOf({ kind: 'room', name: room })) },
@@ -240,9 +246,20 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     async close () {
       health.active = false
       await within(presence.stop(node), CLOSE_TIMEOUT)
-      await Promise.all([closeConnection(pub), closeConnection(sub)])
+      await Promise.all([closeConnection(pub), closeConnection(sub), presenceClient !== pub && presenceClient !== undefined ? closeConnection(presenceClient) : undefined])
     }
   }
+}
+
+/** The presence store's own cluster connection (see `presenceClient`); its errors count like the publisher's. */
+function presenceConnection (pub: Cluster, prefix: string, failed: (err: Error) => void): Cluster {
+  const client = pub.duplicate(undefined, {
+    maxRedirections: 16,
+    enableOfflineQueue: true,
+    redisOptions: { ...pub.options.redisOptions, enableOfflineQueue: true, maxRetriesPerRequest: 3, connectionName: `${prefix}presence` }
+  })
+  client.on('error', failed)
+  return client
 }
 
 /**
