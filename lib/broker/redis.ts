@@ -229,14 +229,18 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     },
     historyStore: () => new RedisHistoryStore(pub, prefix, (room) => channelOf({ kind: 'room', name: room }),
       async (room) => { await subscriptions.get(channelOf({ kind: 'room', name: room })) }, maxPending, sharded ? 'SPUBLISH' : 'PUBLISH'),
-    presenceStore: (o) => (presenceStore = new RedisPresenceStore({
-      redis: presenceClient = cluster ? presenceConnection(pub as Cluster, prefix, (err) => { health.failed(err) }) : pub,
-      prefix,
-      channelOf: (room) => channelOf({ kind: 'room', name: room }),
-      subscribed: async (room) => { await subscriptions.get(channelOf({ kind: 'room', name: room })) },
-      publishCommand: sharded ? 'SPUBLISH' : 'PUBLISH',
-      ttl: o.ttl
-    })),
+    presenceStore (o) {
+      presenceClient = cluster ? presenceConnection(pub as Cluster, prefix, (err) => { health.failed(err) }) : pub
+      presenceStore = new RedisPresenceStore({
+        redis: presenceClient,
+        prefix,
+        channelOf: (room) => channelOf({ kind: 'room', name: room }),
+        subscribed: async (room) => { await subscriptions.get(channelOf({ kind: 'room', name: room })) },
+        publishCommand: sharded ? 'SPUBLISH' : 'PUBLISH',
+        ttl: o.ttl
+      })
+      return presenceStore
+    },
     async roomSize (room) {
       return await presence.count('room', room)
     },
