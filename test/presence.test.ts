@@ -136,3 +136,17 @@ test('events: false keeps the list and the count, and sends no presence frames',
   assert.deepEqual(await h.app.realtime.presence('p:quiet').list(), new Map<string, unknown>([['a', null], ['b', 'hi']]))
   assert.equal([...a.frames, ...b.frames].filter((f) => f.type.startsWith('rt.presence')).length, 0)
 })
+
+test('presence options are checked at registration: a misspelt key, a bad number, no rooms', { timeout: 10000 }, async () => {
+  const Fastify = (await import('fastify')).default
+  const realtime = (await import('../lib/index.js')).default
+  for (const [presence, message] of [
+    [{ rooms: ['a'], leavDelay: 1 }, /presence\.leavDelay: unknown option \(did you mean "leaveDelay"\?\)/],
+    [{ rooms: ['a'], ttl: -1 }, /presence\.ttl: expected a positive number/],
+    [{ ttl: 1000 }, /presence\.rooms: expected a list of rooms/]
+  ] as const) {
+    const app = Fastify()
+    await assert.rejects(async () => { await app.register(realtime, { auth: false, presence: presence as any }); await app.ready() }, message)
+    await app.close().catch(() => {})
+  }
+})
