@@ -8,7 +8,6 @@ import { Registry } from 'prom-client'
 import realtime, { type Broker } from '../lib/index.js'
 import { realtimeMetrics } from '../lib/metrics.js'
 import { RecentMessages, registerChat } from './chat-route.js'
-import { memoryPresence, type Presence } from './presence.js'
 
 export interface ExampleOptions {
   /** Use the Redis broker (rooms shared by every instance on this Redis). */
@@ -54,11 +53,9 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
   await app.register(cookie)
 
   let broker: Broker | undefined
-  let presence: Presence = memoryPresence()
   if (options.redisUrl !== undefined) {
-    const [{ redisBroker }, { Redis }, { redisPresence }] = await Promise.all([import('../lib/redis.js'), import('ioredis'), import('./presence.js')])
+    const { redisBroker } = await import('../lib/redis.js')
     broker = redisBroker({ url: options.redisUrl })
-    presence = redisPresence(new Redis(options.redisUrl))
   }
   const origins = new Set<string>(options.allowedOrigins)
   const metrics = new Registry()
@@ -72,9 +69,10 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
     asyncapi: { path: '/asyncapi.json', page: '/asyncapi', info: EXAMPLE_INFO },
     // Every chat room keeps its last 100 events for 2 minutes: a page back within that misses nothing.
     history: { rooms: () => true, size: 100, ttl: 120_000 },
+    // Every chat room lists its members (on every instance with Redis); a page that reloads within 5 s is no leave.
+    presence: { rooms: () => true },
     ...(broker !== undefined ? { broker } : {})
   })
-  app.addHook('onClose', async () => { await presence.close() })
 
   const issue = (name: string) => {
     const exp = Math.floor(Date.now() / 1000) + tokenTtl
@@ -136,7 +134,7 @@ export async function buildExample (options: ExampleOptions = {}): Promise<Examp
     })
   }
 
-  registerChat(app, presence, recent)
+  registerChat(app, recent)
 
   return {
     app,

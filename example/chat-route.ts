@@ -1,10 +1,10 @@
 // The chat's realtime route: rooms, messages, typing and presence. The page's client is typed from `ChatRoute`.
-// Chat rooms keep history (see `history` in app.ts): a page that reconnects gets what it missed, once and in order;
-// typing and presence are volatile (not worth replaying).
+// Chat rooms keep history (see `history` in app.ts): a page that reconnects gets what it missed, once and in order.
+// They keep presence too (see `presence` in app.ts): the member list, and who is typing as each member's data,
+// across every instance.
 import type { FastifyInstance } from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { RealtimeError } from '../lib/index.js'
-import type { Presence } from './presence.js'
 
 export const MAX_MESSAGE_LENGTH = 500
 const Room = Type.String({ minLength: 1, maxLength: 32, pattern: '^[\\w-]+$' })
@@ -28,11 +28,8 @@ export class RecentMessages {
   }
 }
 
-export function registerChat (app: FastifyInstance, presence: Presence, recent = new RecentMessages()) {
+export function registerChat (app: FastifyInstance, recent = new RecentMessages()) {
   const nameOf = (user: unknown): string => String((user as { sub?: unknown }).sub ?? 'anonymous')
-  async function announce (room: string, users: string[]): Promise<void> {
-    app.realtime.to(room).send('presence', { room, users }, { volatile: true })
-  }
   return app.realtimeRoute({
     url: '/chat',
     protocols: ['realtime.v1'],
@@ -41,12 +38,10 @@ export function registerChat (app: FastifyInstance, presence: Presence, recent =
         schema: Type.Object({ room: Room }),
         reply: Type.Object({ room: Type.String(), users: Type.Array(Type.String(), { description: 'who is in the room' }) }),
         handler: async ({ room }, conn) => {
-          if (conn.rooms.has(room)) return { room, users: [] as string[] }
           // Resolves once rt.position and the replay of what this page missed are written: the reply follows them.
-          await conn.join(room)
-          const users = await presence.join(room, nameOf(conn.user))
-          await announce(room, users)
-          return { room, users }
+          // The member key is the user id (the token's sub): two tabs of one user are one member.
+          if (!conn.rooms.has(room)) await conn.join(room, { presence: { data: { typing: false } } })
+          return { room, users: [...(await app.realtime.presence(room).list()).keys()].sort() }
         }
       },
       'room.leave': {
@@ -55,7 +50,6 @@ export function registerChat (app: FastifyInstance, presence: Presence, recent =
         handler: async ({ room }, conn) => {
           if (!conn.rooms.has(room)) return { room }
           conn.leave(room)
-          await announce(room, await presence.leave(room, nameOf(conn.user)))
           return { room }
         }
       },
@@ -72,19 +66,15 @@ export function registerChat (app: FastifyInstance, presence: Presence, recent =
         }
       },
       typing: {
-        schema: Type.Object({ room: Room }),
-        handler: ({ room }, conn) => {
-          if (conn.rooms.has(room)) app.realtime.to(room).send('typing', { room, from: nameOf(conn.user) }, { except: conn, volatile: true })
+        schema: Type.Object({ room: Room, typing: Type.Optional(Type.Boolean()) }),
+        handler: ({ room, typing }, conn) => {
+          // Every page sees it as an `update` of this member's presence data.
+          if (conn.rooms.has(room)) conn.presence(room).update({ typing: typing ?? true })
         }
       }
     },
     events: {
-      'chat.message': Type.Object({ room: Type.String(), from: Type.String(), text: Type.String(), at: Type.Number() }),
-      presence: Type.Object({ room: Type.String(), users: Type.Array(Type.String()) }),
-      typing: Type.Object({ room: Type.String(), from: Type.String() })
-    },
-    onClose: async (conn) => {
-      for (const room of conn.rooms) await announce(room, await presence.leave(room, nameOf(conn.user)))
+      'chat.message': Type.Object({ room: Type.String(), from: Type.String(), text: Type.String(), at: Type.Number() })
     }
   })
 }

@@ -53,7 +53,7 @@ function checkPath (value: unknown, name: string): void {
  */
 export function setupAsyncApi (app: FastifyInstance, ctx: RealtimeContext, options: AsyncApiServeOptions | false | undefined): void {
   app.addHook('onReady', async function realtimeAsyncApiReady () {
-    ctx.registry.asyncapi = (o: AsyncApiOptions) => buildAsyncApi(documentedRoutes(ctx), o, { history: ctx.options.history !== undefined })
+    ctx.registry.asyncapi = (o: AsyncApiOptions) => buildAsyncApi(documentedRoutes(ctx), o, { history: ctx.options.history !== undefined, presence: ctx.options.presence?.events === true })
   })
   if (options === undefined || options === false) return
   if (typeof options !== 'object' || options === null) throw new RT_ERR_OPTIONS('asyncapi: expected an object or false')

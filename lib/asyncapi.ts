@@ -127,7 +127,35 @@ function historyMessages (): { resume: JsonSchema, position: JsonSchema } {
   }
 }
 
-export function buildAsyncApi (routes: readonly DocumentedRoute[], options: AsyncApiOptions, features: { history?: boolean } = {}): AsyncApiDocument {
+const MEMBERS = { type: 'object', description: 'member key → `{ data }`', additionalProperties: { type: 'object', properties: { data: {} } } }
+
+/** `rt.presence` and `rt.presence.diff`: the reserved messages of presence rooms (see the README's Presence). */
+function presenceMessages (): { snapshot: JsonSchema, diff: JsonSchema } {
+  return {
+    snapshot: {
+      name: 'rt.presence',
+      title: 'rt.presence',
+      summary: 'After each join of a presence room (and after a lost diff): the members and the list\'s version `v`.',
+      payload: envelope('rt.presence', {
+        data: { type: 'object', required: ['room', 'v', 'members'], properties: { room: { type: 'string' }, v: { type: 'integer', minimum: 0 }, members: MEMBERS } }
+      }, ['data'])
+    },
+    diff: {
+      name: 'rt.presence.diff',
+      title: 'rt.presence.diff',
+      summary: 'A change of a presence room\'s members; ignore it when `v` is at or below the snapshot\'s.',
+      payload: envelope('rt.presence.diff', {
+        data: {
+          type: 'object',
+          required: ['room', 'v', 'joins', 'leaves', 'updates'],
+          properties: { room: { type: 'string' }, v: { type: 'integer', minimum: 1 }, joins: MEMBERS, leaves: { type: 'array', items: { type: 'string' } }, updates: MEMBERS }
+        }
+      }, ['data'])
+    }
+  }
+}
+
+export function buildAsyncApi (routes: readonly DocumentedRoute[], options: AsyncApiOptions, features: { history?: boolean, presence?: boolean } = {}): AsyncApiDocument {
   const converter = new SchemaConverter()
   for (const route of routes) {
     for (const m of Object.values(route.definition.messages)) { converter.collect(m.schema); converter.collect(m.reply) }
@@ -193,6 +221,11 @@ export function buildAsyncApi (routes: readonly DocumentedRoute[], options: Asyn
       const { resume, position } = historyMessages()
       addOperation('receive', 'rt.resume', addMessage('rt.resume', resume))
       addOperation('send', 'rt.position', addMessage('rt.position', position))
+    }
+    if (features.presence === true) {
+      const { snapshot, diff } = presenceMessages()
+      addOperation('send', 'rt.presence', addMessage('rt.presence', snapshot))
+      addOperation('send', 'rt.presence.diff', addMessage('rt.presence.diff', diff))
     }
     if (route.definition.binary !== undefined) {
       const binaryRef = addMessage('binary', { name: 'binary', title: 'binary frame', summary: 'A binary frame, handed to the route\'s binary handler as it is.', contentType: 'application/octet-stream', payload: { type: 'string', format: 'binary' } })

@@ -11,18 +11,27 @@ import type { Counters } from './stats.js'
 import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
 import type { RouteMeter, TypeMeter } from './meter.js'
+import type { ConnectionPresence, PresenceJoinOptions } from './presence/rooms.js'
 
 /** The registry as a connection sees it: rooms are indexed there. */
 export interface RoomIndex {
   /** Returns the history join's promise for a history room, undefined for any other. */
-  join: (conn: Connection<any, any>, room: string, since?: Position) => Promise<JoinPosition> | undefined
+  join: (conn: Connection<any, any>, room: string, options?: JoinOptions) => Promise<JoinPosition> | undefined
   leave: (conn: Connection<any, any>, room: string) => void
+  /** Presence rooms: checks the join's presence options before the room is joined (throws `VALIDATION_FAILED`). */
+  checkJoin: (conn: Connection<any, any>, room: string, options?: JoinOptions) => void
+  connectionPresence: (conn: Connection<any, any>, room: string) => ConnectionPresence
 }
 
 /** Options of `conn.join(room, options)`. */
 export interface JoinOptions {
   /** History rooms: resume from this position (from an HTTP snapshot, say) instead of the client's `rt.resume`. */
   since?: Position
+  /**
+   * Presence rooms: the member's key (default: `userId`, else the connection id) and data; `false` watches the
+   * list without being in it. Data over `presence.maxDataBytes` throws `VALIDATION_FAILED` and the room is not joined.
+   */
+  presence?: PresenceJoinOptions | false
 }
 
 const NO_ROOMS: ReadonlySet<string> = new Set()
@@ -125,8 +134,14 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     if (!this.isOpen) return NO_POSITION
     this.roomSet ??= new Set()
     if (this.roomSet.has(room)) return NO_POSITION
+    this.index.checkJoin(this, room, options)
     this.roomSet.add(room)
-    return this.index.join(this, room, options?.since) ?? NO_POSITION
+    return this.index.join(this, room, options) ?? NO_POSITION
+  }
+
+  /** A presence room this connection is a member of: `update(data)` replaces the member's data. */
+  presence (room: string): ConnectionPresence {
+    return this.index.connectionPresence(this, room)
   }
 
   /** Leaves a room (idempotent). An empty room disappears. */

@@ -6,6 +6,7 @@ import type { Duplex } from 'node:stream'
 import { HandshakeCode } from './protocol/codes.js'
 import { RT_ERR_NO_AUTH, RT_ERR_OPTIONS, RT_ERR_WEBSOCKET_REGISTERED } from './errors.js'
 import { RoomHistory } from './history/rooms.js'
+import { RoomPresence } from './presence/rooms.js'
 import { resolveOptions, type RealtimeOptions } from './options.js'
 import { Registry } from './registry.js'
 import { Heartbeat } from './heartbeat.js'
@@ -62,6 +63,13 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
     registry.roomHistory = new RoomHistory(options.history, store, registry)
     app.addHook('onClose', async () => { store.close() })
   }
+  if (options.presence !== undefined) {
+    if (broker.presenceStore === undefined) throw new RT_ERR_OPTIONS('presence: the broker keeps no presence (use the default broker or redisBroker())')
+    const store = broker.presenceStore(options.presence)
+    const presence = registry.roomPresence = new RoomPresence(options.presence, store, registry, app.log)
+    app.addHook('onClose', async () => { store.close() })
+    app.addHook('onReady', async () => { await store.start(presence) })
+  }
   const redactor = new TokenRedactor()
   const metrics = opts.metrics
   if (metrics !== undefined && typeof metrics?.start !== 'function') throw new RT_ERR_OPTIONS('metrics: expected realtimeMetrics({ registry }) from fastify-realtime/metrics')
@@ -85,7 +93,9 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   let shuttingDown: Promise<void> | undefined
   app.decorate(kShutdown, () => {
     refuseUpgrades(app.server)
-    shuttingDown ??= registry.shutdown(options.shutdownTimeout).finally(() => { heartbeat.stop() })
+    // Presence first: its members stay listed for shutdownGrace while their connections close.
+    shuttingDown ??= (registry.roomPresence?.shutdown().catch((err: unknown) => { app.log.warn({ err }, 'presence: shutdown failed') }) ?? Promise.resolve())
+      .then(async () => { await registry.shutdown(options.shutdownTimeout) }).finally(() => { heartbeat.stop() })
     return shuttingDown
   })
 
@@ -171,6 +181,9 @@ export type { Connection } from './connection.js'
 export type { RealtimeRegistry, FanOut, Except, SendOptions, HistoryHandle } from './registry.js'
 export type { JoinOptions } from './connection.js'
 export type { HistoryOptions, HistoryPolicy } from './history/options.js'
+export type { PresenceOptions } from './presence/options.js'
+export type { PresenceJoinOptions, ConnectionPresence, PresenceHandle } from './presence/rooms.js'
+export type { PresenceStore, PresenceSnapshot, PresenceHost, EnterResult } from './presence/store.js'
 export type { Position, RecoveryReason, HistoryStore, HistoryRead, Appended } from './history/store.js'
 export type { JoinPosition, Recovery } from './history/recovery.js'
 export type { RealtimeStats } from './stats.js'

@@ -6,6 +6,7 @@ import { RT_ERR_OPTIONS } from './errors.js'
 import { checkKeys } from './option-keys.js'
 import type { AsyncApiServeOptions } from './asyncapi-serve.js'
 import { resolveHistory, type HistoryOptions, type ResolvedHistory } from './history/options.js'
+import { PRESENCE_KEYS, resolvePresence, type PresenceOptions, type ResolvedPresence } from './presence/options.js'
 
 /** Where a session token may come from, tried in the order listed. */
 export type TokenSource = 'header' | 'protocol' | 'cookie' | 'query'
@@ -97,6 +98,8 @@ export interface RealtimeOptions {
   asyncapi?: AsyncApiServeOptions | false
   /** Rooms that keep a numbered history their members recover from after a reconnect. @default none */
   history?: HistoryOptions
+  /** Rooms that keep a member list with join, leave and update events (see the README's Presence). @default none */
+  presence?: PresenceOptions
   /** Prometheus metrics: `realtimeMetrics({ registry })` from `fastify-realtime/metrics`. @default none (nothing counted for them) */
   metrics?: RealtimeMetrics
 }
@@ -130,6 +133,7 @@ export interface ResolvedOptions {
   heartbeatInterval: number | false
   shutdownTimeout: number
   history: ResolvedHistory | undefined
+  presence: ResolvedPresence | undefined
 }
 
 const ALL_ALGORITHMS = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
@@ -180,7 +184,8 @@ export function resolveAuth (auth: AuthOptions | false | undefined, where: strin
 
 /** The keys each options object accepts; anything else is a typo that would otherwise be ignored in silence. */
 export const OPTION_KEYS = {
-  options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics'],
+  options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence'],
+  presence: PRESENCE_KEYS,
   auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms'],
   limits: ['maxPayload', 'rate', 'burst', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser'],
   heartbeat: ['interval'],
@@ -190,7 +195,7 @@ export const OPTION_KEYS = {
 /** Applies the defaults and throws `RT_ERR_OPTIONS` for anything that cannot work. */
 export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
   checkKeys(options, OPTION_KEYS.options, '')
-  for (const key of ['limits', 'heartbeat', 'shutdown'] as const) checkKeys(options[key], OPTION_KEYS[key], key)
+  for (const key of ['limits', 'heartbeat', 'shutdown', 'presence'] as const) checkKeys(options[key], OPTION_KEYS[key], key)
   checkOrigins(options.origins, 'origins')
   const l = options.limits ?? {}
   const rate = positive('limits.rate', l.rate, 100)
@@ -216,6 +221,7 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
     },
     heartbeatInterval: hb === false ? false : positive('heartbeat.interval', hb?.interval, 30_000),
     shutdownTimeout: positive('shutdown.timeout', options.shutdown?.timeout, 5000),
-    history: resolveHistory(options.history, maxBufferedBytes)
+    history: resolveHistory(options.history, maxBufferedBytes),
+    presence: resolvePresence(options.presence)
   }
 }

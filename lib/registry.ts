@@ -11,6 +11,9 @@ import type { RoomHistory } from './history/rooms.js'
 import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
 import type { InstanceMeter, RouteMeter, TypeMeter } from './meter.js'
+import type { JoinOptions } from './connection.js'
+import { RealtimeError, ErrorCode } from './protocol/codes.js'
+import type { ConnectionPresence, PresenceHandle, RoomPresence } from './presence/rooms.js'
 import { fanoutChannel, traced, type FanoutTraceContext } from './tracing.js'
 
 /** Who a fan-out skips: a connection or a connection id. */
@@ -54,6 +57,8 @@ export interface RealtimeRegistry {
   broadcast: (type: string, data?: unknown, options?: { except?: Except }) => number
   /** A history room's position; rejects for a room without history. */
   history: (room: string) => HistoryHandle
+  /** A presence room's member list and count across the cluster; throws for a room without presence. */
+  presence: (room: string) => PresenceHandle
   /** Members of a room across the cluster (this instance alone with the in-process broker). */
   roomSize: (room: string) => Promise<number>
   /** Whether the user has a connection anywhere in the cluster. */
@@ -80,6 +85,8 @@ export class Registry implements RealtimeRegistry {
   /** Set by the plugin once the instance is ready (see lib/asyncapi-serve.ts). */
   asyncapi: (options: AsyncApiOptions) => AsyncApiDocument = () => { throw new RT_ERR_ASYNCAPI_NOT_READY() }
   private readonly users = new Map<string, Set<Connection<any, any>>>()
+  /** Between `checkJoin` and `join` (one synchronous step of `conn.join`): the presence member checked. */
+  private readonly joining = new Map<Connection<any, any>, { key: string, data: string | undefined } | undefined>()
   private readonly rooms = new Map<string, Set<Connection<any, any>>>()
   private readonly broker: Broker
   private readonly log: FastifyBaseLogger
@@ -87,6 +94,8 @@ export class Registry implements RealtimeRegistry {
   private drained: (() => void) | undefined
   /** Set when the `history` option is: history rooms are numbered and recoverable. */
   roomHistory: RoomHistory | undefined = undefined
+  /** Set when the `presence` option is: presence rooms keep a member list. */
+  roomPresence: RoomPresence | undefined = undefined
 
   constructor (broker: Broker, log: FastifyBaseLogger, onCountChange: (size: number) => void) {
     this.broker = broker
@@ -112,8 +121,19 @@ export class Registry implements RealtimeRegistry {
     if (this.connections.size === 0) this.drained?.()
   }
 
-  join (conn: Connection<any, any>, room: string, since?: Position): Promise<JoinPosition> | undefined {
+  checkJoin (conn: Connection<any, any>, room: string, options?: JoinOptions): void {
+    const presence = this.roomPresence
+    if (presence?.isPresenceRoom(room) === true) this.joining.set(conn, presence.member(conn, options?.presence))
+  }
+
+  join (conn: Connection<any, any>, room: string, options?: JoinOptions): Promise<JoinPosition> | undefined {
     this.index(this.rooms, 'room', room, conn)
+    if (this.joining.has(conn)) {
+      const member = this.joining.get(conn)
+      this.joining.delete(conn)
+      ;(this.roomPresence as RoomPresence).join(conn, room, member)
+    }
+    const since = options?.since
     const policy = this.roomHistory?.policy(room)
     return policy === undefined ? undefined : (this.roomHistory as RoomHistory).join(conn, room, policy, since)
   }
@@ -121,6 +141,20 @@ export class Registry implements RealtimeRegistry {
   leave (conn: Connection<any, any>, room: string): void {
     this.unindex(this.rooms, 'room', room, conn)
     if (this.roomHistory?.policy(room) !== undefined) this.roomHistory.left(conn, room)
+    if (this.roomPresence?.isPresenceRoom(room) === true) this.roomPresence.left(conn, room)
+  }
+
+  presence (room: string): PresenceHandle {
+    const presence = this.roomPresence
+    if (presence?.isPresenceRoom(room) !== true) throw new Error(`fastify-realtime: room "${room}" keeps no presence (see the presence option)`)
+    return presence.handle(room)
+  }
+
+  /** `conn.presence(room)`. */
+  connectionPresence (conn: Connection<any, any>, room: string): ConnectionPresence {
+    const presence = this.roomPresence
+    if (presence?.isPresenceRoom(room) !== true) throw new RealtimeError(ErrorCode.VALIDATION_FAILED, `presence: room "${room}" keeps no presence`)
+    return { update: (data) => { presence.update(conn, room, data) } }
   }
 
   /** Rooms or users here, with their number of local connections (for a broker's presence keys). */

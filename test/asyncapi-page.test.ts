@@ -27,7 +27,7 @@ test('the example\'s /asyncapi page lists its message types, events and handshak
     sections.map((s) => `${s.getAttribute('data-direction') ?? ''} ${s.getAttribute('data-type') ?? ''}`))
   assert.deepEqual(shown, [
     'receive room.join', 'receive room.leave', 'receive chat.send', 'receive typing', 'receive ping', 'receive auth.refresh',
-    'send chat.message', 'send presence', 'send typing', 'send error'
+    'send chat.message', 'send error'
   ])
   // A message shows its data schema and its reply's.
   const join = page.locator('section.message[data-type="room.join"]')

@@ -57,6 +57,25 @@ test('two users join a room, see each other and exchange messages; a message ove
   assert.equal(await bob.locator('#messages li').count(), 2, 'the refused message reached nobody')
 })
 
+test('who is typing and the member list come from presence: typing shows on the other page and clears; a closed page leaves the list', { timeout: 60000 }, async (t) => {
+  const { example, base } = await startExample()
+  t.after(() => example.app.close())
+  const alice = await loggedIn(base, 'alice')
+  const bob = await loggedIn(base, 'bob')
+  t.after(async () => { await alice.context().close() })
+  await alice.waitForFunction(() => document.querySelector('#presence')?.textContent === 'alicebob', null, { timeout: 10000 })
+  await bob.fill('#text', 'typing something')
+  await alice.waitForFunction(() => document.querySelector('#typing')?.textContent === 'bob is typing…', null, { timeout: 5000 })
+  assert.equal(await bob.textContent('#typing'), '', 'one does not see oneself typing')
+  // Two seconds without a keystroke: no longer typing.
+  await alice.waitForFunction(() => document.querySelector('#typing')?.textContent === '', null, { timeout: 5000 })
+  const list = await example.app.realtime.presence('lobby').list()
+  assert.deepEqual([...list.keys()].sort(), ['alice', 'bob'])
+  await bob.context().close()
+  // After the server's leaveDelay (5 s), bob is gone from alice's list.
+  await alice.waitForFunction(() => document.querySelector('#presence')?.textContent === 'alice', null, { timeout: 15000 })
+})
+
 test('the server restarts: the page shows reconnecting, then connected, and messages flow again', { timeout: 60000 }, async (t) => {
   const first = await startExample()
   const alice = await loggedIn(first.base, 'alice')

@@ -94,7 +94,6 @@ test('the README\'s quick start and client snippet compile strictly and run with
   const chatRoute = await readFile(join(root, 'example/chat-route.ts'), 'utf8')
   assert.ok(chatRoute.includes("from '../lib/index.js'"))
   await writeFile(join(app, 'example/chat-route.ts'), chatRoute.replace("from '../lib/index.js'", "from 'fastify-realtime'"))
-  await writeFile(join(app, 'example/presence.ts'), await readFile(join(root, 'example/presence.ts'), 'utf8'))
   await writeFile(join(app, 'client.ts'), await readmeBlock('## The client'))
   await compile(app, ['quickstart.ts', 'client.ts'])
 

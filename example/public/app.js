@@ -26,7 +26,7 @@ function renderRooms () {
     const li = document.createElement('li')
     li.textContent = `#${room}`
     li.className = room === state.room ? 'active' : ''
-    li.onclick = () => { state.room = room; $('room-title').textContent = `#${room}`; renderRooms(); filterMessages() }
+    li.onclick = () => { state.room = room; $('room-title').textContent = `#${room}`; renderRooms(); renderPresence(); filterMessages() }
     return li
   }))
 }
@@ -70,13 +70,25 @@ function addMessage ({ room, from, text, at }) {
   $('messages').scrollTop = $('messages').scrollHeight
 }
 
-const presence = new Map()
+// The member list and "who is typing" come from the room's presence: its members, each with `{ typing }` as data.
+const watched = new Set()
 function renderPresence () {
-  $('presence').replaceChildren(...(presence.get(state.room) ?? []).map((user) => {
+  if (state.client === null) return
+  const members = state.client.presence(state.room).members
+  $('presence').replaceChildren(...[...members.keys()].sort().map((user) => {
     const li = document.createElement('li')
     li.textContent = user
     return li
   }))
+  const typing = [...members].filter(([user, data]) => user !== state.name && data?.typing === true).map(([user]) => user)
+  $('typing').textContent = typing.length === 0 ? '' : `${typing.join(', ')} ${typing.length === 1 ? 'is' : 'are'} typing…`
+}
+function watchPresence (room) {
+  if (watched.has(room)) return
+  watched.add(room)
+  const view = state.client.presence(room)
+  const render = () => { if (room === state.room) renderPresence() }
+  for (const event of ['sync', 'join', 'leave', 'update']) view.on(event, render)
 }
 
 /** Renews the access token a little before it expires, over the open socket (auth.refresh). */
@@ -96,9 +108,9 @@ function scheduleRenewal (exp) {
 }
 
 async function joinRoom (room) {
-  const { users } = await state.client.request('room.join', { room })
+  watchPresence(room)
+  await state.client.request('room.join', { room })
   state.rooms.add(room)
-  if (users.length > 0) presence.set(room, users)
   renderRooms()
   renderPresence()
 }
@@ -144,14 +156,7 @@ function start (session) {
   client.on('recovery', ({ room, recovered, reason }) => {
     if (!recovered) reloadRoom(room, reason).catch((err) => showError(`reload of #${room} failed: ${err.message}`))
   })
-  client.on('presence', ({ room, users }) => { presence.set(room, users); renderPresence() })
-  client.on('typing', ({ room, from }) => {
-    if (room !== state.room) return
-    $('typing').textContent = `${from} is typing…`
-    clearTimeout(state.typingTimer)
-    state.typingTimer = setTimeout(() => { $('typing').textContent = '' }, 2000)
-  })
-  client.on('open', () => { if (state.rooms.size === 1 && !presence.has('lobby')) joinRoom('lobby').catch((err) => showError(`${err.code}: ${err.message}`)) })
+  client.on('open', () => { if (state.rooms.size === 1 && client.presence('lobby').v === undefined) joinRoom('lobby').catch((err) => showError(`${err.code}: ${err.message}`)) })
 }
 
 $('login').addEventListener('submit', async (event) => {
@@ -173,17 +178,24 @@ $('send').addEventListener('submit', async (event) => {
   try {
     await state.client.request('chat.send', { room: state.room, text })
     $('text').value = ''
+    clearTimeout(state.typingTimer)
+    setTyping(false)
   } catch (err) {
     // The server's own words: VALIDATION_FAILED for a message over the limit, RATE_LIMITED when sending too fast.
     showError(`${err.code}: ${err.details?.[0]?.message ?? err.message}`)
   }
 })
 
+// Typing: true on the first keystroke, false after 2 s without one (or once sent); each is a presence update.
+function setTyping (typing) {
+  if (state.client === null || state.typing === typing) return
+  state.typing = typing
+  try { state.client.send('typing', { room: state.room, typing }) } catch {}
+}
 $('text').addEventListener('input', () => {
-  if (state.client !== null && Date.now() - (state.lastTyping ?? 0) > 1500) {
-    state.lastTyping = Date.now()
-    try { state.client.send('typing', { room: state.room }) } catch {}
-  }
+  setTyping(true)
+  clearTimeout(state.typingTimer)
+  state.typingTimer = setTimeout(() => { setTyping(false) }, 2000)
 })
 
 $('join').addEventListener('submit', async (event) => {

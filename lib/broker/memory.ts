@@ -1,5 +1,6 @@
 import type { Broker } from './types.js'
 import { MemoryHistoryStore } from '../history/memory.js'
+import { MemoryPresenceStore } from '../presence/memory.js'
 
 /** The default broker: one instance, so there is nobody else to carry fan-outs to. */
 export function memoryBroker (): Broker {
@@ -8,6 +9,7 @@ export function memoryBroker (): Broker {
     publish () {},
     membership () {},
     historyStore: (options) => new MemoryHistoryStore(options.memoryBudget),
+    presenceStore: () => new MemoryPresenceStore(),
     close () {}
   }
 }

@@ -5,6 +5,7 @@ import { decodeMessage, encodeMessage } from './redis-codec.js'
 import { RedisHealth, type Fault } from './redis-health.js'
 import { RedisPresence } from './redis-presence.js'
 import { RedisHistoryStore } from '../history/redis.js'
+import { RedisPresenceStore } from '../presence/redis.js'
 
 /** Where the broker's Redis is: a URL, the app's own client (a `Redis` or a `Cluster`), or a Redis Cluster's nodes. */
 export type RedisConnectionOptions =
@@ -42,6 +43,8 @@ export type RedisBrokerOptions = RedisConnectionOptions & {
 
 /** The first byte of a history room's frame on pub/sub (other fan-outs start with the codec's version, 1). */
 const HISTORY_VERSION = 2
+/** The first byte of a presence diff on a room's channel (see lib/presence/redis-scripts.ts). */
+const PRESENCE_DIFF = 3
 
 /** How long `close()` waits for Redis to answer before it drops the connections. */
 const CLOSE_TIMEOUT = 1000
@@ -105,6 +108,13 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   let pending = 0
   /** The SUBSCRIBE of each channel, settled once Redis acknowledged it (a history room's first read waits for it). */
   const subscriptions = new Map<string, Promise<void>>()
+  /** The member presence of the `presence` option, when the app turned it on. */
+  let presenceStore: RedisPresenceStore | undefined
+  /**
+   * Its connection on a cluster: presence scripts are idempotent (a key's marker per instance), so unlike fan-outs
+   * they may wait for a node's connection and follow redirections. On a single Redis it is the publisher.
+   */
+  let presenceClient: Client | undefined
 
   const { channelOf, targetOf } = names
   const subscribe = (channel: string): Promise<unknown> => sharded ? sub.ssubscribe(channel) : sub.subscribe(channel)
@@ -121,6 +131,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
 
   function subOnMessage (channel: Buffer, message: Buffer): void {
     if (message[0] === HISTORY_VERSION) return subOnNumbered(channel, message)
+    if (message[0] === PRESENCE_DIFF) return subOnPresence(channel, message)
     const decoded = decodeMessage(message)
     if (decoded === undefined || decoded.from === instanceId || node === undefined) return
     const target = targetOf(channel.toString())
@@ -147,6 +158,16 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     }
   }
 
+  function subOnPresence (channel: Buffer, message: Buffer): void {
+    const target = targetOf(channel.toString())
+    if (target?.kind !== 'room' || presenceStore === undefined) return
+    try {
+      presenceStore.received(target.name, message.subarray(1).toString())
+    } catch (err) {
+      node?.log.error({ err }, 'redis broker: delivering a presence diff failed')
+    }
+  }
+
   function settle (size: number): void {
     pending -= size
     if (pending <= maxPending / 2) health.up('stalled')
@@ -157,15 +178,16 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       node = n
       watch(pub, 'publisher', () => { presence.refresh(n) })
       // Once the resubscriptions are through (a PING answers after them), history rooms read what the outage lost.
-      watch(sub, 'subscriber', () => { sub.ping().then(() => { n.resync() }, () => {}) })
+      watch(sub, 'subscriber', () => { sub.ping().then(() => { n.resync(); presenceStore?.reconnected() }, () => {}) })
       sub.on(sharded ? 'smessageBuffer' : 'messageBuffer', subOnMessage)
       try {
-        await Promise.all([pub.connect(), sub.connect()])
+        await Promise.all([pub.connect(), sub.connect(), presenceClient !== pub ? presenceClient?.connect() : undefined])
         await subscribe(channelOf({ kind: 'all' }))
       } catch (err) {
         // Left alone, ioredis would keep reconnecting in the background and hold the process open.
         pub.disconnect()
         sub.disconnect()
+        presenceClient?.disconnect()
         throw new Error(`redis broker: cannot reach Redis at start (${(err as Error).message}); is it running?`, { cause: err })
       }
       health.active = true
@@ -214,6 +236,18 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     },
     historyStore: () => new RedisHistoryStore(pub, prefix, (room) => channelOf({ kind: 'room', name: room }),
       async (room) => { await subscriptions.get(channelOf({ kind: 'room', name: room })) }, maxPending, sharded ? 'SPUBLISH' : 'PUBLISH'),
+    presenceStore (o) {
+      presenceClient = cluster ? presenceConnection(pub as Cluster, prefix, (err) => { health.failed(err) }) : pub
+      presenceStore = new RedisPresenceStore({
+        redis: presenceClient,
+        prefix,
+        channelOf: (room) => channelOf({ kind: 'room', name: room }),
+        subscribed: async (room) => { await subscriptions.get(channelOf({ kind: 'room', name: room })) },
+        publishCommand: sharded ? 'SPUBLISH' : 'PUBLISH',
+        ttl: o.ttl
+      })
+      return presenceStore
+    },
     async roomSize (room) {
       return await presence.count('room', room)
     },
@@ -223,9 +257,20 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     async close () {
       health.active = false
       await within(presence.stop(node), CLOSE_TIMEOUT)
-      await Promise.all([closeConnection(pub), closeConnection(sub)])
+      await Promise.all([closeConnection(pub), closeConnection(sub), presenceClient !== pub && presenceClient !== undefined ? closeConnection(presenceClient) : undefined])
     }
   }
+}
+
+/** The presence store's own cluster connection (see `presenceClient`); its errors count like the publisher's. */
+function presenceConnection (pub: Cluster, prefix: string, failed: (err: Error) => void): Cluster {
+  const client = pub.duplicate(undefined, {
+    maxRedirections: 16,
+    enableOfflineQueue: true,
+    redisOptions: { ...pub.options.redisOptions, enableOfflineQueue: true, maxRetriesPerRequest: 3, connectionName: `${prefix}presence` }
+  })
+  client.on('error', failed)
+  return client
 }
 
 /**

@@ -1,6 +1,8 @@
 import type { ResolvedHistory } from '../history/options.js'
 import type { HistoryStore } from '../history/store.js'
 import type { StreamMessage } from '../history/cursor.js'
+import type { ResolvedPresence } from '../presence/options.js'
+import type { PresenceStore } from '../presence/store.js'
 /**
  * A broker carries fan-outs between instances. The registry always delivers to its own members itself, so local
  * delivery never waits on (or fails with) the broker; the broker only carries the frame to the other instances.
@@ -61,6 +63,8 @@ export interface Broker {
    * cannot carry history rooms (registration fails).
    */
   historyStore?: (options: ResolvedHistory) => HistoryStore
+  /** The presence store for the `presence` option. A broker without one cannot carry presence rooms. */
+  presenceStore?: (options: ResolvedPresence) => PresenceStore
   /** Called from `app.close()` after every connection is gone. */
   close: () => Promise<void> | void
 }

@@ -6,6 +6,7 @@ import { Liveness } from './liveness.js'
 import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js'
 import { Outbox } from './outbox.js'
 import { Positions, type RoomPosition } from './positions.js'
+import { PresenceViews, type PresenceView } from './presence.js'
 import { backoffDelay, CloseCode, isSendableCloseCode, shouldReconnect } from './reconnect.js'
 import { handshakeOf, listen } from './socket.js'
 import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData, MessageType, ReplyData, WebSocketConstructor, WebSocketLike } from './types.js'
@@ -37,6 +38,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   private readonly link: Liveness
   private readonly listeners = new Listeners()
   private readonly positions = new Positions()
+  private readonly presenceViews = new PresenceViews()
   private currentState: ClientState = 'connecting'
   private ws: WebSocketLike | undefined
   private detach: (() => void) | undefined
@@ -106,6 +108,15 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.positions.set(room, position)
     const frame = this.positions.resumeOne(room)
     if (frame !== undefined && this.ready && this.ws?.readyState === OPEN && this.options.recovery) this.ws.send(frame)
+  }
+
+  /**
+   * A presence room's members (a read-only Map, key → data) and its `join`, `leave`, `update` and `sync` events,
+   * kept from the server's snapshots and diffs. After a reconnect (and the room's join again) the new snapshot is
+   * compared with what the client had: only the joins, leaves and updates of the outage fire.
+   */
+  presence (room: string): PresenceView {
+    return this.presenceViews.get(room)
   }
 
   /** Listens to a route event or a lifecycle event (`open`, `close`, `reconnecting`, `offline`, `error`, `binary`). */
@@ -229,6 +240,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
           if (recovery !== undefined) this.emit('recovery', recovery)
           return
         }
+        if (incoming.type === 'rt.presence' || incoming.type === 'rt.presence.diff') return this.presenceViews.receive(incoming.type, incoming.data)
         if (LIFECYCLE.has(incoming.type)) return
         if (incoming.offset !== undefined && this.options.recovery &&
           !this.positions.accept(incoming.room as string, incoming.offset, (gap) => { this.emit('recovery', gap) })) return

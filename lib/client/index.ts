@@ -3,6 +3,7 @@
 export { createClient, RealtimeClient, type ClientState } from './client.js'
 export type { ClientOptions } from './options.js'
 export type { RoomPosition, RecoveryEvent } from './positions.js'
+export type { PresenceView, PresenceEvents, PresenceMember } from './presence.js'
 export { RealtimeClientError, ClientErrorCode, type ClientErrorCodeName } from './errors.js'
 export { CloseCode, shouldReconnect, backoffDelay, type CloseCodeNumber, type BackoffOptions } from './reconnect.js'
 export type {

@@ -21,6 +21,8 @@ export const ErrorCode = {
   INVALID_TOKEN: 'INVALID_TOKEN',
   /** `auth.refresh` with a token that has already expired; the old expiry stands. */
   TOKEN_EXPIRED: 'TOKEN_EXPIRED',
+  /** A presence room already has `presence.maxMembers` members: this key is not listed (room delivery still works). */
+  PRESENCE_FULL: 'PRESENCE_FULL',
   /** The handler failed unexpectedly; the server logged the details, the client gets none. */
   INTERNAL: 'INTERNAL'
 } as const
@@ -85,7 +87,7 @@ export const HandshakeCode = {
 export type HandshakeCodeName = keyof typeof HandshakeCode
 
 /** Message types the protocol itself uses; a route may not declare them. */
-export const RESERVED_TYPES: ReadonlySet<string> = new Set(['reply', 'error', 'ping', 'pong', 'auth.refresh', 'rt.resume', 'rt.position'])
+export const RESERVED_TYPES: ReadonlySet<string> = new Set(['reply', 'error', 'ping', 'pong', 'auth.refresh', 'rt.resume', 'rt.position', 'rt.presence', 'rt.presence.diff'])
 
 /**
  * Throw it from a handler to send the client an error envelope with your own code: a business error, logged at

@@ -28,7 +28,12 @@ expectTypeOf(chat.send('typing', { room: 'lobby' })).toEqualTypeOf<void>()
 
 // Events: typed by the route's events; lifecycle events by the client.
 chat.on('chat.message', (m) => { expectTypeOf(m).toEqualTypeOf<{ room: string, from: string, text: string, at: number }>() })
-chat.on('presence', ({ users }) => { expectTypeOf(users).toEqualTypeOf<string[]>() })
+// Presence rooms: the members and their events.
+expectTypeOf(chat.presence('lobby').members).toEqualTypeOf<ReadonlyMap<string, unknown>>()
+chat.presence('lobby').on('join', ({ key, data }) => { expectTypeOf(key).toEqualTypeOf<string>(); expectTypeOf(data).toEqualTypeOf<unknown>() })
+chat.presence('lobby').on('sync', (members) => { expectTypeOf(members).toEqualTypeOf<ReadonlyMap<string, unknown>>() })
+// @ts-expect-error not a presence event
+chat.presence('lobby').on('joined', () => {})
 chat.on('open', ({ reconnected }) => { expectTypeOf(reconnected).toEqualTypeOf<boolean>() })
 chat.on('close', ({ code, reason }) => { expectTypeOf(code).toEqualTypeOf<number>(); expectTypeOf(reason).toEqualTypeOf<string>() })
 chat.on('reconnecting', ({ attempt, delay }) => { expectTypeOf(attempt + delay).toEqualTypeOf<number>() })
@@ -48,9 +53,9 @@ chat.setPosition('lobby', { offset: 41 })
 // @ts-expect-error an unknown event name
 chat.on('chat.mesage', () => {})
 // @ts-expect-error the listener's data is the event's
-chat.on('presence', (p: { room: number }) => {})
+chat.on('chat.message', (p: { room: number }) => {})
 const listener = (m: { room: string, from: string }): void => {}
-chat.on('typing', listener).off('typing', listener)
+chat.on('chat.message', listener).off('chat.message', listener)
 
 // onReconnect gets the typed client.
 createClient<ChatRoute>('ws://localhost/chat', {

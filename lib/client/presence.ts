@@ -1,0 +1,130 @@
+import { Listeners } from './listeners.js'
+
+/** A member of a presence room as the client's events carry it. */
+export interface PresenceMember {
+  key: string
+  data: unknown
+}
+
+/** Events of `client.presence(room)`. */
+export interface PresenceEvents {
+  /** A key arrived (its first connection anywhere in the cluster). */
+  join: PresenceMember
+  /** A key is gone (its last connection, after the server's `leaveDelay`). */
+  leave: PresenceMember
+  /** A key's data changed. */
+  update: PresenceMember
+  /** A snapshot was applied (after each join of the room, and after a reconnect): `members` is complete. */
+  sync: ReadonlyMap<string, unknown>
+}
+
+type Listener<K extends keyof PresenceEvents> = (data: PresenceEvents[K]) => void
+type Entries = Record<string, { data?: unknown }>
+
+function entries (value: unknown): Array<[string, unknown]> {
+  if (value === null || typeof value !== 'object') return []
+  return Object.entries(value as Entries).map(([key, entry]) => [key, entry?.data ?? null])
+}
+
+const same = (a: unknown, b: unknown): boolean => a === b || JSON.stringify(a) === JSON.stringify(b)
+
+/**
+ * One presence room as the client sees it: the members from the last `rt.presence` snapshot with the diffs after
+ * it applied. A diff at or below the snapshot's version is one the snapshot already holds and is ignored. A later
+ * snapshot (after a reconnect) is compared with what the client had, so the app sees only what changed meanwhile.
+ */
+export class PresenceView {
+  private readonly map = new Map<string, unknown>()
+  private readonly listeners = new Listeners()
+  private version: number | undefined
+
+  constructor (readonly room: string) {}
+
+  /** Key → data, read-only: the room's members as last synced. */
+  get members (): ReadonlyMap<string, unknown> {
+    return this.map
+  }
+
+  /** The version of the list, undefined before the first snapshot. */
+  get v (): number | undefined {
+    return this.version
+  }
+
+  on<K extends keyof PresenceEvents> (type: K, listener: Listener<K>): this {
+    this.listeners.add(type, listener)
+    return this
+  }
+
+  off<K extends keyof PresenceEvents> (type: K, listener: Listener<K>): this {
+    this.listeners.remove(type, listener)
+    return this
+  }
+
+  /** @internal An `rt.presence` frame's data. */
+  snapshot (v: number, members: unknown): void {
+    const first = this.version === undefined
+    this.version = v
+    const next = new Map(entries(members))
+    if (first) {
+      for (const [key, data] of next) this.map.set(key, data)
+    } else {
+      for (const [key, data] of [...this.map]) {
+        if (!next.has(key)) {
+          this.map.delete(key)
+          this.emit('leave', { key, data })
+        }
+      }
+      for (const [key, data] of next) this.put(key, data)
+    }
+    this.emit('sync', this.map)
+  }
+
+  /** @internal An `rt.presence.diff` frame's data. */
+  diff (v: number, joins: unknown, leaves: unknown, updates: unknown): void {
+    if (this.version === undefined || v <= this.version) return
+    this.version = v
+    for (const [key, data] of entries(joins)) this.put(key, data)
+    if (Array.isArray(leaves)) {
+      for (const key of leaves) {
+        if (typeof key !== 'string' || !this.map.has(key)) continue
+        const data = this.map.get(key)
+        this.map.delete(key)
+        this.emit('leave', { key, data })
+      }
+    }
+    for (const [key, data] of entries(updates)) this.put(key, data)
+  }
+
+  private put (key: string, data: unknown): void {
+    if (!this.map.has(key)) {
+      this.map.set(key, data)
+      return this.emit('join', { key, data })
+    }
+    if (same(this.map.get(key), data)) return
+    this.map.set(key, data)
+    this.emit('update', { key, data })
+  }
+
+  private emit<K extends keyof PresenceEvents> (type: K, data: PresenceEvents[K]): void {
+    this.listeners.emit(type, data)
+  }
+}
+
+/** The client's presence rooms, made on first use. */
+export class PresenceViews {
+  private readonly views = new Map<string, PresenceView>()
+
+  get (room: string): PresenceView {
+    let view = this.views.get(room)
+    if (view === undefined) this.views.set(room, view = new PresenceView(room))
+    return view
+  }
+
+  /** @internal An `rt.presence` or `rt.presence.diff` frame's data; anything malformed is ignored. */
+  receive (type: string, data: unknown): void {
+    const d = data as { room?: unknown, v?: unknown, members?: unknown, joins?: unknown, leaves?: unknown, updates?: unknown } | null
+    if (typeof d?.room !== 'string' || typeof d.v !== 'number') return
+    if (type === 'rt.presence') this.get(d.room).snapshot(d.v, d.members)
+    else this.get(d.room).diff(d.v, d.joins, d.leaves, d.updates)
+  }
+}
