@@ -103,7 +103,7 @@ export class InstanceMeter {
   brokerPublishes = 0
   /** Seconds from a publish on another instance to its arrival here (Redis). */
   readonly brokerLag: Buckets
-  // Presence changes get their counters here once they exist (recoveries are counted in stats().recoveries).
+  // Recoveries and presence diffs are counted in the registry's own counters (stats()), which the metrics read.
 
   constructor (readonly buckets: MeterBuckets) {
     this.pingRtt = new Buckets(buckets.ping)

@@ -125,8 +125,9 @@ function definitions (prefix: string): Array<[string, string, 'counter' | 'gauge
       return out
     }],
     ['recoveries_total', 'Joins of history rooms that resumed from a position: recovered="true", or "false" with the reason', 'counter', ['recovered', 'reason'],
-      (_m, s) => Object.entries(s.recoveries).map(([key, value]) => ({ labels: key === 'recovered' ? { recovered: 'true', reason: '' } : { recovered: 'false', reason: key }, value }))]
-    // Presence changes join this list with their counters in meter.ts once they exist.
+      (_m, s) => Object.entries(s.recoveries).map(([key, value]) => ({ labels: key === 'recovered' ? { recovered: 'true', reason: '' } : { recovered: 'false', reason: key }, value }))],
+    ['presence_diffs_total', 'Presence diffs (a change of a room\'s member list: joins, leaves, updates) this instance received', 'counter', [],
+      (_m, s) => [{ labels: {}, value: s.presenceDiffs }]]
   ]
 }
 

@@ -237,7 +237,8 @@ export class Registry implements RealtimeRegistry {
       closes: { ...c.closes },
       refused: { ...c.refused },
       diagnoses: { ...c.diagnoses },
-      recoveries: { ...c.recoveries }
+      recoveries: { ...c.recoveries },
+      presenceDiffs: c.presenceDiffs
     }
   }
 

@@ -18,6 +18,8 @@ export interface Counters {
   diagnoses: Record<string, number>
   /** Joins of history rooms that resumed from a position: `recovered`, or the reason they could not. */
   recoveries: Record<string, number>
+  /** Presence diffs (changes of a room's member list) this instance received and passed to its members. */
+  presenceDiffs: number
 }
 
 /** What `app.realtime.stats()` returns. */
@@ -39,7 +41,8 @@ export function createCounters (): Counters {
     closes: Object.create(null),
     refused: Object.create(null),
     diagnoses: Object.create(null),
-    recoveries: Object.create(null)
+    recoveries: Object.create(null),
+    presenceDiffs: 0
   }
 }
 

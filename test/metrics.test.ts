@@ -13,6 +13,7 @@ import { startApp, type TestApp } from './helpers/app.js'
 import { connect, refusalOf, waitFor, type TestClient } from './helpers/client.js'
 import { REDIS_URL, redisTest, uniquePrefix } from './helpers/redis.js'
 import { call, client as historyClient, historyApp, publish } from './helpers/history.js'
+import { presenceApp, presenceClient } from './helpers/presence.js'
 
 const route = {
   url: '/rt',
@@ -305,4 +306,21 @@ test('recoveries: joins of history rooms that resumed, by outcome and reason', {
     [`${M}recoveries_total{recovered="false",reason="epoch"}`]: 1,
     [`${M}recoveries_total{recovered="false",reason="invalid"}`]: 1
   })
+})
+
+test('presence diffs: each change of a member list this instance received, counted once', { timeout: 10000 }, async (t) => {
+  const registry = new Registry()
+  const h = await presenceApp({ leaveDelay: 50 }, { metrics: realtimeMetrics({ registry }) })
+  t.after(() => h.close())
+  const ann = await presenceClient(h, 'ann')
+  t.after(() => { ann.c.destroy() })
+  await ann.call('join', { room: 'p:r' })
+  const bob = await presenceClient(h, 'bob')
+  t.after(() => { bob.c.destroy() })
+  await bob.call('join', { room: 'p:r', data: { away: false } })
+  await bob.call('update', { room: 'p:r', data: { away: true } })
+  await bob.call('leave', { room: 'p:r' })
+  // ann's join, bob's join, his update and his leave: four diffs of the room's list.
+  await waitFor(() => h.app.realtime.stats().presenceDiffs === 4, 3000, 'four presence diffs')
+  assert.match(await registry.metrics(), new RegExp(`\\n${M}presence_diffs_total 4\\n`))
 })

@@ -1,6 +1,7 @@
 import type { Connection } from '../connection.js'
 import { ErrorCode, RealtimeError } from '../protocol/codes.js'
 import { encodeError } from '../protocol/envelope.js'
+import type { Counters } from '../stats.js'
 import type { ResolvedPresence } from './options.js'
 import { encodeDiff, encodeSnapshot, type PresenceHost, type PresenceStore } from './store.js'
 
@@ -38,6 +39,7 @@ interface LocalKey {
 /** What presence needs of the registry. */
 export interface PresenceRegistry {
   members: (room: string) => ReadonlySet<Connection<any, any>> | undefined
+  counters: Counters
 }
 
 /**
@@ -142,6 +144,7 @@ export class RoomPresence implements PresenceHost {
     const last = this.lastVersion.get(room)
     if (last !== undefined && v <= last) return
     this.lastVersion.set(room, v)
+    this.registry.counters.presenceDiffs++
     if (!this.options.events) return
     const members = this.registry.members(room)
     if (members === undefined) return
