@@ -91,7 +91,6 @@ function address (path: string): { address: string, parameters: string[] } {
   return { address: out, parameters }
 }
 
-/** Builds the document. Throws `RT_ERR_ASYNCAPI_SCHEMA` for a schema JSON cannot express. */
 const POSITION = { epoch: { type: 'string', description: 'changes whenever the room\'s stored stream was lost' }, offset: { type: 'integer', minimum: 0 } }
 
 /** `rt.resume` and `rt.position`: the reserved messages of rooms with history (see the README's Delivery guarantees). */
@@ -155,6 +154,7 @@ function presenceMessages (): { snapshot: JsonSchema, diff: JsonSchema } {
   }
 }
 
+/** Builds the document. Throws `RT_ERR_ASYNCAPI_SCHEMA` for a schema JSON cannot express. */
 export function buildAsyncApi (routes: readonly DocumentedRoute[], options: AsyncApiOptions, features: { history?: boolean, presence?: boolean } = {}): AsyncApiDocument {
   const converter = new SchemaConverter()
   for (const route of routes) {

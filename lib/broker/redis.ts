@@ -266,6 +266,8 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
 function presenceConnection (pub: Cluster, prefix: string, failed: (err: Error) => void): Cluster {
   const client = pub.duplicate(undefined, {
     maxRedirections: 16,
+    // The publisher's AT_MOST_ONCE is not for these: a script cut off by a closed connection is safely run again.
+    retryDelayOnFailover: 100,
     enableOfflineQueue: true,
     redisOptions: { ...pub.options.redisOptions, enableOfflineQueue: true, maxRetriesPerRequest: 3, connectionName: `${prefix}presence` }
   })
