@@ -1,6 +1,6 @@
 import type { FastifyInstance, FastifyRequest } from 'fastify'
 import { HandshakeError } from '../protocol/codes.js'
-import type { ResolvedAuth } from '../options.js'
+import type { ResolvedAuth, TokenSource } from '../options.js'
 import { kProtocolToken, kQueryToken } from '../symbols.js'
 
 /** Who opened the socket, as the session check found it. */
@@ -13,11 +13,18 @@ export interface Session {
 
 type RawWithTokens = FastifyRequest['raw'] & { [kProtocolToken]?: string, [kQueryToken]?: string }
 
+/**
+ * Where the token is looked for: the configured sources; a plain GET (the client's diagnosis of a failed
+ * handshake) may always carry it in Authorization.
+ */
+function sourcesOf (request: FastifyRequest, auth: ResolvedAuth): readonly TokenSource[] {
+  return request.ws || auth.sources.includes('header') ? auth.sources : ['header', ...auth.sources]
+}
+
 /** Finds the token in the configured sources, in order; notes whether it came from a cookie. */
 export function findToken (request: FastifyRequest, auth: ResolvedAuth): { token: string, fromCookie: boolean } | undefined {
   const raw = request.raw as RawWithTokens
-  // A plain GET (the client's diagnosis of a failed handshake) may always carry the token in Authorization.
-  const sources = request.ws || auth.sources.includes('header') ? auth.sources : ['header' as const, ...auth.sources]
+  const sources = sourcesOf(request, auth)
   for (const source of sources) {
     let token: string | undefined
     if (source === 'header') {
@@ -85,7 +92,7 @@ const PLACES: Record<string, (auth: ResolvedAuth) => string> = {
 
 /** Says where the token was looked for, and whether one was sent where this route does not look. */
 function missingTokenMessage (request: FastifyRequest, auth: ResolvedAuth): string {
-  const sources = request.ws || auth.sources.includes('header') ? auth.sources : ['header' as const, ...auth.sources]
+  const sources = sourcesOf(request, auth)
   let message = `no session token; looked in ${sources.map((s) => PLACES[s]?.(auth)).join(', ')}`
   const raw = request.raw as RawWithTokens
   if (raw[kQueryToken] !== undefined && !auth.sources.includes('query')) {
