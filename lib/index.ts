@@ -16,6 +16,7 @@ import { TokenRedactor } from './handshake/redact.js'
 import { kAdmission } from './symbols.js'
 import { setupAsyncApi } from './asyncapi-serve.js'
 import { InstanceMeter } from './meter.js'
+import { settleWithin } from './deadline.js'
 import './types.js'
 
 type HandleProtocols = (protocols: Set<string>, request: IncomingMessage) => string | false
@@ -31,6 +32,8 @@ export function realtimePreClose (this: FastifyInstance, done: (err?: Error) => 
   shutdown().then(() => { done() }, done)
 }
 const kShutdown = Symbol('fastify-realtime.shutdown')
+/** What the broker may take past `shutdown.timeout` to close. */
+const SHUTDOWN_SLACK_MS = 1000
 
 const SHUTTING_DOWN_BODY = JSON.stringify({ statusCode: 503, code: 'SHUTTING_DOWN', message: HandshakeCode.SHUTTING_DOWN.message })
 
@@ -93,11 +96,30 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   let shuttingDown: Promise<void> | undefined
   app.decorate(kShutdown, () => {
     refuseUpgrades(app.server)
-    // Presence first: its members stay listed for shutdownGrace while their connections close.
-    shuttingDown ??= (registry.roomPresence?.shutdown().catch((err: unknown) => { app.log.warn({ err }, 'presence: shutdown failed') }) ?? Promise.resolve())
-      .then(async () => { await registry.shutdown(options.shutdownTimeout) }).finally(() => { heartbeat.stop() })
+    shuttingDown ??= shutdown().finally(() => { heartbeat.stop() })
     return shuttingDown
   })
+
+  /**
+   * The whole shutdown fits `shutdown.timeout` plus a second, whatever Redis does (a stalled Redis answers nothing):
+   *
+   *   presence (its members stay listed for shutdownGrace) ┐ at once, side by side; ≤ timeout
+   *   close 1001 → wait for handshakes → terminate the rest ┘
+   *   broker (publishes answered, connections closed)        what is left of timeout + 1 s, then left to finish alone
+   */
+  async function shutdown (): Promise<void> {
+    const timeout = options.shutdownTimeout
+    const deadline = Date.now() + timeout + SHUTDOWN_SLACK_MS
+    // Presence first, synchronously: the connections closing next start no leave of their own.
+    const presence = registry.roomPresence?.shutdown().catch((err: unknown) => { app.log.warn({ err }, 'presence: shutdown failed') })
+    await registry.shutdown(timeout)
+    if (presence !== undefined && !await settleWithin(presence, Math.max(0, deadline - SHUTDOWN_SLACK_MS - Date.now()))) {
+      app.log.warn('presence: the store did not answer within shutdown.timeout; its entries expire with their ttl')
+    }
+    if (!await settleWithin(Promise.resolve().then(async () => { await broker.close() }), Math.max(0, deadline - Date.now()))) {
+      app.log.warn('realtime: the broker did not close within shutdown.timeout + 1 s; its connections are dropped in the background')
+    }
+  }
 
   if (app.hasDecorator('websocketServer')) {
     if (opts.externalWebsocket !== true) throw new RT_ERR_WEBSOCKET_REGISTERED()

@@ -285,7 +285,8 @@ export class Registry implements RealtimeRegistry {
 
   /**
    * Closes every connection with 1001, waits for the close handshakes up to `timeout` ms, then terminates what
-   * is left and waits for those sockets to be gone.
+   * is left and waits for those sockets to be gone. The broker is closed by the caller (lib/index.ts), within the
+   * shutdown's bound.
    */
   async shutdown (timeout: number): Promise<void> {
     this.closing = true
@@ -302,7 +303,6 @@ export class Registry implements RealtimeRegistry {
         await drained
       }
     }
-    await this.broker.close()
   }
 
   private publish (target: Target, type: string, data: unknown, except: Except | undefined): number {

@@ -7,21 +7,29 @@ export function newEpoch (): string {
   return randomBytes(6).toString('base64url')
 }
 
-/** One room: a ring of its last `size` frames, offset `o` at `o % size`; entries are offsets `first`…`top`. */
+/**
+ * What a room's `{ epoch, top }` costs before any entry, as counted against `memoryBudget` (the object, its epoch,
+ * its map entry; the name counts 2 bytes a character on top).
+ */
+const META_BYTES = 256
+
+/**
+ * One room: a ring of its last `size` frames, offset `o` at `o % size`; entries are offsets `first`…`top`. The
+ * ring is made by the first publish: a room that is only joined keeps its epoch and nothing else.
+ */
 class RoomLog {
   readonly epoch = newEpoch()
   top = 0
   first = 1
   bytes = 0
-  ring: Array<Buffer | undefined>
+  ring: Array<Buffer | undefined> | undefined
   lastWrite = 0
   lastTouch = Date.now()
   ttl: number
   metaTtl: number
   emptied: 'expired' | 'trimmed' | undefined
 
-  constructor (policy: HistoryPolicy) {
-    this.ring = new Array<Buffer | undefined>(policy.size)
+  constructor (policy: HistoryPolicy, readonly metaBytes: number) {
     this.ttl = policy.ttl
     this.metaTtl = policy.metaTtl
   }
@@ -33,7 +41,7 @@ class RoomLog {
   /** Drops every entry; offsets and epoch stay. Returns the bytes freed. */
   clear (why: 'expired' | 'trimmed'): number {
     const freed = this.bytes
-    this.ring.fill(undefined)
+    this.ring?.fill(undefined)
     this.first = this.top + 1
     this.bytes = 0
     this.emptied = why
@@ -49,7 +57,10 @@ class RoomLog {
 export class MemoryHistoryStore implements HistoryStore {
   /** In order of last write (re-inserted on each), so the budget evicts the oldest first. */
   private readonly rooms = new Map<string, RoomLog>()
+  /** Bytes of entries. */
   private bytes = 0
+  /** Bytes of the rooms' metas (META_BYTES and the name each). */
+  private metaBytes = 0
   private readonly sweeper: NodeJS.Timeout
 
   constructor (private readonly budget: number, sweepInterval = 5000) {
@@ -63,14 +74,15 @@ export class MemoryHistoryStore implements HistoryStore {
     if (log.count > 0 && now - log.lastWrite > policy.ttl) this.bytes -= log.clear('expired')
     const offset = ++log.top
     const frame = Buffer.from(`${head}${offset}}`)
-    const size = log.ring.length
+    const ring = log.ring ??= new Array<Buffer | undefined>(policy.size)
+    const size = ring.length
     const slot = offset % size
-    const old = log.ring[slot]
+    const old = ring[slot]
     if (old !== undefined) {
       log.bytes -= old.length
       this.bytes -= old.length
     }
-    log.ring[slot] = frame
+    ring[slot] = frame
     log.bytes += frame.length
     this.bytes += frame.length
     if (log.count > size) log.first = offset - size + 1
@@ -78,7 +90,7 @@ export class MemoryHistoryStore implements HistoryStore {
     log.emptied = undefined
     this.rooms.delete(room)
     this.rooms.set(room, log)
-    if (this.bytes > this.budget) this.evict(log)
+    if (this.bytes + this.metaBytes > this.budget) this.evict(log)
     return { epoch: log.epoch, offset, frame }
   }
 
@@ -87,8 +99,9 @@ export class MemoryHistoryStore implements HistoryStore {
     if (log.count > 0 && log.lastTouch - log.lastWrite > policy.ttl) this.bytes -= log.clear('expired')
     const entries: Buffer[] = []
     const from = since === undefined ? log.top + 1 : Math.max(since + 1, log.first)
-    if (since !== undefined && since < log.top && log.top - since <= policy.maxRecover) {
-      for (let o = from; o <= log.top; o++) entries.push(log.ring[o % log.ring.length] as Buffer)
+    const ring = log.ring
+    if (ring !== undefined && since !== undefined && since < log.top && log.top - since <= policy.maxRecover) {
+      for (let o = from; o <= log.top; o++) entries.push(ring[o % ring.length] as Buffer)
     }
     return { epoch: log.epoch, top: log.top, first: from, entries, emptied: log.emptied }
   }
@@ -96,6 +109,11 @@ export class MemoryHistoryStore implements HistoryStore {
   /** The bytes held by every room's entries. */
   get size (): number {
     return this.bytes
+  }
+
+  /** Rooms whose `{ epoch, top }` is kept, and what those cost besides their entries (counted in the budget too). */
+  get metas (): { rooms: number, bytes: number } {
+    return { rooms: this.rooms.size, bytes: this.metaBytes }
   }
 
   close (): void {
@@ -107,13 +125,14 @@ export class MemoryHistoryStore implements HistoryStore {
     const now = Date.now()
     let log = this.rooms.get(room)
     if (log !== undefined && now - log.lastTouch > policy.metaTtl) {
-      this.bytes -= log.bytes
-      this.rooms.delete(room)
+      this.drop(room, log)
       log = undefined
     }
     if (log === undefined) {
-      log = new RoomLog(policy)
+      log = new RoomLog(policy, META_BYTES + 2 * room.length)
       this.rooms.set(room, log)
+      this.metaBytes += log.metaBytes
+      if (this.bytes + this.metaBytes > this.budget) this.evict(log, true)
     }
     log.lastTouch = now
     log.ttl = policy.ttl
@@ -121,12 +140,30 @@ export class MemoryHistoryStore implements HistoryStore {
     return log
   }
 
-  /** Frees the entries of the least recently written rooms until the total fits the budget again. */
-  private evict (keep: RoomLog): void {
+  /**
+   * Brings the total back within the budget: an append frees the entries of the least recently written rooms; a new
+   * meta first lets go of the rooms never published to (top 0: nothing to lose but their epoch), oldest first.
+   */
+  private evict (keep: RoomLog, metasFirst = false): void {
+    if (metasFirst) this.evictMetas(keep)
     for (const log of this.rooms.values()) {
-      if (this.bytes <= this.budget) return
+      if (this.bytes + this.metaBytes <= this.budget) return
       if (log !== keep && log.bytes > 0) this.bytes -= log.clear('trimmed')
     }
+    this.evictMetas(keep)
+  }
+
+  private evictMetas (keep: RoomLog): void {
+    for (const [room, log] of this.rooms) {
+      if (this.bytes + this.metaBytes <= this.budget) return
+      if (log !== keep && log.top === 0) this.drop(room, log)
+    }
+  }
+
+  private drop (room: string, log: RoomLog): void {
+    this.bytes -= log.bytes
+    this.metaBytes -= log.metaBytes
+    this.rooms.delete(room)
   }
 
   /** Frees expired entries and forgets rooms unused past their meta TTL. */
@@ -134,10 +171,7 @@ export class MemoryHistoryStore implements HistoryStore {
     const now = Date.now()
     for (const [room, log] of this.rooms) {
       if (log.bytes > 0 && now - log.lastWrite > log.ttl) this.bytes -= log.clear('expired')
-      if (now - log.lastTouch > log.metaTtl) {
-        this.bytes -= log.bytes
-        this.rooms.delete(room)
-      }
+      if (now - log.lastTouch > log.metaTtl) this.drop(room, log)
     }
   }
 }

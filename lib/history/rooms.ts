@@ -4,7 +4,8 @@ import { bump, type Counters } from '../stats.js'
 import type { HistoryPolicy, ResolvedHistory } from './options.js'
 import { decideRecovery, encodePosition, parseResume, validPosition, type JoinPosition, type Recovery } from './recovery.js'
 import { eventHead, type Appended, type HistoryRead, type HistoryStore, type Position } from './store.js'
-import { Cursors, type StreamMessage } from './cursor.js'
+import { RoomCursor, type StreamMessage } from './cursor.js'
+import { RoomLives, type Life } from '../room-life.js'
 
 /** A live frame held for a connection while its join reads the store. */
 interface Held {
@@ -16,12 +17,24 @@ interface Held {
 /**
  * A connection between its join and live delivery: first its frames are held (`buffer`) while the store is read;
  * then, until the instance's cursor passes what the join sent (`floor`), frames at or below it are in flight from
- * pub/sub and already replayed, so they are skipped for this connection.
+ * pub/sub and already replayed, so they are skipped for this connection. The object is also the join's identity: a
+ * read that comes back for a sync no longer registered belongs to a join the connection left (and maybe made again).
  */
 interface Sync {
   buffer: Held[] | undefined
+  /** Bytes held; past the replay budget the frames are let go and the join answers `limit` past them. */
+  bytes: number
+  /** The highest offset held (kept counting once the buffer was let go). */
+  top: number
+  overflow: boolean
   epoch: string
   floor: number
+}
+
+/** One history room on this instance, for one life: its stream cursor and its joins in progress. */
+interface HistoryRoom {
+  cursor: RoomCursor
+  syncing: Map<Connection<any, any>, Sync>
 }
 
 /** What the history needs of the registry. */
@@ -42,34 +55,33 @@ function isPromise<T> (value: T | Promise<T>): value is Promise<T> {
  *
  *   join ─▶ (live frames held) ─▶ store.read ─▶ rt.position ─▶ replay (if recovered) ─▶ held frames past it ─▶ live
  *
- * With a synchronous store (memory) the whole join runs in one go, so nothing is ever held.
+ * With a synchronous store (memory) the whole join runs in one go, so nothing is ever held. Everything kept per
+ * room lives in the room's life (lib/room-life.ts), from its first local member to its last: a read that comes
+ * back after the room's life ended, or for a join its connection left, is dropped and re-creates nothing.
  */
 export class RoomHistory {
   /** rt.resume positions by connection, until `resumeWindow` passes or the room is joined. */
   private readonly pending = new WeakMap<Connection<any, any>, { expires: number, rooms: Map<string, Position> }>()
-  /** Per room, the connections whose join is reading the store, with the live frames held for them. */
-  private readonly syncing = new Map<string, Map<Connection<any, any>, Sync>>()
-  /** A shared store's frames come back through the broker: this instance's last offset per room mends what pub/sub lost. */
-  private readonly cursors = new Cursors({
-    deliver: (room, m) => { this.deliver(room, m.epoch, m.offset, m.frame, m.except) },
-    notify: (room, epoch, offset, reason) => { this.notify(room, epoch, offset, reason) },
-    read: async (room, since) => {
-      const policy = this.policy(room)
-      if (policy === undefined) throw new Error(`room "${room}" keeps no history here`)
-      return await this.store.read(room, policy, since)
-    }
-  })
+  private readonly lives: RoomLives<HistoryRoom>
 
-  constructor (readonly options: ResolvedHistory, readonly store: HistoryStore, private readonly host: HistoryHost) {}
+  constructor (readonly options: ResolvedHistory, readonly store: HistoryStore, private readonly host: HistoryHost) {
+    this.lives = new RoomLives<HistoryRoom>((room) => this.open(room), (life) => { life.state.cursor.stop() })
+  }
 
   /** A numbered frame from a shared store's subscription (every instance's publishes, this one's included). */
   received (room: string, message: StreamMessage): void {
-    this.cursors.received(room, message)
+    // No life: no local member any more (an unsubscribe still in flight); nothing is kept for the room.
+    this.lives.get(room)?.state.cursor.received(message)
   }
 
   /** The subscription came back after an outage: read what it lost. */
   resync (): void {
-    this.cursors.resync()
+    for (const life of this.lives) life.state.cursor.resync()
+  }
+
+  /** Rooms with local members whose history state this instance keeps (for tests and stats). */
+  get rooms (): number {
+    return this.lives.size
   }
 
   policy (room: string): HistoryPolicy | undefined {
@@ -90,7 +102,7 @@ export class RoomHistory {
       appended.catch(() => { this.host.counters.brokerFailures++ })
       return this.host.members(room)?.size ?? 0
     }
-    this.cursors.advance(room, appended.epoch, appended.offset)
+    this.lives.get(room)?.state.cursor.advance(appended.epoch, appended.offset)
     return this.deliver(room, appended.epoch, appended.offset, appended.frame, except)
   }
 
@@ -112,7 +124,7 @@ export class RoomHistory {
         throw err
       }
     }
-    this.cursors.advance(room, appended.epoch, appended.offset)
+    this.lives.get(room)?.state.cursor.advance(appended.epoch, appended.offset)
     this.deliver(room, appended.epoch, appended.offset, appended.frame, except)
     return { epoch: appended.epoch, offset: appended.offset }
   }
@@ -127,19 +139,19 @@ export class RoomHistory {
   deliver (room: string, epoch: string, offset: number, frame: Buffer, except: string | undefined): number {
     const members = this.host.members(room)
     if (members === undefined) return 0
+    const syncing = this.lives.get(room)?.state.syncing
     const wire = textFrame(frame)
-    const held = this.syncing.get(room)
     let sent = 0
     for (const conn of members) {
       if (conn.id === except) continue
-      const sync = held?.get(conn)
+      const sync = syncing?.get(conn)
       if (sync !== undefined) {
-        if (sync.buffer !== undefined) {
-          sync.buffer.push({ epoch, offset, frame })
+        if (sync.buffer !== undefined || sync.overflow) {
+          this.hold(sync, epoch, offset, frame)
           continue
         }
         if (epoch === sync.epoch && offset <= sync.floor) continue
-        this.release(room, conn, sync)
+        syncing?.delete(conn)
       }
       if (conn.sendPrebuilt(frame, wire)) sent++
     }
@@ -168,71 +180,101 @@ export class RoomHistory {
    */
   join (conn: Connection<any, any>, room: string, policy: HistoryPolicy, since: unknown): Promise<JoinPosition> {
     const from = since === undefined ? this.takePending(conn, room) : validPosition(since)
+    const life = this.lives.open(room)
+    const { cursor, syncing } = life.state
     let read: HistoryRead | Promise<HistoryRead>
     try {
       read = this.store.read(room, policy, from?.offset)
     } catch {
-      return Promise.resolve(this.unavailable(conn, room))
+      return Promise.resolve(this.unavailable(conn, room, []))
     }
     if (!isPromise(read)) {
-      if (this.cursors.seed(room, read.epoch, read.top)) this.notify(room, read.epoch, read.top, 'epoch', conn)
-      return Promise.resolve(this.finish(conn, room, policy, from, read, []))
+      if (cursor.seed(read.epoch, read.top)) this.notify(life, read.epoch, read.top, 'epoch', conn)
+      return Promise.resolve(this.finish(conn, room, policy, from, read, undefined))
     }
-    let held = this.syncing.get(room)
-    if (held === undefined) this.syncing.set(room, held = new Map())
-    const sync: Sync = { buffer: [], epoch: '', floor: 0 }
-    held.set(conn, sync)
+    const sync: Sync = { buffer: [], bytes: 0, top: 0, overflow: false, epoch: '', floor: 0 }
+    syncing.set(conn, sync)
+    // The join is still this connection's, in this room's life: else its answer is dropped (it left, and maybe came back).
+    const current = (): boolean => life.live && syncing.get(conn) === sync
     return read.then(
       (r) => {
+        if (!current()) return { epoch: r.epoch, offset: r.top }
         // Other local members learn of an epoch the read found first (a flushed Redis); this one is still held.
-        if (this.cursors.seed(room, r.epoch, r.top)) this.notify(room, r.epoch, r.top, 'epoch')
-        const buffer = sync.buffer ?? []
+        if (cursor.seed(r.epoch, r.top)) this.notify(life, r.epoch, r.top, 'epoch')
+        const result = this.finish(conn, room, policy, from, r, sync)
         sync.buffer = undefined
-        const result = this.finish(conn, room, policy, from, r, buffer)
-        const cursor = this.cursors.position(room)
-        if (cursor !== undefined && cursor.epoch === r.epoch && cursor.last < result.offset) {
+        sync.overflow = false
+        const position = cursor.position
+        if (position !== undefined && position.epoch === r.epoch && position.last < result.offset) {
           sync.epoch = r.epoch
           sync.floor = result.offset
         } else {
-          this.release(room, conn, sync)
+          syncing.delete(conn)
         }
         return result
       },
       () => {
-        this.release(room, conn, sync)
-        return this.unavailable(conn, room)
+        if (!current()) return { epoch: '', offset: 0 }
+        syncing.delete(conn)
+        return this.unavailable(conn, room, sync.buffer ?? [])
       }
     )
   }
 
   /** A history room's member left: its client forgets the position (`rt.position` with `offset: null`). */
   left (conn: Connection<any, any>, room: string): void {
-    const sync = this.syncing.get(room)?.get(conn)
-    if (sync !== undefined) this.release(room, conn, sync)
-    if (this.host.members(room) === undefined) this.cursors.forget(room)
+    const life = this.lives.get(room)
+    if (life !== undefined) {
+      life.state.syncing.delete(conn)
+      if (this.host.members(room) === undefined) this.lives.end(room, life)
+    }
     if (conn.isOpen) conn.sendText(encodePosition(room, undefined, null))
   }
 
-  /** `rt.position` with a lost continuity to the room's members, except those whose join is still reading. */
-  private notify (room: string, epoch: string, offset: number, reason: 'epoch' | 'gap', joining?: Connection<any, any>): void {
-    const members = this.host.members(room)
-    if (members === undefined) return
-    const text = encodePosition(room, epoch, offset, { recovered: false, reason })
-    const held = this.syncing.get(room)
-    for (const conn of members) {
-      if (conn === joining) continue
-      const sync = held?.get(conn)
-      if (sync?.buffer !== undefined) continue
-      if (sync !== undefined) this.release(room, conn, sync)
-      conn.sendText(text)
-    }
+  private open (room: string): HistoryRoom {
+    const syncing = new Map<Connection<any, any>, Sync>()
+    const cursor = new RoomCursor({
+      deliver: (m) => { this.deliver(room, m.epoch, m.offset, m.frame, m.except) },
+      notify: (epoch, offset, reason) => {
+        const life = this.lives.get(room)
+        if (life !== undefined && life.state.cursor === cursor) this.notify(life, epoch, offset, reason)
+      },
+      read: async (since) => {
+        const policy = this.policy(room)
+        if (policy === undefined) throw new Error(`room "${room}" keeps no history here`)
+        return await this.store.read(room, policy, since)
+      }
+    })
+    return { cursor, syncing }
   }
 
-  private release (room: string, conn: Connection<any, any>, sync: Sync): void {
-    const held = this.syncing.get(room)
-    if (held === undefined || held.get(conn) !== sync) return
-    held.delete(conn)
-    if (held.size === 0) this.syncing.delete(room)
+  /** A live frame for a connection whose join is still reading: held, up to the replay budget. */
+  private hold (sync: Sync, epoch: string, offset: number, frame: Buffer): void {
+    if (epoch === sync.epoch || sync.epoch === '') sync.top = Math.max(sync.top, offset)
+    if (sync.overflow) return
+    sync.bytes += frame.length
+    if (sync.bytes > this.options.replayBudget) {
+      // A busy room and a slow read: the connection's memory stays bounded, and its join will say `limit`.
+      sync.overflow = true
+      sync.buffer = undefined
+      return
+    }
+    sync.buffer?.push({ epoch, offset, frame })
+  }
+
+  /** `rt.position` with a lost continuity to the room's members, except those whose join is still reading. */
+  private notify (life: Life<HistoryRoom>, epoch: string, offset: number, reason: 'epoch' | 'gap', joining?: Connection<any, any>): void {
+    const members = this.host.members(life.room)
+    if (members === undefined) return
+    const text = encodePosition(life.room, epoch, offset, { recovered: false, reason })
+    const syncing = life.state.syncing
+    for (const conn of members) {
+      if (conn === joining) continue
+      const sync = syncing.get(conn)
+      if (sync !== undefined && (sync.buffer !== undefined || sync.overflow)) continue
+      if (sync !== undefined) syncing.delete(conn)
+      conn.sendText(text)
+    }
   }
 
   private takePending (conn: Connection<any, any>, room: string): Position | undefined {
@@ -247,28 +289,51 @@ export class RoomHistory {
     return position
   }
 
-  private finish (conn: Connection<any, any>, room: string, policy: HistoryPolicy, from: Position | undefined, read: HistoryRead, buffer: Held[]): JoinPosition {
+  /**
+   * Answers the join: `rt.position`, the replay when it recovers, then the live frames held meanwhile. The replay
+   * and the held frames together stay within the replay budget (half the backlog limit), so the join itself can
+   * never trip the slow-consumer close: a replay that does not fit is `limit`, and so are held frames that did not.
+   */
+  private finish (conn: Connection<any, any>, room: string, policy: HistoryPolicy, from: Position | undefined, read: HistoryRead, sync: Sync | undefined): JoinPosition {
+    const result: JoinPosition = { epoch: read.epoch, offset: read.top }
+    // Left (or closed) while reading: nothing to send, nothing to count.
+    if (!conn.rooms.has(room) || !conn.isOpen) return result
+    const held: Held[] = []
+    let heldBytes = 0
+    for (const entry of sync?.buffer ?? []) {
+      if (entry.epoch !== read.epoch || entry.offset <= read.top) continue
+      held.push(entry)
+      heldBytes += entry.frame.length
+    }
+    const backlog = conn.socket.bufferedAmount
+    const overflow = sync?.overflow === true || backlog + heldBytes > this.options.replayBudget
     let recovery: Recovery | undefined = from === undefined ? undefined : decideRecovery(from, read, policy)
-    // Several rooms replayed in one tick share the connection's backlog: past half of it, the rest are `limit`.
     if (recovery?.recovered === true && recovery.missed > 0) {
       let bytes = 0
       for (const entry of read.entries) bytes += entry.length
-      if (conn.socket.bufferedAmount + bytes > this.options.replayBudget) recovery = { recovered: false, reason: 'limit' }
+      // Several rooms replayed in one tick share the connection's backlog: past half of it, the rest are `limit`.
+      if (overflow || backlog + bytes + heldBytes > this.options.replayBudget) recovery = { recovered: false, reason: 'limit' }
     }
-    const recovered = recovery?.recovered === true
-    if (recovery !== undefined) bump(this.host.counters.recoveries, recovery.recovered ? 'recovered' : recovery.reason)
-    let last = recovered ? (from as Position).offset : read.top
-    const result: JoinPosition = { epoch: read.epoch, offset: read.top }
     if (recovery !== undefined) Object.assign(result, recovery)
-    // Left (or closed) while reading: nothing to send.
-    if (!conn.rooms.has(room) || !conn.isOpen) return result
+    if (overflow) {
+      // The live frames held past the top did not fit either: the member goes on from the last one, told `limit`.
+      const top = Math.max(read.top, sync?.overflow === true && sync.top > 0 ? sync.top : 0, held.at(-1)?.offset ?? 0)
+      const limit: Recovery = { recovered: false, reason: 'limit' }
+      bump(this.host.counters.recoveries, 'limit')
+      conn.sendText(encodePosition(room, read.epoch, top, limit))
+      Object.assign(result, limit, { offset: top })
+      return result
+    }
+    if (recovery !== undefined) bump(this.host.counters.recoveries, recovery.recovered ? 'recovered' : recovery.reason)
+    const recovered = recovery?.recovered === true
+    let last = recovered ? (from as Position).offset : read.top
     conn.sendText(encodePosition(room, read.epoch, last, recovery))
     if (recovered) {
       for (const entry of read.entries) conn.sendFrame(entry)
       last = read.top
     }
-    for (const entry of buffer) {
-      if (entry.epoch !== read.epoch || entry.offset <= last) continue
+    for (const entry of held) {
+      if (entry.offset <= last) continue
       if (entry.offset !== last + 1) conn.sendText(encodePosition(room, read.epoch, entry.offset - 1, { recovered: false, reason: 'gap' }))
       conn.sendFrame(entry.frame)
       last = entry.offset
@@ -277,11 +342,14 @@ export class RoomHistory {
     return result
   }
 
-  /** The store did not answer: the client learns its position is unknown, and live frames flow on. */
-  private unavailable (conn: Connection<any, any>, room: string): JoinPosition {
+  /** The store did not answer: the client learns its position is unknown, and live frames (held ones first) flow on. */
+  private unavailable (conn: Connection<any, any>, room: string, held: Held[]): JoinPosition {
     const recovery = { recovered: false, reason: 'unavailable' } as const
-    bump(this.host.counters.recoveries, 'unavailable')
-    if (conn.isOpen && conn.rooms.has(room)) conn.sendText(JSON.stringify({ type: 'rt.position', data: { room, offset: null, recovery } }))
+    if (conn.isOpen && conn.rooms.has(room)) {
+      bump(this.host.counters.recoveries, 'unavailable')
+      conn.sendText(JSON.stringify({ type: 'rt.position', data: { room, offset: null, recovery } }))
+      for (const entry of held) conn.sendFrame(entry.frame)
+    }
     return { epoch: '', offset: 0, ...recovery }
   }
 }
