@@ -86,7 +86,8 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   private readonly limits: ResolvedLimits
   private readonly counters: Counters
   private tokens: number
-  private refilledAt = Date.now()
+  /** Monotonic (performance.now()): a wall clock stepped back must not starve the bucket. */
+  private refilledAt = performance.now()
   private busy = false
   private queue: Array<() => unknown> | undefined
   private killTimer: NodeJS.Timeout | undefined
@@ -215,7 +216,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** Takes one token from the rate bucket; false when the connection is over `limits.rate`. */
   takeToken (): boolean {
-    const now = Date.now()
+    const now = performance.now()
     const elapsed = now - this.refilledAt
     if (elapsed > 0) {
       this.tokens = Math.min(this.limits.burst, this.tokens + elapsed * this.limits.rate / 1000)

@@ -27,7 +27,7 @@ export class Heartbeat {
   /** Starts with the first connection and stops with the last: an idle instance keeps no timer. */
   update (connections: number): void {
     if (connections > 0 && this.timer === undefined) {
-      this.lastTick = this.lastSweep = Date.now()
+      this.lastTick = this.lastSweep = performance.now()
       this.timer = setInterval(this.tick, this.tickMs)
       this.timer.unref()
     } else if (connections === 0 && this.timer !== undefined) {
@@ -46,11 +46,14 @@ export class Heartbeat {
   }
 
   private readonly tick = (): void => {
-    const now = Date.now()
+    // Durations on the monotonic clock (a wall clock stepped back would postpone every sweep); expiry on the wall
+    // clock, as the token's `exp` is.
+    const now = performance.now()
     const stalled = this.interval !== false && now - this.lastTick > this.tickMs + this.interval
     this.lastTick = now
+    const wall = Date.now()
     for (const conn of this.registry.expiring) {
-      if (conn.expiresAt !== undefined && now >= conn.expiresAt) conn.close(CloseCode.SESSION_EXPIRED)
+      if (conn.expiresAt !== undefined && wall >= conn.expiresAt) conn.close(CloseCode.SESSION_EXPIRED)
     }
     if (this.interval === false || now - this.lastSweep < this.interval) return
     this.lastSweep = now

@@ -109,14 +109,14 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
    */
   async function shutdown (): Promise<void> {
     const timeout = options.shutdownTimeout
-    const deadline = Date.now() + timeout + SHUTDOWN_SLACK_MS
+    const deadline = performance.now() + timeout + SHUTDOWN_SLACK_MS
     // Presence first, synchronously: the connections closing next start no leave of their own.
     const presence = registry.roomPresence?.shutdown().catch((err: unknown) => { app.log.warn({ err }, 'presence: shutdown failed') })
     await registry.shutdown(timeout)
-    if (presence !== undefined && !await settleWithin(presence, Math.max(0, deadline - SHUTDOWN_SLACK_MS - Date.now()))) {
+    if (presence !== undefined && !await settleWithin(presence, Math.max(0, deadline - SHUTDOWN_SLACK_MS - performance.now()))) {
       app.log.warn('presence: the store did not answer within shutdown.timeout; its entries expire with their ttl')
     }
-    if (!await settleWithin(Promise.resolve().then(async () => { await broker.close() }), Math.max(0, deadline - Date.now()))) {
+    if (!await settleWithin(Promise.resolve().then(async () => { await broker.close() }), Math.max(0, deadline - performance.now()))) {
       app.log.warn('realtime: the broker did not close within shutdown.timeout + 1 s; its connections are dropped in the background')
     }
   }

@@ -43,6 +43,26 @@ test('rate limit: over the burst, RATE_LIMITED and not handled; refills with tim
   assert.equal((await c.request('echo', 'again')).type, 'reply')
 })
 
+test('rate limit on the monotonic clock: a wall clock stepped back an hour neither starves the bucket nor closes the client', { timeout: 10000 }, async (t) => {
+  const h = await limitsApp({ limits: { rate: 10, burst: 5, maxViolations: 2 } })
+  const c = await connect(`${h.wsBase}/rt`)
+  const realNow = Date.now
+  t.after(async () => { Date.now = realNow; c.destroy(); await h.close() })
+  for (let i = 1; i <= 5; i++) c.sendJson({ type: 'echo', data: i, id: i })
+  for (let i = 1; i <= 5; i++) assert.equal((await c.nextMessage()).type, 'reply')
+  // An NTP correction or a VM resumed from a snapshot: the wall clock jumps back while the process runs.
+  const step = realNow() - 3_600_000
+  const base = realNow()
+  Date.now = () => step + (realNow() - base)
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  for (let i = 6; i <= 8; i++) {
+    const answer = await c.request('echo', i)
+    assert.equal(answer.type, 'reply', `message ${i} after the step: ${JSON.stringify(answer)}`)
+    await new Promise((resolve) => setTimeout(resolve, 150))
+  }
+  assert.equal(c.ws.readyState, c.ws.OPEN)
+})
+
 test('a connection that keeps sending past the limit is closed with 1008; so is one sending garbage', { timeout: 10000 }, async (t) => {
   const h = await limitsApp({ limits: { rate: 5, burst: 5, maxViolations: 10 } })
   t.after(() => h.close())

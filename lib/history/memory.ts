@@ -24,7 +24,8 @@ class RoomLog {
   bytes = 0
   ring: Array<Buffer | undefined> | undefined
   lastWrite = 0
-  lastTouch = Date.now()
+  /** Times on the monotonic clock (performance.now()). */
+  lastTouch = performance.now()
   ttl: number
   metaTtl: number
   emptied: 'expired' | 'trimmed' | undefined
@@ -122,7 +123,7 @@ export class MemoryHistoryStore implements HistoryStore {
 
   /** The room's log, made with a new epoch when it is new or its meta expired. */
   private open (room: string, policy: HistoryPolicy): RoomLog {
-    const now = Date.now()
+    const now = performance.now()
     let log = this.rooms.get(room)
     if (log !== undefined && now - log.lastTouch > policy.metaTtl) {
       this.drop(room, log)
@@ -168,7 +169,7 @@ export class MemoryHistoryStore implements HistoryStore {
 
   /** Frees expired entries and forgets rooms unused past their meta TTL. */
   private sweep (): void {
-    const now = Date.now()
+    const now = performance.now()
     for (const [room, log] of this.rooms) {
       if (log.bytes > 0 && now - log.lastWrite > log.ttl) this.bytes -= log.clear('expired')
       if (now - log.lastTouch > log.metaTtl) this.drop(room, log)

@@ -162,8 +162,8 @@ export class RoomHistory {
   resume (conn: Connection<any, any>, data: unknown): void {
     const rooms = parseResume(data)
     const pending = this.pending.get(conn)
-    const expires = Date.now() + this.options.resumeWindow
-    if (pending === undefined || Date.now() > pending.expires) {
+    const expires = performance.now() + this.options.resumeWindow
+    if (pending === undefined || performance.now() > pending.expires) {
       this.pending.set(conn, { expires, rooms })
       return
     }
@@ -280,7 +280,7 @@ export class RoomHistory {
   private takePending (conn: Connection<any, any>, room: string): Position | undefined {
     const pending = this.pending.get(conn)
     if (pending === undefined) return undefined
-    if (Date.now() > pending.expires) {
+    if (performance.now() > pending.expires) {
       this.pending.delete(conn)
       return undefined
     }
