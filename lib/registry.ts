@@ -1,5 +1,5 @@
 import type { FastifyBaseLogger } from 'fastify'
-import { CloseCode } from './protocol/codes.js'
+import { CloseCode, closeLabel } from './protocol/codes.js'
 import { encodeEvent } from './protocol/envelope.js'
 import { textFrame } from './protocol/frame.js'
 import type { Connection } from './connection.js'
@@ -116,7 +116,7 @@ export class Registry implements RealtimeRegistry {
     conn.dispose()
     if (conn.userId !== undefined) this.unindex(this.users, 'user', conn.userId, conn)
     this.expiring.delete(conn)
-    bump(this.counters.closes, code)
+    bump(this.counters.closes, closeLabel(code))
     this.onCountChange(this.connections.size)
     if (this.connections.size === 0) this.drained?.()
   }

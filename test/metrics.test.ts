@@ -193,6 +193,25 @@ test('heartbeat: the ping round trip of peers that answer; a peer that does not 
   assert.equal(series.get(`${M}server_closes_total{code="1006"}`), undefined, 'a termination is not a close the server chose a code for')
 })
 
+test('close codes a client chooses are labels from a fixed set: 100 made-up codes are one series, "other"', { timeout: 20000 }, async (t) => {
+  const { h } = await meteredApp()
+  t.after(() => h.close())
+  for (let code = 3000; code < 3100; code++) {
+    const c = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'mallory' } })
+    c.ws.close(code)
+    await c.closed
+  }
+  const c = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'alice' } })
+  c.ws.close(1000)
+  await c.closed
+  await waitFor(() => h.app.realtime.stats().connections === 0, 3000, 'every close counted')
+  const series = await scrape(`${h.httpBase}/metrics`)
+  const closes = [...series.keys()].filter((name) => name.startsWith(`${M}closes_total`))
+  assert.deepEqual(closes.sort(), [`${M}closes_total{code="1000"}`, `${M}closes_total{code="other"}`])
+  assert.equal(series.get(`${M}closes_total{code="other"}`), 100)
+  assert.deepEqual(h.app.realtime.stats().closes, { 1000: 1, other: 100 })
+})
+
 test('app.close() removes the collectors from the registry; a second app can register in it', { timeout: 10000 }, async () => {
   const { h, registry } = await meteredApp()
   assert.ok(registry.getSingleMetric(`${M}connections`) !== undefined)

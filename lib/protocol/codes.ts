@@ -51,6 +51,17 @@ export const CloseCode = {
 } as const
 export type CloseCodeNumber = typeof CloseCode[keyof typeof CloseCode]
 
+/** Close codes counted under their own number: the plugin's, and those RFC 6455 defines (1000-1015). */
+const COUNTED_CLOSE_CODES: ReadonlySet<number> = new Set([...Object.values(CloseCode), ...Array.from({ length: 16 }, (_, i) => 1000 + i)])
+
+/**
+ * A close code as a counter key and metric label: a client chooses the code of a close it starts (any of 1000-4999),
+ * so anything outside the fixed set counts as `other` and no client can make up series.
+ */
+export function closeLabel (code: number): string {
+  return COUNTED_CLOSE_CODES.has(code) ? String(code) : 'other'
+}
+
 /**
  * The close code ws sent for one of its protocol errors, so the server's own records show it: ws stops reading
  * after such an error, so the peer's echo of the code never arrives. ws keeps the code on the error under a
