@@ -49,3 +49,17 @@ test('closeOnExpiry: false keeps an expired session open', { timeout: 10000 }, a
   await new Promise((resolve) => setTimeout(resolve, exp * 1000 - Date.now() + 1200))
   assert.equal((await c.request('echo', 1)).data, 1)
 })
+
+test('auth.refresh of a session without a user id is refused: two undefined ids do not make the same user', { timeout: 10000 }, async (t) => {
+  const h = await startApp({ setup: (app) => { app.realtimeRoute(route) } })
+  t.after(() => h.close())
+  const exp = now() + 30
+  const c = await connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ name: 'no sub', exp })}` } })
+  t.after(() => { c.destroy() })
+  const answer = await c.request('auth.refresh', { token: h.sign({ name: 'someone else', exp: now() + 3600 }) })
+  assert.equal(answer.type, 'error')
+  assert.equal(answer.error.code, 'INVALID_TOKEN')
+  assert.match(answer.error.message, /no user id/)
+  const unchanged = [...h.app.realtime.connections.values()][0]
+  assert.equal(unchanged?.expiresAt, exp * 1000, 'the old expiry stands')
+})
