@@ -278,11 +278,21 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     }
   }
 
-  /** Open, and the backlog has room for `size` more bytes; otherwise the slow-consumer policy applies. */
+  /**
+   * Open, and the backlog has room for `size` more bytes; otherwise the slow-consumer policy applies. An empty
+   * backlog always takes one frame, however large: a reader that keeps up is never closed for one big message (so a
+   * connection holds at most `maxBufferedBytes` plus one frame). This tick's writes held by the cork are not the
+   * reader's backlog: they are handed to the kernel first, and what it did not take is.
+   */
   private admit (size: number): boolean {
     const socket = this.socket
     if (socket.readyState !== WebSocket.OPEN) return false
-    if (socket.bufferedAmount + size > this.limits.maxBufferedBytes) {
+    let backlog = socket.bufferedAmount
+    if (backlog > 0 && backlog + size > this.limits.maxBufferedBytes && this.corked) {
+      this.flushCorked()
+      backlog = socket.bufferedAmount
+    }
+    if (backlog > 0 && backlog + size > this.limits.maxBufferedBytes) {
       this.counters.dropped++
       if (this.limits.onSlowConsumer === 'close') this.closeSlowConsumer()
       return false
@@ -322,6 +332,13 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   /** @internal */
   uncorked (): void {
     this.corked = false
+  }
+
+  /** Hands this tick's corked writes to the kernel now (the next write corks again). */
+  private flushCorked (): void {
+    const raw = (this.socket as WebSocket & { _socket?: { uncork: () => void } })._socket
+    this.corked = false
+    raw?.uncork()
   }
 
   /** The close frame goes behind the unread backlog, so a peer that is not reading gets a second, then is cut. */

@@ -130,6 +130,16 @@ test('slow consumer: a client that stops reading is closed with 4408 within a se
   c.destroy()
 })
 
+test('one frame larger than maxBufferedBytes reaches a reader with an empty backlog; the connection stays open', { timeout: 10000 }, async (t) => {
+  const h = await limitsApp({ limits: { maxBufferedBytes: 64 * 1024, maxPayload: 1024 } })
+  const c = await connect(`${h.wsBase}/rt`)
+  t.after(async () => { c.destroy(); await h.close() })
+  assert.deepEqual(await c.request('flood', { count: 1, size: 200 * 1024 }), { type: 'blob', data: { text: 'x'.repeat(200 * 1024) } })
+  assert.deepEqual(await c.nextMessage(), { type: 'reply', id: 1, data: 1 })
+  assert.equal((await c.request('echo', 'still open')).data, 'still open')
+  assert.equal(h.app.realtime.stats().dropped, 0)
+})
+
 test('slow consumer with onSlowConsumer: drop: messages are dropped and counted until it drains', { timeout: 20000 }, async (t) => {
   const h = await startApp({
     realtime: { auth: false, limits: { maxBufferedBytes: 64 * 1024, onSlowConsumer: 'drop' } },
