@@ -10,7 +10,7 @@ import { checkKeys } from './option-keys.js'
 import { compileOriginCheck, normalizeOrigin, type OriginCheck } from './handshake/origin.js'
 import { checkSession, type Session } from './handshake/session.js'
 import { allowOrigin, allowedOrigin, answerPreflight } from './handshake/cors.js'
-import { kAdmission } from './symbols.js'
+import { kAdmission, kProtocolToken } from './symbols.js'
 import type { CompiledMessage, DispatchContext, DispatchRoute } from './dispatch.js'
 import type { EventSchemas, MessageDefinitions, RegisteredRoute, RouteDefinition } from './definition.js'
 import type { Except } from './registry.js'
@@ -108,6 +108,25 @@ function compile (definition: RouteDefinition<any, any, any>, options: ResolvedO
   }
 }
 
+/**
+ * A client that offers subprotocols must get one back, or it fails the socket it was given (browsers and ws do) and
+ * retries for ever: an offer with no entry the route speaks (`bearer.` entries carry a token, not a protocol) is
+ * refused before the upgrade. The diagnosis GET cannot send `Sec-WebSocket-Protocol` (browsers forbid `Sec-`
+ * headers in fetch), so the typed client repeats its offer in `X-Realtime-Protocol`.
+ */
+function checkProtocols (route: CompiledRoute, request: FastifyRequest): void {
+  const header = request.headers[request.ws ? 'sec-websocket-protocol' : 'x-realtime-protocol']
+  // The redactor took a `bearer.` entry out of the header before anything could log it: it was offered all the same.
+  const tokenOffered = request.ws && (request.raw as FastifyRequest['raw'] & { [kProtocolToken]?: string })[kProtocolToken] !== undefined
+  if (typeof header !== 'string' && !tokenOffered) return
+  const offered = (typeof header === 'string' ? header : '').split(',').map((p) => p.trim()).filter((p) => p !== '' && !p.startsWith('bearer.'))
+  const accepted = route.protocols
+  if (offered.some((p) => accepted === undefined || accepted.includes(p))) return
+  throw new HandshakeError('UNSUPPORTED_PROTOCOL', accepted === undefined
+    ? 'only a bearer. entry was offered: offer an application subprotocol beside it (the typed client offers realtime.v1)'
+    : `none of the offered subprotocols is one this route speaks (${accepted.join(', ')})`)
+}
+
 /** The handshake, in the order of shared/DESIGN.md; every refusal is a `HandshakeError`. */
 async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest): Promise<Session> {
   const { registry, options } = ctx
@@ -125,6 +144,7 @@ async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: Co
     const normalized = normalizeOrigin(origin)
     if (normalized === undefined || !(await route.originCheck(normalized, request))) throw new HandshakeError('FORBIDDEN_ORIGIN')
   }
+  checkProtocols(route, request)
   if (registry.connections.size >= options.limits.maxConnections) throw new HandshakeError('SERVER_FULL')
   let session = ANONYMOUS
   if (route.auth !== false) {

@@ -7,7 +7,8 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 import type { Socket } from 'node:net'
 import WebSocket, { WebSocketServer } from 'ws'
 import { diagnose } from '../lib/client/diagnose.js'
-import { waitFor } from './helpers/client.js'
+import { connect, refusalOf, waitFor } from './helpers/client.js'
+import { startApp } from './helpers/app.js'
 import { nextEvent, opened, serveChat, sleep, typedClient } from './helpers/typed-client.js'
 
 async function listening (server: Server | WebSocketServer): Promise<number> {
@@ -149,10 +150,52 @@ test('a 426 from the diagnosis (the endpoint is fine; the failure was the way th
   assert.equal(server.gets[0]!.url, '/chat')
 })
 
+test('a load balancer\'s 404 during a deploy is not final: the client keeps trying and gets in once the server is back', { timeout: 15000 }, async (t) => {
+  const balancer = await refusingServer((_req, res) => { res.writeHead(404, { 'content-type': 'text/html' }).end('<h1>404 Not Found</h1>') })
+  const port = Number(new URL(balancer.url).port)
+  const c = typedClient(balancer.url, { backoff: { base: 50, cap: 200 } })
+  let offline = false
+  c.on('offline', () => { offline = true })
+  t.after(() => { c.close() })
+  await waitFor(() => balancer.gets.length >= 3, 5000, 'three diagnosed attempts')
+  assert.equal(offline, false)
+  balancer.close()
+  const h = await serveChat({ auth: false }, port)
+  t.after(() => h.close())
+  await opened(c, 5000)
+  assert.equal(offline, false)
+})
+
+test('a subprotocol the route does not speak is refused before the upgrade (400 UNSUPPORTED_PROTOCOL) and ends the client: no open, no retry loop', { timeout: 10000 }, async (t) => {
+  let opens = 0
+  const h = await startApp({
+    jwt: false,
+    realtime: { auth: false },
+    setup: (app) => { app.realtimeRoute({ url: '/chat', protocols: ['realtime.v1'], messages: {}, onOpen: () => { opens++ } }) }
+  })
+  t.after(() => h.close())
+  const c = typedClient(`${h.wsBase}/chat`, { protocol: 'chat.v9' })
+  t.after(() => { c.close() })
+  const err = await nextEvent(c, 'offline')
+  assert.deepEqual([err.code, err.status], ['UNSUPPORTED_PROTOCOL', 400])
+  assert.equal(opens, 0)
+  assert.equal(h.app.realtime.stats().refused.UNSUPPORTED_PROTOCOL, 1)
+  // An offer of a bearer. entry alone names no protocol at all: refused the same way, the token never echoed.
+  const raw = await refusalOf(connect(`${h.wsBase}/chat`, { protocols: ['bearer.secret-token'] }))
+  assert.equal(raw.statusCode, 400)
+  assert.equal(raw.body.code, 'UNSUPPORTED_PROTOCOL')
+  assert.doesNotMatch(JSON.stringify(raw.body), /secret-token/)
+  const ok = typedClient(`${h.wsBase}/chat`)
+  t.after(() => { ok.close() })
+  await opened(ok)
+  assert.equal(opens, 1)
+})
+
 test('the diagnosis: each answer to the plain GET and what it means', { timeout: 15000 }, async (t) => {
   const server = await refusingServer((req, res) => {
     const [status, code] = (req.url ?? '').slice(1).split('/')
     if (status === 'html') res.writeHead(502, { 'content-type': 'text/html' }).end('<h1>Bad Gateway</h1>')
+    else if (status === 'spa') res.writeHead(200, { 'content-type': 'text/html' }).end('<!doctype html><div id="app"></div>')
     else if (status !== 'never') json(res, Number(status), code)
   })
   t.after(server.close)
@@ -178,8 +221,12 @@ test('the diagnosis: each answer to the plain GET and what it means', { timeout:
   assert.deepEqual(await ask('403/FORBIDDEN_ORIGIN'), [false, 'FORBIDDEN_ORIGIN', 403])
   assert.deepEqual(await ask('429/TOO_MANY_CONNECTIONS'), [true, 'TOO_MANY_CONNECTIONS', 429])
   assert.deepEqual(await ask('503/SHUTTING_DOWN'), [true, 'SHUTTING_DOWN', 503])
-  assert.deepEqual(await ask('404'), [false, 'HTTP_404', 404])
+  // Not the plugin's refusal (a load balancer during a deploy, an SPA's fallback page, a proxy's 403): try again.
+  assert.deepEqual(await ask('404'), [true, undefined, 404])
   assert.deepEqual(await ask('html'), [true, undefined, 502])
+  assert.deepEqual(await ask('spa'), [true, undefined, 200])
+  assert.deepEqual(await ask('403/WAF_BLOCKED'), [true, 'WAF_BLOCKED', 403])
+  assert.deepEqual(await ask('400/UNSUPPORTED_PROTOCOL'), [false, 'UNSUPPORTED_PROTOCOL', 400])
   assert.deepEqual(await ask('never', { timeout: 100 }), [true, undefined, undefined])
   assert.deepEqual(await diagnose('ws://127.0.0.1:9/chat', { token: undefined, tokenSource: 'protocol', canRenewToken: false, fetch: globalThis.fetch, controller: new AbortController(), timeout: 2000 }).then((v) => v.retry), true)
   await ask('426/UPGRADE_REQUIRED', { token: 'a b', query: true })

@@ -296,7 +296,7 @@ test('CORS for the handshake diagnosis: the preflight and the plain GET are read
   const allowed = await preflight('https://spa.example')
   assert.equal(allowed.status, 204)
   assert.equal(allowed.headers.get('access-control-allow-origin'), 'https://spa.example')
-  assert.equal(allowed.headers.get('access-control-allow-headers'), 'authorization')
+  assert.equal(allowed.headers.get('access-control-allow-headers'), 'authorization, x-realtime-protocol')
   assert.equal(allowed.headers.get('access-control-allow-methods'), 'GET')
   const foreign = await preflight('https://evil.example')
   assert.equal(foreign.headers.get('access-control-allow-origin'), null)

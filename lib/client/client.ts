@@ -269,6 +269,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
       token: this.token === '' ? undefined : this.token,
       tokenSource: this.options.tokenSource,
       canRenewToken: canRenew,
+      protocol: this.options.protocol,
       fetch: this.options.fetch ?? globalThis.fetch?.bind(globalThis),
       controller,
       timeout: this.options.connectTimeout

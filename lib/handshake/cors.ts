@@ -30,7 +30,7 @@ export async function answerPreflight (request: FastifyRequest, reply: FastifyRe
   allowOrigin(reply, origin)
   await reply.code(204)
     .header('access-control-allow-methods', 'GET')
-    .header('access-control-allow-headers', 'authorization')
+    .header('access-control-allow-headers', 'authorization, x-realtime-protocol')
     .header('access-control-max-age', '600')
     .send()
 }

@@ -93,7 +93,8 @@ export const HandshakeCode = {
   SERVER_FULL: { statusCode: 503, message: 'server is at its connection limit' },
   SHUTTING_DOWN: { statusCode: 503, message: 'server is shutting down' },
   UPGRADE_REQUIRED: { statusCode: 426, message: 'this endpoint speaks WebSocket; send an upgrade request' },
-  BODY_NOT_ALLOWED: { statusCode: 400, message: 'an upgrade request carries no body' }
+  BODY_NOT_ALLOWED: { statusCode: 400, message: 'an upgrade request carries no body' },
+  UNSUPPORTED_PROTOCOL: { statusCode: 400, message: 'none of the offered subprotocols is one this route speaks' }
 } as const
 export type HandshakeCodeName = keyof typeof HandshakeCode
 
