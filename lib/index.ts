@@ -94,7 +94,7 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   app.decorate(kShutdown, () => {
     refuseUpgrades(app.server)
     // Presence first: its members stay listed for shutdownGrace while their connections close.
-    shuttingDown ??= (registry.roomPresence?.shutdown().catch((err: unknown) => { app.log.warn({ err }, 'presence: shutdown failed') }) ?? Promise.resolve())
+    shuttingDown ??= (registry.roomPresence?.shutdown(options.shutdownTimeout).catch((err: unknown) => { app.log.warn({ err }, 'presence: shutdown failed') }) ?? Promise.resolve())
       .then(async () => { await registry.shutdown(options.shutdownTimeout) }).finally(() => { heartbeat.stop() })
     return shuttingDown
   })
