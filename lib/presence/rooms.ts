@@ -149,7 +149,7 @@ export class RoomPresence implements PresenceHost {
     const text = this.encode(data)
     if (text === local.data) return
     local.data = text
-    this.enqueue(life, async () => { if (local.entered && !local.leaving) await this.call(this.store.update(room, key, text), 'update') })
+    this.enqueue(life, async () => { if (local.entered) await this.call(this.store.update(room, key, text), 'update') })
   }
 
   handle (room: string): PresenceHandle {
@@ -249,7 +249,7 @@ export class RoomPresence implements PresenceHost {
     if (!local.entered) return this.enter(life, key, local)
     if (data !== undefined && data !== local.data) {
       local.data = data
-      this.enqueue(life, async () => { if (local.entered && !local.leaving) await this.call(this.store.update(life.room, key, data), 'update') })
+      this.enqueue(life, async () => { if (local.entered) await this.call(this.store.update(life.room, key, data), 'update') })
     }
   }
 
