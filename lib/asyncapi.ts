@@ -126,6 +126,7 @@ function historyMessages (): { resume: JsonSchema, position: JsonSchema } {
   }
 }
 
+const PRESENCE_EPOCH = { type: 'string', description: 'changes whenever the room\'s list was lost: versions compare only within one epoch' }
 const MEMBERS = { type: 'object', description: 'member key → `{ data }`', additionalProperties: { type: 'object', properties: { data: {} } } }
 
 /** `rt.presence` and `rt.presence.diff`: the reserved messages of presence rooms (see the README's Presence). */
@@ -134,20 +135,20 @@ function presenceMessages (): { snapshot: JsonSchema, diff: JsonSchema } {
     snapshot: {
       name: 'rt.presence',
       title: 'rt.presence',
-      summary: 'After each join of a presence room (and after a lost diff): the members and the list\'s version `v`.',
+      summary: 'After each join of a presence room (and after a lost diff or a new epoch): the members and the list\'s version `v` and `epoch`.',
       payload: envelope('rt.presence', {
-        data: { type: 'object', required: ['room', 'v', 'members'], properties: { room: { type: 'string' }, v: { type: 'integer', minimum: 0 }, members: MEMBERS } }
+        data: { type: 'object', required: ['room', 'v', 'members'], properties: { room: { type: 'string' }, v: { type: 'integer', minimum: 0 }, epoch: PRESENCE_EPOCH, members: MEMBERS } }
       }, ['data'])
     },
     diff: {
       name: 'rt.presence.diff',
       title: 'rt.presence.diff',
-      summary: 'A change of a presence room\'s members; ignore it when `v` is at or below the snapshot\'s.',
+      summary: 'A change of a presence room\'s members; ignore it when `v` is at or below the snapshot\'s, or its `epoch` is not the snapshot\'s.',
       payload: envelope('rt.presence.diff', {
         data: {
           type: 'object',
           required: ['room', 'v', 'joins', 'leaves', 'updates'],
-          properties: { room: { type: 'string' }, v: { type: 'integer', minimum: 1 }, joins: MEMBERS, leaves: { type: 'array', items: { type: 'string' } }, updates: MEMBERS }
+          properties: { room: { type: 'string' }, v: { type: 'integer', minimum: 1 }, epoch: PRESENCE_EPOCH, joins: MEMBERS, leaves: { type: 'array', items: { type: 'string' } }, updates: MEMBERS }
         }
       }, ['data'])
     }

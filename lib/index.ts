@@ -111,7 +111,7 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
     const timeout = options.shutdownTimeout
     const deadline = performance.now() + timeout + SHUTDOWN_SLACK_MS
     // Presence first, synchronously: the connections closing next start no leave of their own.
-    const presence = registry.roomPresence?.shutdown().catch((err: unknown) => { app.log.warn({ err }, 'presence: shutdown failed') })
+    const presence = registry.roomPresence?.shutdown(timeout).catch((err: unknown) => { app.log.warn({ err }, 'presence: shutdown failed') })
     await registry.shutdown(timeout)
     if (presence !== undefined && !await settleWithin(presence, Math.max(0, deadline - SHUTDOWN_SLACK_MS - performance.now()))) {
       app.log.warn('presence: the store did not answer within shutdown.timeout; its entries expire with their ttl')

@@ -121,3 +121,27 @@ test('edge case 25 (reconciliation): away while C joins and A leaves, the client
   await sleep(200)
   assert.deepEqual(d.events('p:r'), ['join:bob', 'join:carol', 'leave:alice'])
 })
+
+test('item 4 (client side): a snapshot older than the view (same epoch) is ignored; a new epoch\'s is taken; diffs of another epoch wait for it', () => {
+  const views = new PresenceViews()
+  const view = views.get('r')
+  const seen: string[] = []
+  view.on('join', ({ key }) => seen.push(`join:${key}`))
+  view.on('leave', ({ key }) => seen.push(`leave:${key}`))
+  views.receive('rt.presence', { room: 'r', v: 5, epoch: 'E1', members: { a: { data: null } } })
+  views.receive('rt.presence.diff', { room: 'r', v: 6, epoch: 'E1', joins: { b: { data: null } }, leaves: [], updates: {} })
+  // A resnapshot read before the diff at 6: it must not take b back.
+  views.receive('rt.presence', { room: 'r', v: 5, epoch: 'E1', members: { a: { data: null } } })
+  assert.deepEqual([...view.members.keys()], ['a', 'b'])
+  // The room's list was lost (v restarts): a diff of the new epoch waits for its snapshot, which is taken.
+  views.receive('rt.presence.diff', { room: 'r', v: 1, epoch: 'E2', joins: { c: { data: null } }, leaves: [], updates: {} })
+  assert.deepEqual([...view.members.keys()], ['a', 'b'])
+  views.receive('rt.presence', { room: 'r', v: 3, epoch: 'E2', members: { a: { data: null }, c: { data: null } } })
+  assert.deepEqual([...view.members.keys()].sort(), ['a', 'c'])
+  assert.equal(view.epoch, 'E2')
+  views.receive('rt.presence.diff', { room: 'r', v: 4, epoch: 'E2', joins: { d: { data: null } }, leaves: [], updates: {} })
+  // A late diff of the old epoch changes nothing.
+  views.receive('rt.presence.diff', { room: 'r', v: 9, epoch: 'E1', joins: {}, leaves: ['a'], updates: {} })
+  assert.deepEqual([...view.members.keys()].sort(), ['a', 'c', 'd'])
+  assert.deepEqual(seen, ['join:b', 'leave:b', 'join:c', 'join:d'])
+})

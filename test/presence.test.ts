@@ -27,7 +27,9 @@ test('snapshot after the join, then versioned diffs; list() and count() on the s
   const second = b.snapshots('p:1')[0]
   assert.deepEqual(second.members, { alice: { data: { name: 'Alice' } }, bob: { data: null } })
   const diff = a.frames.find((f) => f.type === 'rt.presence.diff')
-  assert.deepEqual(diff, { type: 'rt.presence.diff', data: { room: 'p:1', v: second.v, joins: { bob: { data: null } }, leaves: [], updates: {} } })
+  assert.equal(typeof second.epoch, 'string')
+  assert.equal(first.epoch, second.epoch)
+  assert.deepEqual(diff, { type: 'rt.presence.diff', data: { room: 'p:1', v: second.v, epoch: second.epoch, joins: { bob: { data: null } }, leaves: [], updates: {} } })
   assert.ok(second.v > first.v)
   assert.deepEqual(await h.app.realtime.presence('p:1').list(), new Map<string, unknown>([['alice', { name: 'Alice' }], ['bob', null]]))
   assert.equal(await h.app.realtime.presence('p:1').count(), 2)
@@ -121,6 +123,34 @@ test('edge case 26 (data and limits): update delivered, data over maxDataBytes i
   await waitFor(() => c.frames.some((f) => f.type === 'said' && f.data.n === 7))
   assert.equal(await h.app.realtime.presence('p:lim').count(), 2)
   assert.deepEqual(a.events('p:lim'), ['join:b', 'update:b'])
+})
+
+test('item 3 (memory): after everyone left, presence holds nothing for the room (no version re-created by a late diff)', { timeout: 10000 }, async (t) => {
+  const h = await presenceApp({ leaveDelay: 100 })
+  const clients: PresenceClient[] = []
+  cleanup(t, [h], clients)
+  const presence = (h.app.realtime as any).roomPresence
+  /** Every per-room structure of presence on the instance, summed. */
+  const held = (): number => {
+    let n = 0
+    for (const value of Object.values(presence)) if (value instanceof Map || (typeof value === 'object' && value !== null && typeof (value as any).size === 'number' && Symbol.iterator in value)) n += (value as any).size
+    return n
+  }
+  const baseline = held()
+  for (let i = 0; i < 20; i++) {
+    const [w, m] = [await presenceClient(h, `w${i}`), await presenceClient(h, `m${i}`)]
+    clients.push(w, m)
+    await w.call('join', { room: `p:gone:${i}`, watch: true })
+    await m.call('join', { room: `p:gone:${i}` })
+    await waitFor(() => w.events(`p:gone:${i}`).length === 1)
+    // The member's leave (a diff, after leaveDelay) comes when the watcher is gone.
+    m.destroy()
+    await sleep(20)
+    w.destroy()
+  }
+  await sleep(300)
+  await waitFor(() => held() === baseline, 3000, 'presence to hold nothing for the rooms')
+  assert.equal(held(), baseline)
 })
 
 test('events: false keeps the list and the count, and sends no presence frames', { timeout: 10000 }, async (t) => {

@@ -32,11 +32,17 @@ const same = (a: unknown, b: unknown): boolean => a === b || JSON.stringify(a) =
  * One presence room as the client sees it: the members from the last `rt.presence` snapshot with the diffs after
  * it applied. A diff at or below the snapshot's version is one the snapshot already holds and is ignored. A later
  * snapshot (after a reconnect) is compared with what the client had, so the app sees only what changed meanwhile.
+ *
+ * Versions compare within an epoch (the server's room list was lost and started again when it changes): a
+ * snapshot older than the view (same epoch, lower `v`) is ignored, one of a new epoch is always taken, and a diff
+ * of another epoch than the view's waits for the snapshot that follows it (it is ignored). Frames without an epoch
+ * (an older server) are taken as before.
  */
 export class PresenceView {
   private readonly map = new Map<string, unknown>()
   private readonly listeners = new Listeners()
   private version: number | undefined
+  private era: string | undefined
 
   constructor (readonly room: string) {}
 
@@ -50,6 +56,11 @@ export class PresenceView {
     return this.version
   }
 
+  /** The epoch of the list (versions compare within one), undefined before the first snapshot or from an older server. */
+  get epoch (): string | undefined {
+    return this.era
+  }
+
   on<K extends keyof PresenceEvents> (type: K, listener: Listener<K>): this {
     this.listeners.add(type, listener)
     return this
@@ -61,9 +72,12 @@ export class PresenceView {
   }
 
   /** @internal An `rt.presence` frame's data. */
-  snapshot (v: number, members: unknown): void {
+  snapshot (v: number, members: unknown, epoch?: string): void {
     const first = this.version === undefined
+    // Read before a diff the view already applied: it would take back what the diff brought.
+    if (!first && epoch !== undefined && epoch === this.era && v < (this.version as number)) return
     this.version = v
+    this.era = epoch
     const next = new Map(entries(members))
     if (first) {
       for (const [key, data] of next) this.map.set(key, data)
@@ -80,9 +94,12 @@ export class PresenceView {
   }
 
   /** @internal An `rt.presence.diff` frame's data. */
-  diff (v: number, joins: unknown, leaves: unknown, updates: unknown): void {
-    if (this.version === undefined || v <= this.version) return
+  diff (v: number, joins: unknown, leaves: unknown, updates: unknown, epoch?: string): void {
+    if (this.version === undefined) return
+    if (epoch !== undefined && this.era !== undefined && epoch !== this.era) return
+    if (v <= this.version) return
     this.version = v
+    if (epoch !== undefined) this.era = epoch
     for (const [key, data] of entries(joins)) this.put(key, data)
     if (Array.isArray(leaves)) {
       for (const key of leaves) {
@@ -122,9 +139,10 @@ export class PresenceViews {
 
   /** @internal An `rt.presence` or `rt.presence.diff` frame's data; anything malformed is ignored. */
   receive (type: string, data: unknown): void {
-    const d = data as { room?: unknown, v?: unknown, members?: unknown, joins?: unknown, leaves?: unknown, updates?: unknown } | null
+    const d = data as { room?: unknown, v?: unknown, epoch?: unknown, members?: unknown, joins?: unknown, leaves?: unknown, updates?: unknown } | null
     if (typeof d?.room !== 'string' || typeof d.v !== 'number') return
-    if (type === 'rt.presence') this.get(d.room).snapshot(d.v, d.members)
-    else this.get(d.room).diff(d.v, d.joins, d.leaves, d.updates)
+    const epoch = typeof d.epoch === 'string' ? d.epoch : undefined
+    if (type === 'rt.presence') this.get(d.room).snapshot(d.v, d.members, epoch)
+    else this.get(d.room).diff(d.v, d.joins, d.leaves, d.updates, epoch)
   }
 }

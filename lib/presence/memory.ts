@@ -1,3 +1,4 @@
+import { randomBytes } from 'node:crypto'
 import { diffBody, type EnterResult, type PresenceHost, type PresenceSnapshot, type PresenceStore } from './store.js'
 
 const NONE = new Map<string, string>()
@@ -9,6 +10,8 @@ interface Room {
 
 /** Versions come from one counter for every room, so a room that emptied and fills again never reuses a `v`. */
 let lastVersion = 0
+/** Versions never go back within a process: one epoch for all (a restarted server has another). */
+const EPOCH = randomBytes(6).toString('base64url')
 
 /**
  * Presence of one instance: per room its members and version. The instance calls `enter` only on a key's first
@@ -50,7 +53,7 @@ export class MemoryPresenceStore implements PresenceStore {
 
   async read (room: string): Promise<PresenceSnapshot> {
     const r = this.rooms.get(room)
-    return { v: r?.v ?? lastVersion, members: new Map(r?.members) }
+    return { v: r?.v ?? lastVersion, epoch: EPOCH, members: new Map(r?.members) }
   }
 
   async count (room: string): Promise<number> {
@@ -65,6 +68,6 @@ export class MemoryPresenceStore implements PresenceStore {
 
   private emit (room: string, r: Room, joins: ReadonlyMap<string, string>, leaves: string[], updates: ReadonlyMap<string, string>): void {
     r.v = ++lastVersion
-    this.host?.diff(room, r.v, diffBody(r.v, joins, leaves, updates))
+    this.host?.diff(room, r.v, diffBody(r.v, joins, leaves, updates, EPOCH), EPOCH)
   }
 }

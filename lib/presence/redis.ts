@@ -1,19 +1,28 @@
-import { randomUUID } from 'node:crypto'
+import { randomBytes, randomUUID } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
-import { BEAT, CLAIM, ENTER, LEAVE, SYNC, UPDATE } from './redis-scripts.js'
+import { withDeadline } from '../deadline.js'
+import { hashTag } from '../redis-tag.js'
+import { BEAT, CLAIM, ENTER, KEEP, LEAVE, RENEW, SYNC, UPDATE } from './redis-scripts.js'
 import type { EnterResult, PresenceHost, PresenceSnapshot, PresenceStore } from './store.js'
 
 interface Scripts {
-  rtPrEnter: (hash: string, inst: string, key: string, data: string, max: number, channel: string, command: string) => Promise<number>
-  rtPrUpdate: (hash: string, inst: string, key: string, data: string, channel: string, command: string) => Promise<number>
-  rtPrLeave: (hash: string, inst: string, key: string, channel: string, command: string, emptyTtl: number) => Promise<number>
-  rtPrSync: (hash: string, inst: string, channel: string, command: string, emptyTtl: number, ...pairs: string[]) => Promise<number>
-  rtPrBeat: (instances: string, inst: string, ttl: number, mode: 'start' | 'beat' | 'grace') => Promise<number>
-  rtPrClaim: (instances: string, reaping: string, ttl: number) => Promise<string[]>
+  rtPrEnter: (hash: string, inst: string, key: string, data: string, max: number, channel: string, command: string, epoch: string) => Promise<number>
+  rtPrUpdate: (hash: string, inst: string, key: string, data: string, channel: string, command: string, epoch: string) => Promise<number>
+  rtPrLeave: (hash: string, inst: string, key: string, channel: string, command: string, emptyTtl: number, epoch: string) => Promise<number>
+  rtPrSync: (hash: string, inst: string, channel: string, command: string, emptyTtl: number, epoch: string, reaping: '1' | '0', ...pairs: string[]) => Promise<number>
+  rtPrBeat: (instances: string, reaping: string, inst: string, ttl: number, mode: 'start' | 'beat' | 'grace', keep: number) => Promise<number>
+  rtPrClaim: (instances: string, reaping: string, ttl: number, keep: number) => Promise<string[]>
+  rtPrRenew: (reaping: string, inst: string, ttl: number) => Promise<number>
+  rtPrKeep: (key: string, ms: number) => Promise<number>
 }
 
-/** How long an emptied room's hash (its version) is kept. */
-const EMPTY_TTL = 24 * 60 * 60 * 1000
+/** How long an emptied room's hash (its version) is kept, and what an instance left behind lives at most. */
+const DAY = 24 * 60 * 60 * 1000
+/** Rooms per step of a reaper, a repair or a shutdown: their scripts go out together, then the event loop breathes. */
+export const BATCH = 100
+
+const epoch = (): string => randomBytes(6).toString('base64url')
+const breathe = async (): Promise<void> => { await new Promise((resolve) => setImmediate(resolve)) }
 
 /** Where the store reaches Redis: the broker's publisher, its channel names and its subscriptions. */
 export interface RedisPresenceWiring {
@@ -28,25 +37,36 @@ export interface RedisPresenceWiring {
 /**
  * Presence in Redis, shared by every instance (see redis-scripts.ts for the room hash). Besides the rooms:
  *
- *   <prefix>pr-inst:{pr}     ZSET instance → deadline (Redis clock + ttl), renewed every ttl/3
- *   <prefix>pr-reap:{pr}     ZSET instances being reaped → when another reaper may take over
- *   <prefix>pr-rooms:{inst}  SET rooms where the instance holds keys
+ *   <prefix>pr-inst:{pr}     ZSET instance → deadline (Redis clock + ttl), renewed every ttl/3; expires a day after
+ *                            the last deadline (emptied by the last ZREM of a shutdown without grace)
+ *   <prefix>pr-reap:{pr}     ZSET instances being reaped → when another reaper may take over; same TTL
+ *   <prefix>pr-rooms:{inst}  SET rooms where the instance holds keys (the last leave of a room removes it); TTL a day,
+ *                            renewed by each beat; deleted by the reaper or a shutdown without grace
  *
- * Every instance runs the reaper every ttl/3: a claimed dead instance's keys are released room by room (a leave
- * for each key no other instance holds), so its members leave once, within ttl + ttl/3. An instance whose renewal
- * finds itself gone was taken for dead (cut off from Redis): it takes a new id and puts its members back.
+ * Three loops, none waiting behind another: the heartbeat renews this instance's deadline every ttl/3; the repair
+ * (after a failed call, an outage, being taken for dead) makes Redis hold exactly this instance's keys, room by room
+ * through the host's room queues; the reaper (every ttl/3) releases the keys of a claimed dead instance in batches
+ * of `BATCH` rooms, yielding between them and renewing its claim, so its members leave once, within ttl + ttl/3
+ * (plus the batches). Every call has a deadline (a stalled Redis is a failed call). An instance whose renewal finds
+ * itself gone was taken for dead (cut off from Redis): it takes a new id and puts its members back.
  */
 export class RedisPresenceStore implements PresenceStore {
   readonly contiguous = true
   private readonly redis: (Redis | Cluster) & Scripts
   private instance = randomUUID()
   private host: PresenceHost | undefined
-  private timer: NodeJS.Timeout | undefined
-  /** A change failed (Redis away): the next tick makes Redis hold exactly this instance's keys again. */
+  private beatTimer: NodeJS.Timeout | undefined
+  private reapTimer: NodeJS.Timeout | undefined
+  /** A change failed (Redis away): the repair makes Redis hold exactly this instance's keys again. */
   private dirty = false
-  private ticking = false
+  private beating = false
+  private repairing = false
+  private reapingNow = false
+  private closed = false
   private readonly instances: string
   private readonly reaping: string
+  /** The deadline of one Redis call (or one batch of them). */
+  readonly callTimeout: number
 
   constructor (private readonly w: RedisPresenceWiring) {
     const r = w.redis
@@ -54,11 +74,14 @@ export class RedisPresenceStore implements PresenceStore {
     r.defineCommand('rtPrUpdate', { numberOfKeys: 1, lua: UPDATE })
     r.defineCommand('rtPrLeave', { numberOfKeys: 1, lua: LEAVE })
     r.defineCommand('rtPrSync', { numberOfKeys: 1, lua: SYNC })
-    r.defineCommand('rtPrBeat', { numberOfKeys: 1, lua: BEAT })
+    r.defineCommand('rtPrBeat', { numberOfKeys: 2, lua: BEAT })
     r.defineCommand('rtPrClaim', { numberOfKeys: 2, lua: CLAIM })
+    r.defineCommand('rtPrRenew', { numberOfKeys: 1, lua: RENEW })
+    r.defineCommand('rtPrKeep', { numberOfKeys: 1, lua: KEEP })
     this.redis = r as (Redis | Cluster) & Scripts
     this.instances = `${w.prefix}pr-inst:{pr}`
     this.reaping = `${w.prefix}pr-reap:{pr}`
+    this.callTimeout = presenceCallTimeout(w.ttl)
   }
 
   /** This instance's id in the instances set (a new one after it was reaped). */
@@ -68,131 +91,208 @@ export class RedisPresenceStore implements PresenceStore {
 
   async start (host: PresenceHost): Promise<void> {
     this.host = host
-    await this.redis.rtPrBeat(this.instances, this.instance, this.w.ttl, 'start')
-    this.timer = setInterval(() => { this.tick().catch(() => {}) }, Math.max(1, Math.floor(this.w.ttl / 3)))
-    this.timer.unref()
+    await this.bounded(this.redis.rtPrBeat(this.instances, this.reaping, this.instance, this.w.ttl, 'start', DAY), 'register')
+    const every = Math.max(1, Math.floor(this.w.ttl / 3))
+    this.beatTimer = setInterval(() => { this.beat().catch(() => {}) }, every)
+    this.reapTimer = setInterval(() => { this.reap().catch(() => {}) }, every)
+    this.beatTimer.unref()
+    this.reapTimer.unref()
   }
 
   async enter (room: string, key: string, data: string, maxMembers: number): Promise<EnterResult> {
-    await this.w.subscribed(room)
     return await this.guard(async () => {
+      await this.w.subscribed(room)
       await this.redis.sadd(this.roomsOf(this.instance), room)
-      const ok = await this.redis.rtPrEnter(this.hash(room), this.instance, key, data, maxMembers, this.w.channelOf(room), this.w.publishCommand)
+      const ok = await this.redis.rtPrEnter(this.hash(room), this.instance, key, data, maxMembers, this.w.channelOf(room), this.w.publishCommand, epoch())
       return ok === 1 ? 'ok' : 'full'
-    })
+    }, 'enter')
   }
 
   async update (room: string, key: string, data: string): Promise<void> {
-    await this.guard(async () => { await this.redis.rtPrUpdate(this.hash(room), this.instance, key, data, this.w.channelOf(room), this.w.publishCommand) })
+    await this.guard(async () => {
+      await this.redis.rtPrUpdate(this.hash(room), this.instance, key, data, this.w.channelOf(room), this.w.publishCommand, epoch())
+    }, 'update')
   }
 
-  async leave (room: string, key: string): Promise<void> {
-    await this.guard(async () => { await this.redis.rtPrLeave(this.hash(room), this.instance, key, this.w.channelOf(room), this.w.publishCommand, EMPTY_TTL) })
+  async leave (room: string, key: string, last = false): Promise<void> {
+    await this.guard(async () => {
+      await this.redis.rtPrLeave(this.hash(room), this.instance, key, this.w.channelOf(room), this.w.publishCommand, DAY, epoch())
+      if (last) await this.redis.srem(this.roomsOf(this.instance), room)
+    }, 'leave')
+  }
+
+  async sync (room: string, members: ReadonlyMap<string, string>): Promise<void> {
+    await this.guard(async () => { await this.syncNow(room, members) }, 'sync')
   }
 
   async read (room: string): Promise<PresenceSnapshot> {
-    await this.w.subscribed(room)
-    const fields = await this.redis.hgetall(this.hash(room))
-    const members = new Map<string, string>()
-    for (const [field, value] of Object.entries(fields)) if (field.startsWith('m:')) members.set(field.slice(2), value)
-    return { v: Number(fields.v ?? 0), members }
+    return await this.guard(async () => {
+      await this.w.subscribed(room)
+      const fields = await this.redis.hgetall(this.hash(room))
+      const members = new Map<string, string>()
+      for (const [field, value] of Object.entries(fields)) if (field.startsWith('m:')) members.set(field.slice(2), value)
+      return { v: Number(fields.v ?? 0), epoch: fields.e, members }
+    }, 'read')
   }
 
   async count (room: string): Promise<number> {
-    return Math.max(0, Number(await this.redis.hget(this.hash(room), 'n') ?? 0))
+    return await this.guard(async () => Math.max(0, Number(await this.redis.hget(this.hash(room), 'n') ?? 0)), 'count')
   }
 
   /** A diff from the room's channel (`\x03` + body), every instance's, this one's included. */
   received (room: string, body: string): void {
-    const v = /^\{"v":(\d+)/.exec(body)
-    if (v !== null) this.host?.diff(room, Number(v[1]), body)
+    const m = /^\{"v":(\d+)(?:,"epoch":"([^"\\]*)")?/.exec(body)
+    if (m !== null) this.host?.diff(room, Number(m[1]), body, m[2])
   }
 
   /** The subscriber is back after an outage: diffs may be lost, and this instance's own changes may have failed. */
   reconnected (): void {
     this.dirty = true
-    this.tick().catch(() => {})
+    this.repair()
   }
 
   async shutdown (grace: number): Promise<void> {
-    clearInterval(this.timer)
-    this.timer = undefined
+    this.stop()
+    const mine = this.roomsOf(this.instance)
     if (grace > 0) {
-      // The entries stay until the deadline; then another instance's reaper releases what no one took over.
-      await this.redis.rtPrBeat(this.instances, this.instance, grace, 'grace')
+      // The entries stay until the deadline; then another instance's reaper releases what no one took over. Should
+      // no instance be left to do it, every key of this instance expires a day after the grace.
+      await this.bounded(this.redis.rtPrBeat(this.instances, this.reaping, this.instance, grace, 'grace', DAY), 'shutdown')
+      await this.bounded(this.redis.pexpire(mine, grace + DAY), 'shutdown')
+      const rooms = await this.bounded(this.redis.smembers(mine), 'shutdown')
+      for (let i = 0; i < rooms.length; i += BATCH) {
+        await this.bounded(Promise.all(rooms.slice(i, i + BATCH).map(async (room) => await this.redis.rtPrKeep(this.hash(room), grace + DAY))), 'shutdown')
+      }
       return
     }
-    for (const [room] of this.host?.local() ?? []) await this.sync(room, new Map())
-    await this.redis.zrem(this.instances, this.instance)
-    await this.redis.del(this.roomsOf(this.instance))
+    const rooms = new Set(await this.bounded(this.redis.smembers(mine), 'shutdown'))
+    for (const [room] of this.host?.local() ?? []) rooms.add(room)
+    const list = [...rooms]
+    for (let i = 0; i < list.length; i += BATCH) {
+      await this.bounded(Promise.all(list.slice(i, i + BATCH).map(async (room) => { await this.syncNow(room, new Map()) })), 'shutdown')
+    }
+    await this.bounded(this.redis.zrem(this.instances, this.instance), 'shutdown')
+    await this.bounded(this.redis.del(mine), 'shutdown')
   }
 
   close (): void {
-    clearInterval(this.timer)
-    this.timer = undefined
+    this.stop()
   }
 
-  /** Renews this instance's deadline, puts back what an outage lost, and reaps dead instances. */
-  async tick (): Promise<void> {
-    if (this.ticking || this.host === undefined) return
-    this.ticking = true
+  /** Renews this instance's deadline (on its own timer: never behind a repair or a reap); a failure marks dirty. */
+  async beat (): Promise<void> {
+    if (this.beating || this.closed || this.host === undefined) return
+    this.beating = true
     try {
-      const alive = await this.redis.rtPrBeat(this.instances, this.instance, this.w.ttl, 'beat')
+      const alive = await this.bounded(this.redis.rtPrBeat(this.instances, this.reaping, this.instance, this.w.ttl, 'beat', DAY), 'heartbeat')
       if (alive === 0) {
         // Taken for dead while cut off: its old entries are (being) released; it comes back as a new instance.
         this.instance = randomUUID()
-        await this.redis.rtPrBeat(this.instances, this.instance, this.w.ttl, 'start')
+        await this.bounded(this.redis.rtPrBeat(this.instances, this.reaping, this.instance, this.w.ttl, 'start', DAY), 'heartbeat')
         this.dirty = true
         this.host.log.warn({ instance: this.instance }, 'presence: this instance was taken for dead (cut off from Redis); its members are put back')
       }
-      if (this.dirty) {
-        this.dirty = false
-        for (const [room, members] of this.host.local()) await this.sync(room, members)
-        this.host.resync()
-      }
-      await this.reap()
+      await this.bounded(this.redis.pexpire(this.roomsOf(this.instance), this.w.ttl + DAY), 'heartbeat')
     } catch (err) {
       this.dirty = true
       this.host.log.warn({ err }, 'presence: heartbeat failed')
     } finally {
-      this.ticking = false
+      this.beating = false
     }
+    if (this.dirty) this.repair()
   }
 
-  private async reap (): Promise<void> {
-    const claimed = await this.redis.rtPrClaim(this.instances, this.reaping, this.w.ttl)
-    for (const dead of claimed) {
-      const rooms = this.roomsOf(dead)
-      for (const room of await this.redis.smembers(rooms)) {
-        await this.redis.rtPrSync(this.hash(room), dead, this.w.channelOf(room), this.w.publishCommand, EMPTY_TTL)
+  /** Makes Redis hold exactly this instance's keys (through the host's room queues), then sends snapshots again. */
+  private repair (): void {
+    const host = this.host
+    if (this.repairing || this.closed || host === undefined) return
+    this.repairing = true
+    const run = async (): Promise<void> => {
+      while (this.dirty && !this.closed) {
+        this.dirty = false
+        try {
+          const stored = await this.bounded(this.redis.smembers(this.roomsOf(this.instance)), 'repair')
+          await host.repair(stored)
+          host.resync()
+        } catch (err) {
+          this.dirty = true
+          host.log.warn({ err }, 'presence: re-sync failed (retried at the next heartbeat)')
+          return
+        }
       }
-      await this.redis.del(rooms)
-      await this.redis.zrem(this.reaping, dead)
+    }
+    run().finally(() => { this.repairing = false }).catch(() => {})
+  }
+
+  /** Claims dead instances and releases their keys, a batch of rooms at a time. */
+  async reap (): Promise<void> {
+    if (this.reapingNow || this.closed || this.host === undefined) return
+    this.reapingNow = true
+    try {
+      const claimed = await this.bounded(this.redis.rtPrClaim(this.instances, this.reaping, this.w.ttl, DAY), 'reaper')
+      for (const dead of claimed) await this.reapOne(dead)
+    } catch (err) {
+      this.host.log.warn({ err }, 'presence: reaping failed (retried)')
+    } finally {
+      this.reapingNow = false
     }
   }
 
-  private async sync (room: string, members: Map<string, string>): Promise<void> {
+  private async reapOne (dead: string): Promise<void> {
+    const rooms = this.roomsOf(dead)
+    for (;;) {
+      if (this.closed) return
+      const batch = await this.bounded(this.redis.srandmember(rooms, BATCH), 'reaper') as unknown as string[]
+      if (batch.length === 0) break
+      await this.bounded(Promise.all(batch.map(async (room) => await this.redis.rtPrSync(this.hash(room), dead, this.w.channelOf(room), this.w.publishCommand, DAY, epoch(), '1'))), 'reaper')
+      await this.bounded(this.redis.srem(rooms, ...batch), 'reaper')
+      await this.bounded(this.redis.rtPrRenew(this.reaping, dead, this.w.ttl), 'reaper')
+      await breathe()
+    }
+    await this.bounded(this.redis.del(rooms), 'reaper')
+    await this.bounded(this.redis.zrem(this.reaping, dead), 'reaper')
+  }
+
+  private async syncNow (room: string, members: ReadonlyMap<string, string>): Promise<void> {
     const pairs: string[] = []
     for (const [key, data] of members) pairs.push(key, data)
     if (members.size > 0) await this.redis.sadd(this.roomsOf(this.instance), room)
-    else await this.redis.srem(this.roomsOf(this.instance), room)
-    await this.redis.rtPrSync(this.hash(room), this.instance, this.w.channelOf(room), this.w.publishCommand, EMPTY_TTL, ...pairs)
+    await this.redis.rtPrSync(this.hash(room), this.instance, this.w.channelOf(room), this.w.publishCommand, DAY, epoch(), '0', ...pairs)
+    if (members.size === 0) await this.redis.srem(this.roomsOf(this.instance), room)
   }
 
-  private async guard<T> (change: () => Promise<T>): Promise<T> {
+  private stop (): void {
+    this.closed = true
+    clearInterval(this.beatTimer)
+    clearInterval(this.reapTimer)
+    this.beatTimer = undefined
+    this.reapTimer = undefined
+  }
+
+  /** A call of this instance's keys: bounded, and a failure (a timeout included) marks the store for repair. */
+  private async guard<T> (change: () => Promise<T>, what: string): Promise<T> {
     try {
-      return await change()
+      return await this.bounded(change(), what)
     } catch (err) {
       this.dirty = true
       throw err
     }
   }
 
+  private async bounded<T> (promise: Promise<T>, what: string): Promise<T> {
+    return await withDeadline(promise, this.callTimeout, `presence ${what}`)
+  }
+
   private hash (room: string): string {
-    return `${this.w.prefix}pr:{${room}}`
+    return `${this.w.prefix}pr:${hashTag(room)}`
   }
 
   private roomsOf (instance: string): string {
-    return `${this.w.prefix}pr-rooms:{${instance}}`
+    return `${this.w.prefix}pr-rooms:${hashTag(instance)}`
   }
+}
+
+/** The deadline of one presence store call: a third of ttl, between 1 and 10 seconds. */
+export function presenceCallTimeout (ttl: number): number {
+  return Math.max(1000, Math.min(Math.floor(ttl / 3), 10_000))
 }

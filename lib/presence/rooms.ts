@@ -1,9 +1,11 @@
 import type { Connection } from '../connection.js'
+import { settleWithin, withDeadline } from '../deadline.js'
 import { ErrorCode, RealtimeError } from '../protocol/codes.js'
 import { encodeError } from '../protocol/envelope.js'
+import { RoomLives, type Life } from '../room-life.js'
 import type { Counters } from '../stats.js'
 import type { ResolvedPresence } from './options.js'
-import { encodeDiff, encodeSnapshot, type PresenceHost, type PresenceStore } from './store.js'
+import { encodeDiff, encodeSnapshot, type PresenceHost, type PresenceSnapshot, type PresenceStore } from './store.js'
 
 /** `conn.join(room, { presence })`: the member's key and data, or `false` to watch the list without being in it. */
 export interface PresenceJoinOptions {
@@ -31,9 +33,27 @@ export interface PresenceHandle {
 interface LocalKey {
   conns: Set<Connection<any, any>>
   data: string
-  /** The store holds it (or will, once it is reachable); false while refused by `maxMembers`. */
+  /** The store holds it (or will, once it is reachable: the repair puts it back); false while refused by `maxMembers`. */
   entered: boolean
+  /** Its leave is queued or under way: it stays here until the store confirmed it (then it is removed). */
+  leaving: boolean
   timer: NodeJS.Timeout | undefined
+}
+
+/** Diffs held for a connection waiting for its snapshot: `[v, epoch, frame]`. */
+type Held = Array<[number, string | undefined, string]>
+
+/** Everything presence keeps of one room on this instance, for one life of the room (see lib/room-life.ts). */
+interface RoomState {
+  keys: Map<string, LocalKey>
+  /** Connections waiting for a snapshot (a join, a resnapshot), with the diffs that came meanwhile. */
+  syncing: Map<Connection<any, any>, Held>
+  /** The epoch and version of the last diff passed on. */
+  epoch: string | undefined
+  last: number | undefined
+  /** Store calls of the room run one after the other (an enter, its leave, a re-sync never overlap). */
+  tail: Promise<void>
+  queued: number
 }
 
 /** What presence needs of the registry. */
@@ -42,26 +62,42 @@ export interface PresenceRegistry {
   counters: Counters
 }
 
+/** How long `shutdown()` waits at most when not told (the default of the `shutdown.timeout` option). */
+export const PRESENCE_SHUTDOWN_TIMEOUT = 5000
+
 /**
  * Presence rooms on one instance: the keys its connections hold, the calls to the store on a key's first local
  * connection and after its last (a closed connection's leave waits `leaveDelay`), and the wire: a snapshot after
- * each join, then the store's diffs. A joining connection's diffs are held until its snapshot is written, and those
- * at or below the snapshot's `v` are dropped, so no diff older than the list it got ever reaches it.
+ * each join, then the store's diffs. A connection waiting for a snapshot (its join, or a resnapshot after a lost
+ * diff or a new epoch) has its diffs held until the snapshot is written, and those at or below the snapshot's `v`
+ * (or of another epoch) are dropped, so no diff older than the list it got ever reaches it.
  *
  *   join ─▶ enter (first local connection of the key) ─▶ read ─▶ rt.presence ─▶ held diffs with v > snapshot ─▶ live diffs
- *   close ─▶ (last local connection) ─▶ leaveDelay ─▶ leave     (cancelled if the key joins again here)
+ *   close ─▶ (last local connection) ─▶ leaveDelay ─▶ leave ─▶ confirmed ─▶ key gone here    (cancelled if it joins again)
+ *
+ * Each room has one life (lib/room-life.ts) from its first connection or key to the moment no connection, no key
+ * and no store call is left; it owns the room's keys, waiting connections, epoch, version and store queue, and
+ * every store call runs in it. The store is the truth: a key leaves the local view only once the store confirmed
+ * its leave (a failed one is retried by the repair, which runs in the same queue).
  */
 export class RoomPresence implements PresenceHost {
-  private readonly rooms = new Map<string, Map<string, LocalKey>>()
+  private readonly lives = new RoomLives<RoomState>(() => ({ keys: new Map(), syncing: new Map(), epoch: undefined, last: undefined, tail: Promise.resolve(), queued: 0 }),
+    (life) => { for (const local of life.state.keys.values()) clearTimeout(local.timer) })
+
   private readonly keys = new WeakMap<Connection<any, any>, Map<string, string>>()
-  private readonly syncing = new Map<string, Map<Connection<any, any>, Array<[number, string]>>>()
-  private readonly lastVersion = new Map<string, number>()
-  /** Store calls of one room run one after the other, so a leave never overtakes the enter before it. */
-  private readonly tails = new Map<string, Promise<void>>()
   private closing = false
+  /** The deadline of each store call. */
+  private readonly callTimeout: number
 
   constructor (readonly options: ResolvedPresence, readonly store: PresenceStore, private readonly registry: PresenceRegistry,
-    readonly log: PresenceHost['log']) {}
+    readonly log: PresenceHost['log']) {
+    this.callTimeout = Math.max(1000, Math.min(Math.floor(options.ttl / 3), 10_000))
+  }
+
+  /** Rooms with a life here (0 once every member left and every leave was confirmed). */
+  get size (): number {
+    return this.lives.size
+  }
 
   isPresenceRoom (room: string): boolean {
     return this.options.isPresenceRoom(room)
@@ -79,143 +115,153 @@ export class RoomPresence implements PresenceHost {
 
   /** A connection was indexed in a presence room: enters its key if new here, then sends it the snapshot. */
   join (conn: Connection<any, any>, room: string, member: { key: string, data: string | undefined } | undefined): void {
-    if (member !== undefined) this.hold(conn, room, member.key, member.data)
-    if (!this.options.events) return
-    let held = this.syncing.get(room)
-    if (held === undefined) this.syncing.set(room, held = new Map())
-    const buffer: Array<[number, string]> = []
-    held.set(conn, buffer)
-    this.enqueue(room, async () => {
-      try {
-        const snapshot = await this.store.read(room)
-        if (held?.get(conn) !== buffer || !conn.isOpen) return
-        conn.sendText(encodeSnapshot(room, snapshot))
-        for (const [v, text] of buffer) if (v > snapshot.v) conn.sendText(text)
-      } finally {
-        if (held?.get(conn) === buffer) held.delete(conn)
-        if (held?.size === 0 && this.syncing.get(room) === held) this.syncing.delete(room)
-      }
-    })
+    const life = this.lives.open(room)
+    if (member !== undefined) this.hold(life, conn, member.key, member.data)
+    if (this.options.events) this.snapshotTo(life, [conn])
   }
 
   /** The connection left the room (or closed): the key leaves when it was its last local connection. */
   left (conn: Connection<any, any>, room: string): void {
-    const held = this.syncing.get(room)
-    if (held?.delete(conn) === true && held.size === 0) this.syncing.delete(room)
-    if (this.registry.members(room) === undefined) this.lastVersion.delete(room)
+    const life = this.lives.get(room)
+    life?.state.syncing.delete(conn)
     const keys = this.keys.get(conn)
     const key = keys?.get(room)
-    if (key === undefined) return
-    keys?.delete(room)
-    const local = this.rooms.get(room)?.get(key)
-    if (local === undefined || !local.conns.delete(conn) || local.conns.size > 0) return
-    // An explicit leave is immediate; a closed connection's waits, in case the client comes back.
-    if (conn.isOpen || this.options.leaveDelay === 0) return this.drop(room, key, local)
-    // Shutting down: the store keeps the entry for shutdownGrace, for the client to come back on another instance.
-    if (this.closing) return this.forget(room, key, local)
-    local.timer = setTimeout(() => { this.drop(room, key, local) }, this.options.leaveDelay)
+    if (key !== undefined) {
+      keys?.delete(room)
+      const local = life?.state.keys.get(key)
+      if (life !== undefined && local !== undefined && local.conns.delete(conn) && local.conns.size === 0) {
+        // An explicit leave is immediate; a closed connection's waits, in case the client comes back.
+        if (conn.isOpen || this.options.leaveDelay === 0) this.drop(life, key, local)
+        // Shutting down: the store keeps the entry for shutdownGrace, for the client to come back on another instance.
+        else if (this.closing) this.forget(life, key, local)
+        else local.timer = setTimeout(() => { this.drop(life, key, local) }, this.options.leaveDelay)
+      }
+    }
+    if (life !== undefined) this.settle(life)
   }
 
   /** `conn.presence(room).update(data)`. */
   update (conn: Connection<any, any>, room: string, data: unknown): void {
     const key = this.keys.get(conn)?.get(room)
-    if (key === undefined) throw new RealtimeError(ErrorCode.VALIDATION_FAILED, `presence: the connection is not a member of "${room}"`)
-    const local = this.rooms.get(room)?.get(key) as LocalKey
+    const life = this.lives.get(room)
+    const local = key === undefined ? undefined : life?.state.keys.get(key)
+    if (key === undefined || life === undefined || local === undefined) throw new RealtimeError(ErrorCode.VALIDATION_FAILED, `presence: the connection is not a member of "${room}"`)
     const text = this.encode(data)
     if (text === local.data) return
     local.data = text
-    this.enqueue(room, async () => { if (local.entered) await this.store.update(room, key, text) })
+    this.enqueue(life, async () => { if (local.entered) await this.call(this.store.update(room, key, text), 'update') })
   }
 
   handle (room: string): PresenceHandle {
     return {
       list: async () => {
-        const snapshot = await this.store.read(room)
+        const snapshot = await this.call(this.store.read(room), 'read')
         const out = new Map<string, unknown>()
         for (const [key, data] of snapshot.members) out.set(key, JSON.parse(data))
         return out
       },
-      count: async () => await this.store.count(room)
+      count: async () => await this.call(this.store.count(room), 'count')
     }
   }
 
-  /** A diff from the store: to the room's local members, held for those still waiting for their snapshot. */
-  diff (room: string, v: number, body: string): void {
-    const last = this.lastVersion.get(room)
-    if (last !== undefined && v <= last) return
-    this.lastVersion.set(room, v)
+  /**
+   * A diff from the store: to the room's local members, held for those still waiting for their snapshot. A diff of
+   * a new epoch (the store lost the room's hash: versions restarted) resets the room's version, puts this
+   * instance's keys back, and sends the members a fresh snapshot; so does a skipped version (a lost diff).
+   */
+  diff (room: string, v: number, body: string, epoch?: string): void {
+    const life = this.lives.get(room)
+    if (life === undefined) return
+    const s = life.state
+    const fresh = epoch !== undefined && s.epoch !== undefined && epoch !== s.epoch
+    if (!fresh && s.last !== undefined && v <= s.last) return
+    const gap = !fresh && s.last !== undefined && v > s.last + 1 && this.store.contiguous === true
+    if (epoch !== undefined) s.epoch = epoch
+    s.last = v
     this.registry.counters.presenceDiffs++
+    if (fresh) this.resyncRoom(life).catch(() => {})
     if (!this.options.events) return
     const members = this.registry.members(room)
     if (members === undefined) return
-    // A version skipped means a diff was lost on the way (a subscription that broke): the members get a fresh list.
-    if (last !== undefined && v > last + 1 && this.store.contiguous === true) return this.resnapshot(room)
+    if (fresh || gap) return this.resnapshot(life)
     const text = encodeDiff(room, body)
-    const held = this.syncing.get(room)
     for (const conn of members) {
-      const buffer = held?.get(conn)
-      if (buffer !== undefined) buffer.push([v, text])
+      const held = s.syncing.get(conn)
+      if (held !== undefined) held.push([v, epoch, text])
       else conn.sendText(text)
     }
   }
 
   /** The store may have lost diffs: every presence room's members get a new snapshot (the client reconciles). */
   resync (): void {
-    for (const room of this.syncedRooms()) this.resnapshot(room)
+    for (const life of [...this.lives]) this.resnapshot(life)
   }
 
-  /** Keys held here per room (those refused by `maxMembers` excepted), for the store to put back. */
+  /** Keys held here per room (those refused by `maxMembers` and those leaving excepted). */
   * local (): Iterable<[string, Map<string, string>]> {
-    for (const [room, keys] of this.rooms) {
-      const members = new Map<string, string>()
-      for (const [key, local] of keys) if (local.entered) members.set(key, local.data)
-      yield [room, members]
+    for (const life of this.lives) yield [life.room, this.entered(life)]
+  }
+
+  async repair (stored: Iterable<string>): Promise<void> {
+    const rooms = new Set(stored)
+    for (const life of this.lives) rooms.add(life.room)
+    const list = [...rooms]
+    let failed = 0
+    for (let i = 0; i < list.length; i += 100) {
+      const done = await Promise.all(list.slice(i, i + 100).map(async (room) => await this.resyncRoom(this.lives.open(room))))
+      failed += done.filter((ok) => !ok).length
     }
+    if (failed > 0) throw new Error(`presence: ${failed} of ${list.length} rooms could not be re-synced`)
   }
 
   /**
    * A graceful shutdown begins (before connections are closed): leaves already waiting go now, the store keeps the
-   * remaining entries for `shutdownGrace`, and closing connections start no leave of their own.
+   * remaining entries for `shutdownGrace`, and closing connections start no leave of their own. Resolves within
+   * `timeout` ms whatever the store does (a stalled Redis): what was not done by then is left to the TTLs and to
+   * the other instances' reapers.
    */
-  async shutdown (): Promise<void> {
+  async shutdown (timeout = PRESENCE_SHUTDOWN_TIMEOUT): Promise<void> {
+    const until = performance.now() + timeout
     this.closing = true
-    for (const [room, keys] of this.rooms) {
-      for (const [key, local] of keys) if (local.timer !== undefined) this.drop(room, key, local)
+    for (const life of [...this.lives]) {
+      for (const [key, local] of life.state.keys) if (local.timer !== undefined) this.drop(life, key, local)
     }
-    await Promise.all([...this.tails.values()])
-    await this.store.shutdown(this.options.shutdownGrace)
+    await settleWithin(Promise.all([...this.lives].map(async (life) => { await life.state.tail })), Math.max(0, until - performance.now()))
+    const done = await settleWithin(this.store.shutdown(this.options.shutdownGrace), Math.max(0, until - performance.now()))
+    if (!done) this.log.warn({ timeout }, 'presence: the store did not finish its shutdown in time (its keys expire)')
   }
 
-  private hold (conn: Connection<any, any>, room: string, key: string, data: string | undefined): void {
+  private hold (life: Life<RoomState>, conn: Connection<any, any>, key: string, data: string | undefined): void {
     let keys = this.keys.get(conn)
     if (keys === undefined) this.keys.set(conn, keys = new Map())
-    keys.set(room, key)
-    let roomKeys = this.rooms.get(room)
-    if (roomKeys === undefined) this.rooms.set(room, roomKeys = new Map())
-    const local = roomKeys.get(key)
+    keys.set(life.room, key)
+    const local = life.state.keys.get(key)
     if (local === undefined) {
-      const fresh: LocalKey = { conns: new Set([conn]), data: data ?? 'null', entered: false, timer: undefined }
-      roomKeys.set(key, fresh)
-      return this.enter(room, key, fresh)
+      const fresh: LocalKey = { conns: new Set([conn]), data: data ?? 'null', entered: false, leaving: false, timer: undefined }
+      life.state.keys.set(key, fresh)
+      return this.enter(life, key, fresh)
     }
     clearTimeout(local.timer)
     local.timer = undefined
     local.conns.add(conn)
-    if (!local.entered) return this.enter(room, key, local)
+    // Back before its leave ran: the leave is skipped (or, when it is under way, followed by an enter).
+    local.leaving = false
+    if (!local.entered) return this.enter(life, key, local)
     if (data !== undefined && data !== local.data) {
       local.data = data
-      this.enqueue(room, async () => { if (local.entered) await this.store.update(room, key, data) })
+      this.enqueue(life, async () => { if (local.entered) await this.call(this.store.update(life.room, key, data), 'update') })
     }
   }
 
-  private enter (room: string, key: string, local: LocalKey): void {
-    this.enqueue(room, async () => {
-      if (local.entered || local.conns.size === 0) return
+  private enter (life: Life<RoomState>, key: string, local: LocalKey): void {
+    const room = life.room
+    this.enqueue(life, async () => {
+      if (local.entered || local.leaving || local.conns.size === 0 || life.state.keys.get(key) !== local) return
       let result
       try {
-        result = await this.store.enter(room, key, local.data, this.options.maxMembers)
+        result = await this.call(this.store.enter(room, key, local.data, this.options.maxMembers), 'enter')
       } catch (err) {
-        // The store puts it there once it is reachable again (see `local`).
+        // The store puts it there once it is reachable again (the repair syncs entered keys).
         local.entered = true
         throw err
       }
@@ -228,34 +274,115 @@ export class RoomPresence implements PresenceHost {
     })
   }
 
-  /** The key's last local connection is gone for good: it leaves the store. */
-  private drop (room: string, key: string, local: LocalKey): void {
-    this.forget(room, key, local)
-    this.enqueue(room, async () => { if (local.entered) await this.store.leave(room, key) })
-  }
-
-  private forget (room: string, key: string, local: LocalKey): void {
+  /** The key's last local connection is gone for good: it leaves the store, and here once the store confirmed it. */
+  private drop (life: Life<RoomState>, key: string, local: LocalKey): void {
     clearTimeout(local.timer)
     local.timer = undefined
-    const roomKeys = this.rooms.get(room)
-    if (roomKeys?.get(key) !== local) return
-    roomKeys.delete(key)
-    if (roomKeys.size === 0) this.rooms.delete(room)
-  }
-
-  private resnapshot (room: string): void {
-    const members = this.registry.members(room)
-    if (members === undefined || !this.options.events) return
-    this.enqueue(room, async () => {
-      const snapshot = await this.store.read(room)
-      const text = encodeSnapshot(room, snapshot)
-      const held = this.syncing.get(room)
-      for (const conn of this.registry.members(room) ?? []) if (held?.has(conn) !== true) conn.sendText(text)
+    local.leaving = true
+    const room = life.room
+    this.enqueue(life, async () => {
+      const keys = life.state.keys
+      if (!local.leaving || keys.get(key) !== local) return
+      if (local.entered) {
+        let last = true
+        for (const other of keys.values()) if (other !== local && other.entered) last = false
+        await this.call(this.store.leave(room, key, last), 'leave')
+      }
+      this.confirmed(life, key, local)
     })
   }
 
-  private * syncedRooms (): Iterable<string> {
-    for (const room of new Set([...this.rooms.keys(), ...this.lastVersion.keys()])) yield room
+  /** The store no longer holds the key: it is gone here too, unless a connection came back meanwhile (enter again). */
+  private confirmed (life: Life<RoomState>, key: string, local: LocalKey): void {
+    if (life.state.keys.get(key) !== local) return
+    if (local.conns.size > 0) {
+      local.leaving = false
+      local.entered = false
+      this.enter(life, key, local)
+      return
+    }
+    life.state.keys.delete(key)
+  }
+
+  /** Shutting down: the key is gone here, the store keeps it for `shutdownGrace`. */
+  private forget (life: Life<RoomState>, key: string, local: LocalKey): void {
+    clearTimeout(local.timer)
+    local.timer = undefined
+    if (life.state.keys.get(key) === local) life.state.keys.delete(key)
+  }
+
+  /**
+   * Makes the store hold exactly the room's entered keys, in the room's queue (never between an enter and its
+   * confirmation); then the leaves it carried out are confirmed. Resolves false when the store failed.
+   */
+  private async resyncRoom (life: Life<RoomState>): Promise<boolean> {
+    const sync = this.store.sync
+    if (sync === undefined) return true
+    return await this.enqueue(life, async () => {
+      const members = this.entered(life)
+      const leaving = [...life.state.keys].filter(([, local]) => local.leaving || !local.entered)
+      await this.call(sync.call(this.store, life.room, members), 'sync')
+      for (const [key, local] of leaving) if (local.leaving) this.confirmed(life, key, local)
+    })
+  }
+
+  /** Every member connection of the room waits for a new snapshot (its diffs held meanwhile). */
+  private resnapshot (life: Life<RoomState>): void {
+    const members = this.registry.members(life.room)
+    if (members === undefined || members.size === 0 || !this.options.events) return
+    this.snapshotTo(life, [...members])
+  }
+
+  /**
+   * Reads the room and sends the snapshot to `conns`, then the diffs held for them meanwhile that are newer (same
+   * epoch, v above the snapshot's). A newer wait of a connection (a later resnapshot) replaces this one.
+   */
+  private snapshotTo (life: Life<RoomState>, conns: Array<Connection<any, any>>): void {
+    const waiting = new Map<Connection<any, any>, Held>()
+    for (const conn of conns) {
+      const held: Held = []
+      life.state.syncing.set(conn, held)
+      waiting.set(conn, held)
+    }
+    const room = life.room
+    this.enqueue(life, async () => {
+      let snapshot: PresenceSnapshot | undefined
+      try {
+        snapshot = await this.call(this.store.read(room), 'read')
+      } finally {
+        const syncing = life.state.syncing
+        if (snapshot !== undefined && life.state.epoch === undefined) life.state.epoch = snapshot.epoch
+        const text = snapshot === undefined ? undefined : encodeSnapshot(room, snapshot)
+        for (const [conn, held] of waiting) {
+          if (syncing.get(conn) !== held) continue
+          syncing.delete(conn)
+          if (!conn.isOpen || !life.live) continue
+          // Without a snapshot (the store failed: the repair sends one later), the held diffs go as they are.
+          if (text !== undefined) conn.sendText(text)
+          for (const [v, epoch, diff] of held) {
+            if (snapshot === undefined || (v > snapshot.v && (epoch === undefined || snapshot.epoch === undefined || epoch === snapshot.epoch))) conn.sendText(diff)
+          }
+        }
+      }
+    })
+  }
+
+  private entered (life: Life<RoomState>): Map<string, string> {
+    const members = new Map<string, string>()
+    for (const [key, local] of life.state.keys) if (local.entered && !local.leaving) members.set(key, local.data)
+    return members
+  }
+
+  /** Ends the room's life once nothing is left of it here: no connection, no key, no store call, no waiting. */
+  private settle (life: Life<RoomState>): void {
+    const s = life.state
+    if (!life.live || s.keys.size > 0 || s.queued > 0 || s.syncing.size > 0) return
+    if ((this.registry.members(life.room)?.size ?? 0) > 0) return
+    this.lives.end(life.room, life)
+  }
+
+  private async call<T> (promise: Promise<T>, what: string): Promise<T> {
+    return await withDeadline(promise, this.callTimeout, `presence ${what}`)
   }
 
   private encode (data: unknown): string {
@@ -272,12 +399,18 @@ export class RoomPresence implements PresenceHost {
     return text
   }
 
-  private enqueue (room: string, task: () => Promise<void>): void {
-    const previous = this.tails.get(room) ?? Promise.resolve()
-    const next = previous.then(task).catch((err: unknown) => {
-      this.log.warn({ err, room }, 'presence: the store failed')
+  /** Runs `task` after the room's earlier store calls; resolves true when it succeeded (a failure is logged). */
+  private async enqueue (life: Life<RoomState>, task: () => Promise<void>): Promise<boolean> {
+    const s = life.state
+    s.queued++
+    let ok = false
+    const next = s.tail.then(task).then(() => { ok = true }, (err: unknown) => {
+      this.log.warn({ err, room: life.room }, 'presence: the store failed')
     })
-    this.tails.set(room, next)
-    next.then(() => { if (this.tails.get(room) === next) this.tails.delete(room) }, () => {})
+    s.tail = next
+    await next
+    s.queued--
+    this.settle(life)
+    return ok
   }
 }
