@@ -54,6 +54,11 @@ export class RedisPresenceStore implements PresenceStore {
   readonly contiguous = true
   private readonly redis: (Redis | Cluster) & Scripts
   private instance = randomUUID()
+  /**
+   * Ids this instance had before it was taken for dead: markers it may have written under one after the reaper
+   * passed (a repair racing the reap) are released by the next repair, once the new id holds the keys.
+   */
+  private readonly retired = new Set<string>()
   private host: PresenceHost | undefined
   private beatTimer: NodeJS.Timeout | undefined
   private reapTimer: NodeJS.Timeout | undefined
@@ -184,14 +189,7 @@ export class RedisPresenceStore implements PresenceStore {
     if (this.beating || this.closed || this.host === undefined) return
     this.beating = true
     try {
-      const alive = await this.bounded(this.redis.rtPrBeat(this.instances, this.reaping, this.instance, this.w.ttl, 'beat', DAY), 'heartbeat')
-      if (alive === 0) {
-        // Taken for dead while cut off: its old entries are (being) released; it comes back as a new instance.
-        this.instance = randomUUID()
-        await this.bounded(this.redis.rtPrBeat(this.instances, this.reaping, this.instance, this.w.ttl, 'start', DAY), 'heartbeat')
-        this.dirty = true
-        this.host.log.warn({ instance: this.instance }, 'presence: this instance was taken for dead (cut off from Redis); its members are put back')
-      }
+      await this.renew('heartbeat')
       await this.bounded(this.redis.pexpire(this.roomsOf(this.instance), this.w.ttl + DAY), 'heartbeat')
     } catch (err) {
       this.dirty = true
@@ -202,7 +200,28 @@ export class RedisPresenceStore implements PresenceStore {
     if (this.dirty) this.repair()
   }
 
-  /** Makes Redis hold exactly this instance's keys (through the host's room queues), then sends snapshots again. */
+  /**
+   * Renews the deadline; when the instance finds itself gone (taken for dead while cut off: its old entries are, or
+   * are being, released), it comes back under a new id, and the repair puts its members back.
+   */
+  private async renew (what: string): Promise<void> {
+    const host = this.host as PresenceHost
+    const id = this.instance
+    const alive = await this.bounded(this.redis.rtPrBeat(this.instances, this.reaping, id, this.w.ttl, 'beat', DAY), what)
+    // A renewal racing this one (the heartbeat and a repair) already moved to a new id.
+    if (alive !== 0 || this.instance !== id) return
+    this.retired.add(id)
+    this.instance = randomUUID()
+    await this.bounded(this.redis.rtPrBeat(this.instances, this.reaping, this.instance, this.w.ttl, 'start', DAY), what)
+    this.dirty = true
+    host.log.warn({ instance: this.instance }, 'presence: this instance was taken for dead (cut off from Redis); its members are put back')
+  }
+
+  /**
+   * Makes Redis hold exactly this instance's keys (through the host's room queues), then sends snapshots again. It
+   * renews the deadline first, so it never writes under an id the reaper took; markers written under a retired id
+   * (a repair that raced the reap) are released after the new id holds the keys, so nobody sees a leave and a join.
+   */
   private repair (): void {
     const host = this.host
     if (this.repairing || this.closed || host === undefined) return
@@ -211,8 +230,10 @@ export class RedisPresenceStore implements PresenceStore {
       while (this.dirty && !this.closed) {
         this.dirty = false
         try {
+          await this.renew('repair')
           const stored = await this.bounded(this.redis.smembers(this.roomsOf(this.instance)), 'repair')
           await host.repair(stored)
+          await this.releaseRetired()
           host.resync()
         } catch (err) {
           this.dirty = true
@@ -222,6 +243,22 @@ export class RedisPresenceStore implements PresenceStore {
       }
     }
     run().finally(() => { this.repairing = false }).catch(() => {})
+  }
+
+  /** Releases what retired ids of this instance still hold: in the rooms their sets list and this instance's own. */
+  private async releaseRetired (): Promise<void> {
+    for (const old of [...this.retired]) {
+      const rooms = new Set<string>(await this.bounded(this.redis.smembers(this.roomsOf(old)), 'repair'))
+      for (const [room] of this.host?.local() ?? []) rooms.add(room)
+      const list = [...rooms]
+      for (let i = 0; i < list.length; i += BATCH) {
+        await this.bounded(Promise.all(list.slice(i, i + BATCH).map(async (room) =>
+          await this.redis.rtPrSync(this.hash(room), old, this.w.channelOf(room), this.w.publishCommand, DAY, epoch(), '1'))), 'repair')
+        await breathe()
+      }
+      await this.bounded(this.redis.del(this.roomsOf(old)), 'repair')
+      this.retired.delete(old)
+    }
   }
 
   /** Claims dead instances and releases their keys, a batch of rooms at a time. */
