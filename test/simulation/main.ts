@@ -1,5 +1,5 @@
 // npm run simulate -- --seed N --schedules K [--steps L] [--verbose] [--no-shrink] [--shrink-time S]
-// npm run simulate -- --replay file.json [--verbose]
+// npm run simulate -- --replay file.json [--verbose] [--dump out.json (every frame, delivery and publish)]
 // Runs K schedules (seeds N, N+1, …) on a throw-away redis-server of its own (SIM_REDIS_URL to use another Redis:
 // then only the run's own keys are ever deleted, never FLUSHALL). A failing schedule prints its seed, the broken
 // invariants, and a replay file (shrunk: steps removed while it still fails the same way, within --shrink-time).
@@ -66,6 +66,8 @@ try {
   if (replay !== undefined) {
     const file = JSON.parse(readFileSync(replay, 'utf8')) as { schedule: Schedule }
     const result = await runSchedule(file.schedule, target, { verbose })
+    const dump = value('dump')
+    if (dump !== undefined) writeFileSync(dump, JSON.stringify({ log: result.log, violations: result.violations, ...result.record }, null, 1))
     if (result.violations.length > 0) { failed++; report(file.schedule, result.violations, result.took) } else process.stdout.write(`replay of seed ${file.schedule.seed}: passed in ${result.took} ms\n`)
   } else {
     const seed = Number(value('seed', '1'))

@@ -19,6 +19,8 @@ export interface RunResult {
   took: number
   /** What happened, for the report of a failing schedule. */
   log: string[]
+  /** Every client's recorded frames and deliveries, and every publish (for --dump). */
+  record: { clients: Array<{ id: string, user: string, instance: number, frames: unknown[], delivered: unknown[], recoveries: unknown[] }>, publishes: Publish[] }
 }
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
@@ -214,6 +216,7 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
     })
     if (reconnected !== null) violate({ invariant: 'run', what: reconnected })
 
+    note('phase: (a) The tail:')
     // (a) The tail: one more event in every history room reaches every member (an epoch the room moved to
     // meanwhile is announced to them on the way).
     for (const room of HISTORY_ROOMS) {
@@ -236,6 +239,7 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
       if (missing !== null) violate({ invariant: 'a', what: `room ${room}: the probe event n=${n} (${JSON.stringify(p.position)}) never reached the app of member client(s) ${missing}` })
     }
 
+    note('phase: (b) Presence converges:')
     // (b) Presence converges: the store's list is the members the clients are (no lasting ghost, nobody missing),
     // on every instance, and every member client's view equals it, within leaveDelay + ttl + ttl/3 of the heal.
     const window = leaveDelay + ttl + ttl / 3 + SLACK
@@ -258,6 +262,7 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
       if (why !== null) violate({ invariant: 'b', what: why })
     }
 
+    note('phase: (a), (b) on the recorded frames.')
     // (a), (b) on the recorded frames.
     for (const c of everyClient) {
       for (const v of checkHistory(c, publishes)) violate(v)
@@ -271,6 +276,7 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
       positions.set(key, p.n)
     }
 
+    note('phase: (c) Everyone leaves:')
     // (c) Everyone leaves: per-room structures back to baseline on every instance.
     for (const c of live()) c.kill()
     const structures = await until(leaveDelay + ttl + SLACK, async () => {
@@ -283,6 +289,7 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
     }, 100)
     if (structures !== null) violate({ invariant: 'c', what: `after every client left: ${structures}` })
 
+    note('phase: (d) Graceful closes,')
     // (d) Graceful closes, then (c) every key of the run has a TTL or is gone.
     for (const inst of instances) await closeInstance(inst, 'teardown')
     if (admin !== undefined) {
@@ -304,5 +311,9 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
       admin.disconnect()
     }
   }
-  return { violations, took: Date.now() - t0, log }
+  const record = {
+    clients: everyClient.map((c) => ({ id: c.id, user: c.user, instance: c.instance, frames: c.frames, delivered: c.delivered, recoveries: c.recoveries })),
+    publishes: [...publishes.values()]
+  }
+  return { violations, took: Date.now() - t0, log, record }
 }
