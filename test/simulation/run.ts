@@ -112,6 +112,12 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
     }
     note(`${schedule.mode}${schedule.mode === 'redis' && !useRedis ? ' (no Redis: memory)' : ''}, ${schedule.instances} instance(s)${schedule.children ? ' in child processes' : ''}, ttl ${ttl}, leaveDelay ${leaveDelay}, shutdown.timeout ${schedule.shutdownTimeout}, prefix ${prefix}`)
 
+    // A request to a client whose instance is down (or whose Redis is stalled) waits in its queue or on the store:
+    // the schedule waits for it at most this long and goes on (the request carries on in the background).
+    const settle = async (request: Promise<unknown>, what: string): Promise<void> => {
+      const done = request.then(() => {}, (err: Error) => { note(`${what}: ${err.message}`) })
+      await Promise.race([done, sleep(1500)])
+    }
     const runStep = async (step: Step): Promise<void> => {
       const c = 'client' in step ? clients[step.client] : undefined
       const live = c !== undefined && !c.gone
@@ -125,19 +131,19 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
         case 'join': {
           if (!live) return
           c.rooms.set(step.room, step.data ?? 0)
-          await c.join(step.room, step.data ?? 0).catch((err: Error) => { note(`client ${c.id} join ${step.room}: ${err.message}`) })
+          await settle(c.join(step.room, step.data ?? 0), `client ${c.id} join ${step.room}`)
           return
         }
         case 'leave': {
           if (!live || !c.rooms.has(step.room)) return
           c.rooms.delete(step.room)
-          await c.client.request('leave', { room: step.room }).catch((err: Error) => { note(`client ${c.id} leave ${step.room}: ${err.message}`) })
+          await settle(c.client.request('leave', { room: step.room }), `client ${c.id} leave ${step.room}`)
           return
         }
         case 'update': {
           if (!live || !c.rooms.has(step.room)) return
           c.rooms.set(step.room, step.data)
-          await c.client.request('update', { room: step.room, data: step.data }).catch((err: Error) => { note(`client ${c.id} update ${step.room}: ${err.message}`) })
+          await settle(c.client.request('update', { room: step.room, data: step.data }), `client ${c.id} update ${step.room}`)
           return
         }
         case 'drop': if (live) c.drop(); return
@@ -148,7 +154,7 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
           const fresh = newClient(step.client, c.user, c.instance)
           for (const [room, data] of c.rooms) {
             fresh.rooms.set(room, data)
-            await fresh.join(room, data).catch((err: Error) => { note(`client ${fresh.id} join ${room}: ${err.message}`) })
+            await settle(fresh.join(room, data), `client ${fresh.id} join ${room}`)
           }
           return
         }
@@ -157,9 +163,10 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
           const n = nextN++
           const p: Publish = { n, room: step.room, instance: step.instance, t: Date.now() - t0 }
           publishes.set(n, p)
-          const result = await inst.publish(step.room, n, step.volatile === true)
-          if ('error' in result) p.error = result.error
-          else p.position = result
+          await settle(inst.publish(step.room, n, step.volatile === true).then((result) => {
+            if ('error' in result) p.error = result.error
+            else p.position = result
+          }), `publish n=${n}`)
           return
         }
         case 'cut': case 'stall': {
