@@ -61,24 +61,16 @@ export async function startSimApp (config: InstanceConfig): Promise<FastifyInsta
 
 /**
  * The per-room structures of an instance that must be back to their baseline (empty) once every client left.
- * Besides `stats().rooms`, this reads private maps through a cast (test code only):
- *   registry.roomHistory.syncing, registry.roomHistory.cursors.cursors, registry.roomHistory.cursors.early,
- *   registry.roomPresence.rooms, .syncing, .lastVersion, .tails.
+ * Besides `stats().rooms`, this reads the room lives of history and presence (lib/room-life.ts) through a cast
+ * (test code only): every per-room structure of either feature belongs to one of them, so no life, no state.
  */
 export function roomStructures (app: FastifyInstance): Record<string, string[]> {
   const registry = app.realtime as any
-  const keys = (m: unknown): string[] => m instanceof Map ? [...m.keys()].map(String) : []
-  const h = registry.roomHistory
-  const p = registry.roomPresence
+  const rooms = (lives: unknown): string[] => lives === undefined ? [] : [...(lives as Iterable<{ room: string }>)].map((life) => life.room)
   return {
     'stats().rooms': Array.from({ length: app.realtime.stats().rooms }, (_, i) => `#${i}`),
-    'roomHistory.syncing': keys(h?.syncing),
-    'roomHistory.cursors.cursors': keys(h?.cursors?.cursors),
-    'roomHistory.cursors.early': keys(h?.cursors?.early),
-    'roomPresence.rooms': keys(p?.rooms),
-    'roomPresence.syncing': keys(p?.syncing),
-    'roomPresence.lastVersion': keys(p?.lastVersion),
-    'roomPresence.tails': keys(p?.tails)
+    'roomHistory.lives': rooms(registry.roomHistory?.lives),
+    'roomPresence.lives': rooms(registry.roomPresence?.lives)
   }
 }
 
