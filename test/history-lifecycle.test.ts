@@ -142,6 +142,30 @@ redisTest('live frames held while a join reads are bounded by the replay budget 
   assert.equal(c.ws.readyState, c.ws.OPEN, 'the connection stays open (no 4408)')
 })
 
+redisTest('a join that answered unavailable gets the room\'s position once Redis answers again, and its instance follows the room from there', { timeout: 30000 }, async (t) => {
+  const p = await pair(t)
+  const room = 'h:outage-join'
+  p.b.app.realtime.to(room).send('said', { n: 1 })
+  const c = await client(p.a)
+  p.clients.push(c)
+  await p.proxy.cut()
+  await sleep(300)
+  const { before } = await call(c, 'join', { room }, 10000)
+  assert.deepEqual(before.map((m) => m.data?.recovery?.reason), ['unavailable'])
+  assert.equal(before[0].data.offset, null)
+  await p.proxy.restore()
+  let position: any
+  for (const deadline = Date.now() + 10000; position === undefined && Date.now() < deadline;) {
+    const m = await c.nextMessage(10000)
+    if (m.type === 'rt.position') position = m
+  }
+  const { epoch, offset } = await p.b.app.realtime.history(room).position()
+  assert.deepEqual(position?.data, { room, epoch, offset, recovery: { recovered: false, reason: 'unavailable' } })
+  for (let n = 2; n <= 4; n++) p.b.app.realtime.to(room).send('said', { n })
+  const live = await drain(c, 800)
+  assert.deepEqual(live.map((m) => m.offset), [offset + 1, offset + 2, offset + 3])
+})
+
 test('a frame of an epoch the room already left (still in flight) does not take the cursor back', () => {
   const delivered: StreamMessage[] = []
   const notices: Array<[string, number, string]> = []

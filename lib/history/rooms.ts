@@ -35,7 +35,16 @@ interface Sync {
 interface HistoryRoom {
   cursor: RoomCursor
   syncing: Map<Connection<any, any>, Sync>
+  /** Members whose join answered `unavailable`: they get a position once the store answers again. */
+  positionless: Set<Connection<any, any>>
+  /** The next try to read the room's position for them. */
+  retry: NodeJS.Timeout | undefined
+  attempts: number
 }
+
+/** While the store does not answer, members without a position are retried this often, this many times. */
+const RETRY_MS = 1000
+const MAX_RETRIES = 30
 
 /** What the history needs of the registry. */
 export interface HistoryHost {
@@ -65,7 +74,10 @@ export class RoomHistory {
   private readonly lives: RoomLives<HistoryRoom>
 
   constructor (readonly options: ResolvedHistory, readonly store: HistoryStore, private readonly host: HistoryHost) {
-    this.lives = new RoomLives<HistoryRoom>((room) => this.open(room), (life) => { life.state.cursor.stop() })
+    this.lives = new RoomLives<HistoryRoom>((room) => this.open(room), (life) => {
+      life.state.cursor.stop()
+      clearTimeout(life.state.retry)
+    })
   }
 
   /** A numbered frame from a shared store's subscription (every instance's publishes, this one's included). */
@@ -74,9 +86,12 @@ export class RoomHistory {
     this.lives.get(room)?.state.cursor.received(message)
   }
 
-  /** The subscription came back after an outage: read what it lost. */
+  /** The subscription came back after an outage: read what it lost, and give members without a position one. */
   resync (): void {
-    for (const life of this.lives) life.state.cursor.resync()
+    for (const life of this.lives) {
+      life.state.cursor.resync()
+      if (life.state.positionless.size > 0) this.settle(life, 0)
+    }
   }
 
   /** Rooms with local members whose history state this instance keeps (for tests and stats). */
@@ -201,6 +216,7 @@ export class RoomHistory {
         if (!current()) return { epoch: r.epoch, offset: r.top }
         // Other local members learn of an epoch the read found first (a flushed Redis); this one is still held.
         if (cursor.seed(r.epoch, r.top)) this.notify(life, r.epoch, r.top, 'epoch')
+        if (life.state.positionless.size > 0) this.givePositions(life)
         const result = this.finish(conn, room, policy, from, r, sync)
         sync.buffer = undefined
         sync.overflow = false
@@ -216,7 +232,10 @@ export class RoomHistory {
       () => {
         if (!current()) return { epoch: '', offset: 0 }
         syncing.delete(conn)
-        return this.unavailable(conn, room, sync.buffer ?? [])
+        const result = this.unavailable(conn, room, sync.buffer ?? [])
+        life.state.positionless.add(conn)
+        this.settle(life, RETRY_MS)
+        return result
       }
     )
   }
@@ -226,6 +245,7 @@ export class RoomHistory {
     const life = this.lives.get(room)
     if (life !== undefined) {
       life.state.syncing.delete(conn)
+      life.state.positionless.delete(conn)
       if (this.host.members(room) === undefined) this.lives.end(room, life)
     }
     if (conn.isOpen) conn.sendText(encodePosition(room, undefined, null))
@@ -245,7 +265,49 @@ export class RoomHistory {
         return await this.store.read(room, policy, since)
       }
     })
-    return { cursor, syncing }
+    return { cursor, syncing, positionless: new Set(), retry: undefined, attempts: 0 }
+  }
+
+  /**
+   * Reads the room's position for the members whose join answered `unavailable` (after `delay`, then every second
+   * for about half a minute while the store does not answer): without it the instance would run the room with no
+   * cursor (no duplicate dropped, no hole mended) and those clients with no position to recover from.
+   */
+  private settle (life: Life<HistoryRoom>, delay: number): void {
+    const state = life.state
+    if (!life.live) return
+    clearTimeout(state.retry)
+    state.retry = setTimeout(() => {
+      state.retry = undefined
+      const policy = this.policy(life.room)
+      if (!life.live || state.positionless.size === 0 || policy === undefined) return
+      const again = (): void => { if (++state.attempts < MAX_RETRIES) this.settle(life, RETRY_MS) }
+      let read: HistoryRead | Promise<HistoryRead>
+      try {
+        read = this.store.read(life.room, policy, undefined)
+      } catch {
+        return again()
+      }
+      Promise.resolve(read).then((r) => {
+        if (!life.live) return
+        state.attempts = 0
+        if (state.cursor.seed(r.epoch, r.top)) this.notify(life, r.epoch, r.top, 'epoch')
+        this.givePositions(life)
+      }, again)
+    }, delay)
+    state.retry.unref()
+  }
+
+  /** Members that had no position get the room's: from here on they are followed; `unavailable` says they may have missed events. */
+  private givePositions (life: Life<HistoryRoom>): void {
+    const position = life.state.cursor.position
+    if (position === undefined) return
+    const text = encodePosition(life.room, position.epoch, position.last, { recovered: false, reason: 'unavailable' })
+    for (const conn of life.state.positionless) {
+      if (life.state.syncing.has(conn)) continue
+      life.state.positionless.delete(conn)
+      if (conn.isOpen && conn.rooms.has(life.room)) conn.sendText(text)
+    }
   }
 
   /** A live frame for a connection whose join is still reading: held, up to the replay budget. */

@@ -22,7 +22,7 @@ export interface Publish {
  * wire every event follows the position the client holds (offset + 1: a silent hole is a violation; an offset at
  * or below it is the replay's overlap, which the client drops by design), a resumed join either replays from the
  * client's own position or says `recovered: false` with a reason, and every `rt.position` that is not a
- * notification (`epoch`, `gap`) answers a join of that room on that connection (a stale join's answer after a
+ * notification (`epoch`, `gap`, or `unavailable` with a position) answers a join of that room on that connection (a stale join's answer after a
  * leave is a violation).
  */
 export function checkHistory (c: SimClient, publishes: Map<number, Publish>): Violation[] {
@@ -76,7 +76,8 @@ export function checkHistory (c: SimClient, publishes: Map<number, Publish>): Vi
     if (m?.type === 'rt.position') {
       const { room, epoch, offset, recovery } = m.data ?? {}
       const reason: string | undefined = recovery?.reason
-      const notification = reason === 'epoch' || reason === 'gap'
+      // `unavailable` with a position is the instance handing one to a member whose join could not read the store.
+      const notification = reason === 'epoch' || reason === 'gap' || (reason === 'unavailable' && offset !== null)
       if (offset === null && reason !== 'unavailable') {
         // The answer to a leave: joins sent before it are void.
         outstanding.set(room, joinsSinceLeave.get(room) ?? 0)

@@ -229,6 +229,16 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
     for (const room of HISTORY_ROOMS) {
       const members = live().filter((c) => c.rooms.has(room))
       if (members.length === 0) continue
+      // Healed means every instance reaches Redis again: its position read waits for its subscription to the room,
+      // so a probe published after this is one every instance's subscription carries.
+      const reachable = await until(10_000 + SLACK, async () => {
+        for (const inst of instances) {
+          const at = await inst.position(room)
+          if ('error' in at) return `instance ${inst.index} cannot read ${room}: ${at.error}`
+        }
+        return null
+      }, 200)
+      if (reachable !== null) violate({ invariant: 'run', what: reachable })
       const n = nextN++
       const p: Publish = { n, room, instance: 0, t: Date.now() - t0 }
       publishes.set(n, p)
@@ -239,8 +249,11 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
         return null
       }, 200)
       if (why !== null) { violate({ invariant: 'a', what: `room ${room}: ${why}` }); continue }
+      // Reached: the app got the event, or was told after its publish that it must reload the room (recovered: false,
+      // as when its instance's subscription was still coming back and the instance read past it).
       const missing = await until(5000 + SLACK, () => {
-        const lacking = members.filter((c) => !c.delivered.some((d) => d.n === n))
+        const lacking = members.filter((c) => !c.delivered.some((d) => d.n === n) &&
+          !c.recoveries.some((r) => r.room === room && !r.recovered && r.t >= p.t))
         return lacking.length === 0 ? null : lacking.map((c) => c.id).join(', ')
       })
       if (missing !== null) violate({ invariant: 'a', what: `room ${room}: the probe event n=${n} (${JSON.stringify(p.position)}) never reached the app of member client(s) ${missing}` })
