@@ -116,7 +116,8 @@ export class Registry implements RealtimeRegistry {
     conn.dispose()
     if (conn.userId !== undefined) this.unindex(this.users, 'user', conn.userId, conn)
     this.expiring.delete(conn)
-    bump(this.counters.closes, closeLabel(code))
+    // A code the server chose (the app's own 4000s included) is the app's vocabulary; one a client chose is not.
+    bump(this.counters.closes, conn.closeIntent === code ? String(code) : closeLabel(code))
     this.onCountChange(this.connections.size)
     if (this.connections.size === 0) this.drained?.()
   }

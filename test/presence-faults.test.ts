@@ -171,8 +171,9 @@ redisTest('item 2 (reaping a big dead instance): 30,000 rooms are reaped while t
   await redis.zadd(`${prefix}pr-inst:{pr}`, 1, dead)
   await eventually(async () => await redis.exists(rooms) === 0, 60000, 'the dead instance reaped')
   await sleep(2 * ttl)
-  assert.deepEqual(wA.events('p:live'), ['join:m1', 'join:m2'])
-  assert.deepEqual(wB.events('p:live'), ['join:m1', 'join:m2'])
+  // m1 and m2 joined on different instances: their enters may reach Redis in either order. No leave, no re-join.
+  assert.deepEqual([...wA.events('p:live')].sort(), ['join:m1', 'join:m2'])
+  assert.deepEqual([...wB.events('p:live')].sort(), ['join:m1', 'join:m2'])
   assert.deepEqual(await listOf(a, 'p:live'), ['m1', 'm2'])
   assert.equal(await redis.exists(`${prefix}pr:${hashTag('p:dead:29999')}`, `${prefix}pr:${hashTag('p:dead:0')}`), 2, 'emptied rooms keep their version for a while')
   assert.equal(await redis.hget(`${prefix}pr:${hashTag('p:dead:0')}`, 'n'), '0')
