@@ -79,6 +79,9 @@ export class Registry implements RealtimeRegistry {
   readonly counters: Counters = createCounters()
   /** Connections whose session expires. */
   readonly expiring = new Set<Connection<any, any>>()
+  /** Connection slots reserved by handshakes in progress (see lib/route.ts), counted against maxConnections. */
+  reserved = 0
+  private readonly reservedByUser = new Map<string, number>()
   /** The metrics counters, when the app asked for metrics. */
   meter: InstanceMeter | undefined
   closing = false
@@ -161,6 +164,17 @@ export class Registry implements RealtimeRegistry {
   /** Rooms or users here, with their number of local connections (for a broker's presence keys). */
   * local (kind: 'room' | 'user'): Iterable<[string, number]> {
     for (const [name, set] of kind === 'room' ? this.rooms : this.users) yield [name, set.size]
+  }
+
+  /** Slots reserved for the user by handshakes in progress. */
+  reservedFor (userId: string): number {
+    return this.reservedByUser.get(userId) ?? 0
+  }
+
+  reserveFor (userId: string, delta: number): void {
+    const count = (this.reservedByUser.get(userId) ?? 0) + delta
+    if (count > 0) this.reservedByUser.set(userId, count)
+    else this.reservedByUser.delete(userId)
   }
 
   userCount (userId: string): number {

@@ -32,6 +32,8 @@ export interface Admission {
   route: CompiledRoute
   session: Session
   request: FastifyRequest
+  /** Gives back the connection slots the handshake reserved (once the connection is registered, or never opens). */
+  release: () => void
 }
 
 export interface RealtimeContext extends DispatchContext {
@@ -127,8 +129,13 @@ function checkProtocols (route: CompiledRoute, request: FastifyRequest): void {
     : `none of the offered subprotocols is one this route speaks (${accepted.join(', ')})`)
 }
 
-/** The handshake, in the order of shared/DESIGN.md; every refusal is a `HandshakeError`. */
-async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest): Promise<Session> {
+/**
+ * The handshake, in the order of shared/DESIGN.md; every refusal is a `HandshakeError`. The capacity checks
+ * reserve their slot at once (concurrent handshakes that await a session or an origin check cannot all pass a
+ * check made before the wait): `slots.release()` gives it back on a refusal, when the connection is registered,
+ * or when the socket closes before it opens.
+ */
+async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest, slots: Slots): Promise<Session> {
   const { registry, options } = ctx
   if (registry.closing) throw new HandshakeError('SHUTTING_DOWN')
   // Node hands an upgrade's body to ws as if it were frames: such a request is no WebSocket handshake.
@@ -145,7 +152,12 @@ async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: Co
     if (normalized === undefined || !(await route.originCheck(normalized, request))) throw new HandshakeError('FORBIDDEN_ORIGIN')
   }
   checkProtocols(route, request)
-  if (registry.connections.size >= options.limits.maxConnections) throw new HandshakeError('SERVER_FULL')
+  if (request.ws) {
+    if (registry.connections.size + registry.reserved >= options.limits.maxConnections) throw new HandshakeError('SERVER_FULL')
+    slots.reserve()
+  } else if (registry.connections.size >= options.limits.maxConnections) {
+    throw new HandshakeError('SERVER_FULL')
+  }
   let session = ANONYMOUS
   if (route.auth !== false) {
     const checked = await checkSession(instance, request, route.auth)
@@ -153,18 +165,47 @@ async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: Co
     if (checked.fromCookie && origin === undefined && request.ws) throw new HandshakeError('FORBIDDEN_ORIGIN', 'a session cookie needs an Origin header')
     session = checked.session
   }
-  if (session.userId !== undefined && registry.userCount(session.userId) >= options.limits.maxConnectionsPerUser) {
-    throw new HandshakeError('TOO_MANY_CONNECTIONS')
+  if (session.userId !== undefined) {
+    if (registry.userCount(session.userId) + registry.reservedFor(session.userId) >= options.limits.maxConnectionsPerUser) {
+      throw new HandshakeError('TOO_MANY_CONNECTIONS')
+    }
+    if (request.ws) slots.reserveUser(session.userId)
   }
   if (!request.ws) throw new HandshakeError('UPGRADE_REQUIRED')
   return session
 }
 
+/** The slots one handshake holds in the registry's counts until its connection is registered (or never opens). */
+class Slots {
+  private all = false
+  private user: string | undefined
+
+  constructor (private readonly registry: RealtimeContext['registry']) {}
+
+  reserve (): void {
+    this.all = true
+    this.registry.reserved++
+  }
+
+  reserveUser (userId: string): void {
+    this.user = userId
+    this.registry.reserveFor(userId, 1)
+  }
+
+  /** Idempotent. */
+  readonly release = (): void => {
+    if (this.all) this.registry.reserved--
+    if (this.user !== undefined) this.registry.reserveFor(this.user, -1)
+    this.all = false
+    this.user = undefined
+  }
+}
+
 /** `admit` as a traced operation on `fastify-realtime:handshake`: a refusal is its `error`. */
-async function traceAdmit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest): Promise<Session> {
+async function traceAdmit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest, slots: Slots): Promise<Session> {
   const context: HandshakeTraceContext = { route: route.path, request }
   return await handshakeChannel.tracePromise(async () => {
-    const session = await admit(ctx, instance, route, request)
+    const session = await admit(ctx, instance, route, request, slots)
     context.userId = session.userId
     return session
   }, context)
@@ -220,10 +261,14 @@ export function addRoute<S extends Record<string, SchemaLike>, M extends Message
     url: route.url,
     // The route's own hook: one added with addHook inside a fastify-plugin-wrapped plugin would reach every route.
     preValidation: async function realtimePreValidation (request: FastifyRequest, reply: FastifyReply) {
+      const slots = new Slots(ctx.registry)
       try {
-        const session = traced(handshakeChannel) ? await traceAdmit(ctx, instance, route, request) : await admit(ctx, instance, route, request)
-        ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request }
+        const session = traced(handshakeChannel) ? await traceAdmit(ctx, instance, route, request, slots) : await admit(ctx, instance, route, request, slots)
+        ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request, release: slots.release }
+        // An upgrade that never completes (the client hung up, ws refused it) gives its slots back with its socket.
+        request.raw.socket.once('close', slots.release)
       } catch (err) {
+        slots.release()
         if (!(err instanceof HandshakeError)) throw err
         return await refuse(ctx, route, request, reply, err)
       }

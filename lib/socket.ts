@@ -92,6 +92,7 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
     return
   }
   const { session } = admission
+  admission.release()
   const conn = new Connection(socket, request, session.user, session.userId, ctx.limits, ctx.registry.counters, ctx.registry)
   conn.expiresAt = session.expiresAt
   const meter = route.meter

@@ -92,6 +92,33 @@ test('maxConnections: 503 SERVER_FULL; maxConnectionsPerUser: 429 TOO_MANY_CONNE
   for (const c of [a2, b1, c1]) c.destroy()
 })
 
+test('maxConnections and maxConnectionsPerUser hold under concurrent handshakes whose session check awaits', { timeout: 15000 }, async (t) => {
+  const h = await startApp({
+    jwt: false,
+    realtime: {
+      auth: { authenticate: async (request) => { await new Promise((resolve) => setTimeout(resolve, 10)); return { sub: String(request.headers['x-user']) } } },
+      limits: { maxConnections: 5, maxConnectionsPerUser: 2 }
+    },
+    setup: (app) => { app.realtimeRoute(route) }
+  })
+  t.after(() => h.close())
+  const attempts = await Promise.allSettled(Array.from({ length: 20 }, async (_, i) => await connect(`${h.wsBase}/rt`, { headers: { 'x-user': `u${i}` } })))
+  const opened = attempts.filter((a) => a.status === 'fulfilled')
+  t.after(() => { for (const a of opened) (a as PromiseFulfilledResult<Awaited<ReturnType<typeof connect>>>).value.destroy() })
+  assert.equal(opened.length, 5, 'exactly maxConnections got in')
+  assert.equal(h.app.realtime.stats().connections, 5)
+  assert.equal(h.app.realtime.stats().refused.SERVER_FULL, 15)
+  const same = await Promise.allSettled(Array.from({ length: 6 }, async () => await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'u0' } })))
+  for (const a of same) if (a.status === 'fulfilled') a.value.destroy()
+  assert.equal(same.filter((a) => a.status === 'fulfilled').length, 0, 'the instance is full: none of them')
+  for (const a of opened) (a as PromiseFulfilledResult<Awaited<ReturnType<typeof connect>>>).value.destroy()
+  await waitFor(() => h.app.realtime.stats().connections === 0)
+  const mallory = await Promise.allSettled(Array.from({ length: 6 }, async () => await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'mallory' } })))
+  t.after(() => { for (const a of mallory) if (a.status === 'fulfilled') a.value.destroy() })
+  assert.equal(mallory.filter((a) => a.status === 'fulfilled').length, 2, 'exactly maxConnectionsPerUser for one user')
+  assert.equal((h.app.realtime as unknown as { reserved: number }).reserved, 0, 'every reservation was given back')
+})
+
 test('slow consumer: a client that stops reading is closed with 4408 within a second; the heap stays bounded', { timeout: 20000 }, async (t) => {
   const maxBufferedBytes = 256 * 1024
   const closes: number[] = []
