@@ -265,8 +265,10 @@ export function addRoute<S extends Record<string, SchemaLike>, M extends Message
       try {
         const session = traced(handshakeChannel) ? await traceAdmit(ctx, instance, route, request, slots) : await admit(ctx, instance, route, request, slots)
         ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request, release: slots.release }
-        // An upgrade that never completes (the client hung up, ws refused it) gives its slots back with its socket.
-        request.raw.socket.once('close', slots.release)
+        // An upgrade that never completes (the client hung up, ws refused it) gives its slots back with its socket
+        // (injectWS's request has a socket of its own making, without events).
+        const socket = request.raw.socket as { once?: (event: 'close', listener: () => void) => void } | undefined
+        if (typeof socket?.once === 'function') socket.once('close', slots.release)
       } catch (err) {
         slots.release()
         if (!(err instanceof HandshakeError)) throw err
