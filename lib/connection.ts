@@ -86,6 +86,8 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   private readonly limits: ResolvedLimits
   private readonly counters: Counters
   private tokens: number
+  /** The byte bucket (`limits.byteRate`), refilled with the message bucket. */
+  private byteTokens: number
   /** Monotonic (performance.now()): a wall clock stepped back must not starve the bucket. */
   private refilledAt = performance.now()
   private busy = false
@@ -103,6 +105,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     this.counters = counters
     this.index = index
     this.tokens = limits.burst
+    this.byteTokens = limits.byteBurst
   }
 
   /** A child logger bound to the connection id, the user id and the remote address. */
@@ -214,16 +217,22 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     this.socket.terminate()
   }
 
-  /** Takes one token from the rate bucket; false when the connection is over `limits.rate`. */
-  takeToken (): boolean {
+  /**
+   * Takes one message token and `bytes` byte tokens; false (and nothing taken) when the connection is over
+   * `limits.rate` or `limits.byteRate`. Every frame pays before it is decoded, whatever it turns out to be.
+   */
+  takeToken (bytes = 0): boolean {
     const now = performance.now()
     const elapsed = now - this.refilledAt
+    const limits = this.limits
     if (elapsed > 0) {
-      this.tokens = Math.min(this.limits.burst, this.tokens + elapsed * this.limits.rate / 1000)
+      this.tokens = Math.min(limits.burst, this.tokens + elapsed * limits.rate / 1000)
+      this.byteTokens = Math.min(limits.byteBurst, this.byteTokens + elapsed * limits.byteRate / 1000)
       this.refilledAt = now
     }
-    if (this.tokens < 1) return false
+    if (this.tokens < 1 || this.byteTokens < bytes) return false
     this.tokens -= 1
+    this.byteTokens -= bytes
     return true
   }
 

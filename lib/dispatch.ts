@@ -61,6 +61,18 @@ function reject (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeI
   }
 }
 
+/** Frames this short are decoded for their id when rate-limited, so a refused request still gets its answer. */
+const ID_PEEK_BYTES = 1024
+
+/** A frame over the rate: refused undecoded (a short one is decoded for its id, a bounded cost). */
+function rateLimited (ctx: DispatchContext, conn: Connection<any, any>, data: Buffer, isBinary: boolean): void {
+  if (isBinary) return reject(ctx, conn, undefined, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, 'binary')
+  const envelope = data.length <= ID_PEEK_BYTES ? decodeEnvelope(data.toString()) : undefined
+  const id = envelope === undefined ? undefined : isDecodeFailure(envelope) ? envelope.id : envelope.id
+  const type = envelope === undefined || isDecodeFailure(envelope) ? undefined : envelope.type
+  reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, type)
+}
+
 /** Turns whatever a handler threw into an error envelope; only a RealtimeError's code and message reach the client. */
 function fail (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, type: string, err: unknown): void {
   if (err instanceof RealtimeError) {
@@ -216,12 +228,13 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
   conn.alive = true
   // After the server decided to close (or the peer did), frames still in flight are not handled.
   if (!conn.isOpen) return
+  // Every frame pays, by message and by byte, before any work on it: garbage and refused frames included.
+  if (!conn.takeToken(data.length)) return rateLimited(ctx, conn, data, isBinary)
 
   if (isBinary) {
     const binary = route.binary
     if (meter !== undefined) meter.binary.in++
     if (binary === undefined) return reject(ctx, conn, undefined, ErrorCode.BINARY_NOT_ACCEPTED, 'this route accepts no binary frames', undefined, 'binary')
-    if (!conn.takeToken()) return reject(ctx, conn, undefined, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, 'binary')
     conn.violations = 0
     const queued = conn.enqueue(() => {
       try {
@@ -243,16 +256,14 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
   }
   const { type, id } = envelope
   if (meter !== undefined) meter.type(type).in++
-  if (!conn.takeToken()) return reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, type)
 
+  // Only a valid application message (or auth.refresh) resets the violations: a ping between garbage frames does not.
   let task: () => unknown
   if (type === 'ping') {
-    conn.violations = 0
     conn.sendEnvelope(encodePong(id), meter?.pong)
     return
   } else if (type === 'rt.resume') {
     // No answer, ever: positions are used only by rooms the app's own handlers join.
-    conn.violations = 0
     ctx.registry.roomHistory?.resume(conn, envelope.data)
     return
   } else if (type === 'auth.refresh') {

@@ -60,6 +60,12 @@ export interface LimitsOptions {
   rate?: number
   /** Messages a connection may send at once before the rate applies. @default the rate */
   burst?: number
+  /**
+   * Bytes a second per connection, charged for every frame before it is decoded (a frame bigger than what is
+   * left waits for the bucket: RATE_LIMITED). The bucket holds a second of it, and never less than `maxPayload`.
+   * @default 1048576
+   */
+  byteRate?: number
   /** Rejected messages (rate-limited or invalid) in a row before the connection is closed with 1008. @default 50 */
   maxViolations?: number
   /** Messages that may wait for a busy async handler before further ones are refused with RATE_LIMITED. @default 256 */
@@ -117,6 +123,8 @@ export interface ResolvedLimits {
   maxPayload: number
   rate: number
   burst: number
+  byteRate: number
+  byteBurst: number
   maxViolations: number
   maxPending: number
   maxBufferedBytes: number
@@ -187,7 +195,7 @@ export const OPTION_KEYS = {
   options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence'],
   presence: PRESENCE_KEYS,
   auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms'],
-  limits: ['maxPayload', 'rate', 'burst', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser'],
+  limits: ['maxPayload', 'rate', 'burst', 'byteRate', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser'],
   heartbeat: ['interval'],
   shutdown: ['timeout']
 } as const
@@ -199,6 +207,8 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
   checkOrigins(options.origins, 'origins')
   const l = options.limits ?? {}
   const rate = positive('limits.rate', l.rate, 100)
+  const maxPayload = positive('limits.maxPayload', l.maxPayload, 64 * 1024)
+  const byteRate = positive('limits.byteRate', l.byteRate, 1024 * 1024)
   if (l.onSlowConsumer !== undefined && l.onSlowConsumer !== 'close' && l.onSlowConsumer !== 'drop') {
     throw new RT_ERR_OPTIONS(`limits.onSlowConsumer: expected 'close' or 'drop', got ${String(l.onSlowConsumer)}`)
   }
@@ -209,9 +219,11 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
     requireOrigin: options.requireOrigin ?? false,
     auth: resolveAuth(options.auth, 'auth'),
     limits: {
-      maxPayload: positive('limits.maxPayload', l.maxPayload, 64 * 1024),
+      maxPayload,
       rate,
       burst: positive('limits.burst', l.burst, rate),
+      byteRate,
+      byteBurst: Math.max(byteRate, maxPayload),
       maxViolations: positive('limits.maxViolations', l.maxViolations, 50),
       maxPending: positive('limits.maxPending', l.maxPending, 256),
       maxBufferedBytes,

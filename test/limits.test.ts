@@ -76,6 +76,41 @@ test('a connection that keeps sending past the limit is closed with 1008; so is 
   assert.equal(h.app.realtime.stats().closes[1008], 2)
 })
 
+test('the rate limit cannot be bypassed: garbage frames pay before they are parsed, pings reset nothing, bytes are charged too', { timeout: 15000 }, async (t) => {
+  const h = await limitsApp({ limits: { rate: 10, burst: 10, maxViolations: 20, byteRate: 200_000 } })
+  const c = await connect(`${h.wsBase}/rt`)
+  t.after(async () => { c.destroy(); await h.close() })
+  // 30 KB JSON arrays (BAD_ENVELOPE) with a ping between each, as fast as the socket takes them.
+  const junk = JSON.stringify(Array.from({ length: 3000 }, (_, i) => i * 1000))
+  let sent = 0
+  const started = Date.now()
+  while (c.ws.readyState === c.ws.OPEN && Date.now() - started < 3000 && sent < 2000) {
+    c.ws.send(junk)
+    c.ws.send('{"type":"ping"}')
+    sent++
+    if (sent % 20 === 0) await new Promise((resolve) => setTimeout(resolve, 5))
+  }
+  assert.equal((await c.closed).code, 1008, 'closed for violations')
+  const { errors } = h.app.realtime.stats()
+  // At most the burst and a few seconds of the rate were parsed: the rest was refused unread.
+  assert.ok((errors.BAD_ENVELOPE ?? 0) <= 40, `parsed ${errors.BAD_ENVELOPE} junk frames`)
+  assert.ok((errors.RATE_LIMITED ?? 0) > 0)
+
+  // Bytes: under the message rate, a client sending 60 KB frames at 20 a second passes 200 KB/s and is refused.
+  const b = await connect(`${h.wsBase}/rt`)
+  t.after(() => { b.destroy() })
+  const big = JSON.stringify({ type: 'echo', data: 'x'.repeat(60_000), id: 1 })
+  const answers: string[] = []
+  for (let i = 0; i < 8; i++) {
+    b.ws.send(big)
+    const m = await b.nextMessage()
+    answers.push(m.type === 'error' ? m.error.code : m.type)
+    await new Promise((resolve) => setTimeout(resolve, 50))
+  }
+  assert.ok(answers.includes('RATE_LIMITED'), `answers: ${answers.join(', ')}`)
+  assert.ok(answers.filter((a) => a === 'reply').length >= 3, `the first ones pass: ${answers.join(', ')}`)
+})
+
 test('maxConnections: 503 SERVER_FULL; maxConnectionsPerUser: 429 TOO_MANY_CONNECTIONS', { timeout: 10000 }, async (t) => {
   const h = await limitsApp({ limits: { maxConnections: 3, maxConnectionsPerUser: 2 } })
   t.after(() => h.close())
