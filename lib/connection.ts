@@ -3,7 +3,7 @@ import type { FastifyBaseLogger, FastifyRequest } from 'fastify'
 import type { UserType } from '@fastify/jwt'
 import type { StaticOf as Static } from './schema-types.js'
 import WebSocket from 'ws'
-import { CloseCode, CloseReason } from './protocol/codes.js'
+import { CloseCode, CloseReason, ErrorCode, RealtimeError } from './protocol/codes.js'
 import { encodeEvent } from './protocol/envelope.js'
 import type { EventSchemas } from './definition.js'
 import type { ResolvedLimits } from './options.js'
@@ -138,6 +138,13 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     if (!this.isOpen) return NO_POSITION
     this.roomSet ??= new Set()
     if (this.roomSet.has(room)) return NO_POSITION
+    // Every room a client can name creates state (a subscription, a history meta, a presence hash): bounded here.
+    if (typeof room !== 'string' || room.length === 0 || room.length > this.limits.maxRoomNameLength) {
+      throw new RealtimeError(ErrorCode.INVALID_ROOM, `a room name is 1-${this.limits.maxRoomNameLength} characters`)
+    }
+    if (this.roomSet.size >= this.limits.maxRoomsPerConnection) {
+      throw new RealtimeError(ErrorCode.TOO_MANY_ROOMS, `a connection is in at most ${this.limits.maxRoomsPerConnection} rooms; leave one first`)
+    }
     this.index.checkJoin(this, room, options)
     this.roomSet.add(room)
     return this.index.join(this, room, options) ?? NO_POSITION

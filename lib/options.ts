@@ -66,6 +66,10 @@ export interface LimitsOptions {
    * @default 1048576
    */
   byteRate?: number
+  /** Rooms one connection may be in; a further `conn.join` throws `TOO_MANY_ROOMS`. @default 128 */
+  maxRoomsPerConnection?: number
+  /** Characters of a room name at most; a longer (or empty) one throws `INVALID_ROOM`. @default 255 */
+  maxRoomNameLength?: number
   /** Rejected messages (rate-limited or invalid) in a row before the connection is closed with 1008. @default 50 */
   maxViolations?: number
   /** Messages that may wait for a busy async handler before further ones are refused with RATE_LIMITED. @default 256 */
@@ -125,6 +129,8 @@ export interface ResolvedLimits {
   burst: number
   byteRate: number
   byteBurst: number
+  maxRoomsPerConnection: number
+  maxRoomNameLength: number
   maxViolations: number
   maxPending: number
   maxBufferedBytes: number
@@ -195,7 +201,7 @@ export const OPTION_KEYS = {
   options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence'],
   presence: PRESENCE_KEYS,
   auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms'],
-  limits: ['maxPayload', 'rate', 'burst', 'byteRate', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser'],
+  limits: ['maxPayload', 'rate', 'burst', 'byteRate', 'maxRoomsPerConnection', 'maxRoomNameLength', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser'],
   heartbeat: ['interval'],
   shutdown: ['timeout']
 } as const
@@ -224,6 +230,8 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
       burst: positive('limits.burst', l.burst, rate),
       byteRate,
       byteBurst: Math.max(byteRate, maxPayload),
+      maxRoomsPerConnection: positive('limits.maxRoomsPerConnection', l.maxRoomsPerConnection, 128),
+      maxRoomNameLength: positive('limits.maxRoomNameLength', l.maxRoomNameLength, 255),
       maxViolations: positive('limits.maxViolations', l.maxViolations, 50),
       maxPending: positive('limits.maxPending', l.maxPending, 256),
       maxBufferedBytes,

@@ -9,6 +9,7 @@ const route = {
   url: '/rt',
   messages: {
     echo: { schema: Type.Any(), handler: (d: unknown) => d },
+    join: { schema: Type.String({ maxLength: 10_000 }), handler: (room: string, conn: any) => { conn.join(room); return conn.rooms.size } },
     flood: {
       schema: Type.Object({ count: Type.Integer(), size: Type.Integer() }),
       handler: ({ count, size }: { count: number, size: number }, conn: any) => {
@@ -109,6 +110,24 @@ test('the rate limit cannot be bypassed: garbage frames pay before they are pars
   }
   assert.ok(answers.includes('RATE_LIMITED'), `answers: ${answers.join(', ')}`)
   assert.ok(answers.filter((a) => a === 'reply').length >= 3, `the first ones pass: ${answers.join(', ')}`)
+})
+
+test('room limits: a name of 1-maxRoomNameLength characters, at most maxRoomsPerConnection rooms; refusals are error envelopes', { timeout: 10000 }, async (t) => {
+  const h = await limitsApp({ limits: { maxRoomsPerConnection: 3, maxRoomNameLength: 8, rate: 1000, burst: 1000 } })
+  const c = await connect(`${h.wsBase}/rt`)
+  t.after(async () => { c.destroy(); await h.close() })
+  assert.equal((await c.request('join', '')).error.code, 'INVALID_ROOM')
+  assert.equal((await c.request('join', 'x'.repeat(9))).error.code, 'INVALID_ROOM')
+  for (const room of ['a', 'b', 'c']) assert.equal((await c.request('join', room)).type, 'reply')
+  assert.equal((await c.request('join', 'a')).data, 3, 'a room already joined is no new room')
+  const refused = await c.request('join', 'd')
+  assert.equal(refused.error.code, 'TOO_MANY_ROOMS')
+  assert.equal(h.app.realtime.stats().rooms, 3)
+  // A flood of distinct names creates nothing past the limit.
+  for (let i = 0; i < 200; i++) c.sendJson({ type: 'join', data: `r${i}`, id: 100 + i })
+  for (let i = 0; i < 200; i++) assert.equal((await c.nextMessage()).error.code, 'TOO_MANY_ROOMS')
+  assert.equal(h.app.realtime.stats().rooms, 3)
+  assert.equal(c.ws.readyState, c.ws.OPEN)
 })
 
 test('maxConnections: 503 SERVER_FULL; maxConnectionsPerUser: 429 TOO_MANY_CONNECTIONS', { timeout: 10000 }, async (t) => {

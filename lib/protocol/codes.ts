@@ -21,6 +21,10 @@ export const ErrorCode = {
   INVALID_TOKEN: 'INVALID_TOKEN',
   /** `auth.refresh` with a token that has already expired; the old expiry stands. */
   TOKEN_EXPIRED: 'TOKEN_EXPIRED',
+  /** `conn.join` of a room name that is empty or longer than `limits.maxRoomNameLength`. Do not retry as is. */
+  INVALID_ROOM: 'INVALID_ROOM',
+  /** `conn.join` past `limits.maxRoomsPerConnection`: leave a room first. */
+  TOO_MANY_ROOMS: 'TOO_MANY_ROOMS',
   /** A presence room already has `presence.maxMembers` members: this key is not listed (room delivery still works). */
   PRESENCE_FULL: 'PRESENCE_FULL',
   /** The handler failed unexpectedly; the server logged the details, the client gets none. */
