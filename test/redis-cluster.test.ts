@@ -12,6 +12,7 @@ import type { TestClient } from './helpers/client.js'
 import { redisTest, uniquePrefix } from './helpers/redis.js'
 import { startRedisCluster, type TestRedisCluster } from './helpers/redis-cluster.js'
 import { call, client as historyClient, historyApp } from './helpers/history.js'
+import { checkRoomNames } from './helpers/room-names.js'
 
 let cluster: TestRedisCluster
 let admin: Cluster
@@ -270,4 +271,9 @@ redisTest('a history room across a failover: the promoted replica may lack the l
   t.after(() => { back.destroy() })
   const { before: frames } = await call(back, 'join', { room, since: { epoch: before.epoch, offset: 3 } })
   assert.deepEqual(frames[0], { type: 'rt.position', data: { room, epoch: after.epoch, offset: 1, recovery: { recovered: false, reason: 'epoch' } } })
+})
+
+redisTest('room names of any characters (empty, "}", "%", "{}", 200 unicode characters): publish with history, recovery, roomSize', { timeout: 60000 }, async (t) => {
+  const prefix = uniquePrefix()
+  await checkRoomNames(t, () => redisBroker(onCluster(prefix)))
 })

@@ -6,6 +6,7 @@ import { RedisHealth, type Fault } from './redis-health.js'
 import { RedisPresence } from './redis-presence.js'
 import { RedisHistoryStore } from '../history/redis.js'
 import { RedisPresenceStore } from '../presence/redis.js'
+import { hashTag, unescapeName } from '../redis-tag.js'
 
 /** Where the broker's Redis is: a URL, the app's own client (a `Redis` or a `Cluster`), or a Redis Cluster's nodes. */
 export type RedisConnectionOptions =
@@ -23,7 +24,8 @@ export type RedisBrokerOptions = RedisConnectionOptions & {
    */
   sharded?: boolean
   /**
-   * Every channel and key starts with it; instances that share rooms share it.
+   * Every channel and key starts with it; instances that share rooms share it. It must contain neither `{` nor `}`:
+   * on a cluster, the room's hash tag must be the first braces of each key.
    * @default 'rt:'
    */
   prefix?: string
@@ -80,6 +82,9 @@ async function closeConnection (client: Client): Promise<void> {
  */
 export function redisBroker (options: RedisBrokerOptions): Broker {
   const prefix = options.prefix ?? 'rt:'
+  if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
+    throw new TypeError(`redisBroker: the prefix option must be a string without "{" or "}" (on a Redis Cluster the room's hash tag must be the first braces of each key), got ${JSON.stringify(prefix)}`)
+  }
   const maxPending = options.maxPendingBytes ?? 16 * 1024 * 1024
   const instanceId = randomUUID()
   // The publisher fails at once while Redis is away (no offline queue) and drops what was in flight when the
@@ -306,20 +311,30 @@ function connect (options: RedisConnectionOptions, pubOptions: RedisOptions, sub
 /**
  * Channel names, and the hash tag keys of the same room or user use: on a cluster the name goes in braces, so a
  * room's channel and its keys share one slot (an atomic script can touch them together) and rooms spread over
- * the shards. Without a cluster the names are as they always were.
+ * the shards. The name is escaped inside the braces (lib/redis-tag.ts): any name, `''` and names with `}` or `%`
+ * included, keeps its keys in one slot and comes back unchanged from its channel. Without a cluster the names are as
+ * they always were.
  */
 function channelNames (prefix: string, cluster: boolean) {
-  const tag = (name: string): string => cluster ? `{${name}}` : name
-  const untag = (name: string): string => cluster && name.startsWith('{') && name.endsWith('}') ? name.slice(1, -1) : name
-  const all = `${prefix}${tag('all')}`
+  const tag = (name: string): string => cluster ? hashTag(name) : name
+  const untag = (name: string): string | undefined => {
+    if (!cluster) return name
+    return name.length >= 3 && name.startsWith('{') && name.endsWith('}') ? unescapeName(name.slice(1, -1)) : undefined
+  }
+  const all = `${prefix}${cluster ? '{all}' : 'all'}`
+  const targetOf = (kind: 'room' | 'user', text: string): Target | undefined => {
+    const name = untag(text)
+    return name === undefined ? undefined : { kind, name }
+  }
   return {
     tag,
     channelOf: (target: Target): string => target.kind === 'all' ? all : `${prefix}${target.kind}:${tag(target.name)}`,
     targetOf (channel: string): Target | undefined {
       if (channel === all) return { kind: 'all' }
+      if (!channel.startsWith(prefix)) return undefined
       const rest = channel.slice(prefix.length)
-      if (rest.startsWith('room:')) return { kind: 'room', name: untag(rest.slice(5)) }
-      if (rest.startsWith('user:')) return { kind: 'user', name: untag(rest.slice(5)) }
+      if (rest.startsWith('room:')) return targetOf('room', rest.slice(5))
+      if (rest.startsWith('user:')) return targetOf('user', rest.slice(5))
       return undefined
     }
   }

@@ -2,6 +2,7 @@ import type { Cluster, Redis } from 'ioredis'
 import { newEpoch } from './memory.js'
 import type { HistoryPolicy } from './options.js'
 import type { Appended, HistoryRead, HistoryStore } from './store.js'
+import { hashTag } from '../redis-tag.js'
 
 /**
  * The meta's epoch, made anew when the stream may have lost writes. Redis replicates asynchronously: a promoted
@@ -68,7 +69,7 @@ const READ_TIMEOUT = 5000
 /**
  * History in Redis, shared by every instance: per room a stream `<prefix>hist:{room}` (entry id = offset, field
  * `f` = the whole frame) and a hash `<prefix>hist:{room}:meta` (`e` epoch, `s` top). The `{room}` hash tag keeps
- * both in one cluster slot. A flush, an eviction of the meta or a restart without persistence loses the meta, and
+ * both in one cluster slot; the name is escaped in it (`hashTag`, lib/redis-tag.ts) so that any name does. A flush, an eviction of the meta or a restart without persistence loses the meta, and
  * the next append or read starts a new epoch.
  */
 export class RedisHistoryStore implements HistoryStore {
@@ -86,7 +87,7 @@ export class RedisHistoryStore implements HistoryStore {
   }
 
   private keys (room: string): [string, string] {
-    const stream = `${this.prefix}hist:{${room}}`
+    const stream = `${this.prefix}hist:${hashTag(room)}`
     return [stream, `${stream}:meta`]
   }
 
