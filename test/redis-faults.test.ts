@@ -1,9 +1,19 @@
 // Issue 19 on a single Redis: guarantees of the Redis broker that hold under faults (room names of any characters,
 // except strings that cannot corrupt frames, counts repaired after a failed write, keys that expire, a bounded close).
 import assert from 'node:assert/strict'
+import { Redis } from 'ioredis'
+import fc from 'fast-check'
 import { redisBroker } from '../lib/redis.js'
-import { redisTest, REDIS_URL, uniquePrefix } from './helpers/redis.js'
+import { RedisHistoryStore } from '../lib/history/redis.js'
+import { decodeMessage, decodeNumbered, encodeMessage } from '../lib/broker/redis-codec.js'
+import type { HistoryPolicy } from '../lib/history/options.js'
+import { redisTest, REDIS_URL, requireRedis, uniquePrefix } from './helpers/redis.js'
 import { checkRoomNames } from './helpers/room-names.js'
+import { call, client, historyApp } from './helpers/history.js'
+import type { TestApp } from './helpers/app.js'
+import type { TestClient } from './helpers/client.js'
+
+const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
 redisTest('room names of any characters (empty, "}", "%", "{}", 200 unicode characters): publish with history, recovery, roomSize', { timeout: 30000 }, async (t) => {
   const prefix = uniquePrefix()
@@ -14,4 +24,93 @@ redisTest('a prefix with "{" or "}" is refused when the broker is made, naming t
   for (const prefix of ['{rt}:', 'rt}:', 'a{']) {
     assert.throws(() => redisBroker({ url: REDIS_URL, prefix }), (err: Error) => err instanceof TypeError && err.message.includes('prefix option') && err.message.includes(JSON.stringify(prefix)))
   }
+})
+
+const POLICY: HistoryPolicy = { size: 10, ttl: 60_000, metaTtl: 60_000, maxRecover: 10, maxRecoverBytes: 1 << 20 }
+
+redisTest('numbered frames: the append script\'s message decodes to the except and frame it was given, whatever they hold (property)', { timeout: 60000 }, async (t) => {
+  const redis = await requireRedis()
+  const sub = redis.duplicate()
+  t.after(() => { redis.disconnect(); sub.disconnect() })
+  const prefix = uniquePrefix()
+  const channel = `${prefix}room:p`
+  const store = new RedisHistoryStore(redis, prefix, () => channel, async () => {})
+  const received: Buffer[] = []
+  sub.on('messageBuffer', (_channel: Buffer, message: Buffer) => { received.push(message) })
+  await sub.subscribe(channel)
+  let offset = 0
+  // Strings of any unicode (| and : and the empty string likely), long ones too; the frame ends as the store ends it.
+  const text = fc.oneof(fc.string({ unit: 'grapheme' }), fc.constantFrom('', '|', ':', '::|', 'user|42', '42:7:3:x|'), fc.string({ unit: fc.constantFrom('|', ':', '\x02', '\x04', '9'), maxLength: 40 }))
+  await fc.assert(fc.asyncProperty(fc.option(text, { nil: undefined }), text, async (except, head) => {
+    const appended = await store.append('p', POLICY, head, except)
+    offset++
+    assert.equal(appended.offset, offset)
+    while (received.length === 0) await sleep(1)
+    const decoded = decodeNumbered(received.shift() as Buffer)
+    assert.deepEqual(decoded && { ...decoded, frame: decoded.frame.toString() }, { epoch: appended.epoch, offset, except: except === '' ? undefined : except, frame: `${head}${offset}}` })
+  }), { numRuns: 300 })
+})
+
+redisTest('numbered frames of the previous format (\\x02, from an instance not yet upgraded) still decode', { timeout: 5000 }, () => {
+  assert.deepEqual(decodeNumbered(Buffer.from('\x02Ab_-9:12:conn-1|{"type":"said","offset":12}')),
+    { epoch: 'Ab_-9', offset: 12, except: 'conn-1', frame: Buffer.from('{"type":"said","offset":12}') })
+  assert.deepEqual(decodeNumbered(Buffer.from('\x02e:3:|{}')), { epoch: 'e', offset: 3, except: undefined, frame: Buffer.from('{}') })
+  for (const bad of ['\x02e:3', '\x04e:3:5:ab', '\x04e:x:0:{}', '\x04e:3:-1:{}', '\x05e:1:0:{}']) assert.equal(decodeNumbered(Buffer.from(bad)), undefined, JSON.stringify(bad))
+})
+
+redisTest('history rooms across instances: an except with "|" or ":" excludes exactly that connection and corrupts no frame', { timeout: 20000 }, async (t) => {
+  const prefix = uniquePrefix()
+  const apps: TestApp[] = []
+  const clients: TestClient[] = []
+  t.after(async () => {
+    for (const c of clients) c.destroy()
+    await Promise.all(apps.map(async (h) => { await h.close() }))
+  })
+  for (let i = 0; i < 2; i++) apps.push(await historyApp({}, { broker: redisBroker({ url: REDIS_URL, prefix }) }))
+  const [a, b] = apps as [TestApp, TestApp]
+  const listener = await client(b)
+  clients.push(listener)
+  await call(listener, 'join', { room: 'h:x' })
+  const [member] = [...b.app.realtime.roomMembers('h:x')]
+  assert.ok(member !== undefined)
+  await a.app.realtime.to('h:x').publish('said', { n: 1 }, { except: 'user|42' })
+  assert.deepEqual(await listener.nextMessage(), { type: 'said', data: { n: 1 }, room: 'h:x', offset: 1 })
+  // An id with ':' after the member's own is another id: the member gets it; its own id excludes it.
+  await a.app.realtime.to('h:x').publish('said', { n: 2 }, { except: `${member.id}:x|y` })
+  assert.deepEqual(await listener.nextMessage(), { type: 'said', data: { n: 2 }, room: 'h:x', offset: 2 })
+  await a.app.realtime.to('h:x').publish('said', { n: 3 }, { except: member.id })
+  a.app.realtime.to('h:x').send('said', { n: 4 }, { except: '' })
+  assert.deepEqual(await listener.nextMessage(), { type: 'said', data: { n: 4 }, room: 'h:x', offset: 4 })
+  assert.deepEqual(apps.map((h) => h.app.realtime.stats().brokerFailures), [0, 0])
+})
+
+redisTest('plain fan-outs: any except and type, longer than 65535 bytes too, cross the codec unchanged (property)', { timeout: 30000 }, () => {
+  const text = fc.oneof(fc.string({ unit: 'grapheme' }), fc.constantFrom('', '|', ':', 'user|42'), fc.nat({ max: 70_000 }).map((n) => '}'.repeat(n) + 'é'.repeat(n % 7)))
+  fc.assert(fc.property(fc.option(text, { nil: undefined }), fc.option(text, { nil: undefined }), fc.uint8Array({ maxLength: 64 }), (except, type, bytes) => {
+    const frame = Buffer.from(bytes)
+    const decoded = decodeMessage(encodeMessage('instance-1', { target: { kind: 'room', name: 'r' }, frame, except, type }))
+    assert.ok(decoded !== undefined)
+    assert.deepEqual({ ...decoded, publishedAt: typeof decoded.publishedAt }, { from: 'instance-1', except, type, frame, publishedAt: 'number' })
+  }), { numRuns: 200 })
+})
+
+redisTest('a fan-out whose except is longer than 65535 bytes crosses instances (publish never throws)', { timeout: 20000 }, async (t) => {
+  const prefix = uniquePrefix()
+  const apps: TestApp[] = []
+  const clients: TestClient[] = []
+  t.after(async () => {
+    for (const c of clients) c.destroy()
+    await Promise.all(apps.map(async (h) => { await h.close() }))
+  })
+  for (let i = 0; i < 2; i++) apps.push(await historyApp({}, { broker: redisBroker({ url: REDIS_URL, prefix }) }))
+  const [a, b] = apps as [TestApp, TestApp]
+  const listener = await client(b)
+  clients.push(listener)
+  await call(listener, 'join', { room: 'plain' })
+  const redis = await requireRedis()
+  t.after(() => { redis.disconnect() })
+  while (Number((await redis.pubsub('NUMSUB', `${prefix}room:plain`) as [string, number])[1]) < 1) await sleep(10)
+  a.app.realtime.to('plain').send('said', { n: 1 }, { except: 'x'.repeat(70_000) })
+  assert.deepEqual(await listener.nextMessage(), { type: 'said', data: { n: 1 } })
+  assert.deepEqual(apps.map((h) => h.app.realtime.stats().brokerFailures), [0, 0])
 })

@@ -1,7 +1,7 @@
 import { randomUUID } from 'node:crypto'
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { Broker, BrokerNode, Delivery, Target } from './types.js'
-import { decodeMessage, encodeMessage } from './redis-codec.js'
+import { NUMBERED, NUMBERED_V2, decodeMessage, decodeNumbered, encodeMessage } from './redis-codec.js'
 import { RedisHealth, type Fault } from './redis-health.js'
 import { RedisPresence } from './redis-presence.js'
 import { RedisHistoryStore } from '../history/redis.js'
@@ -43,8 +43,6 @@ export type RedisBrokerOptions = RedisConnectionOptions & {
   maxPendingBytes?: number
 }
 
-/** The first byte of a history room's frame on pub/sub (other fan-outs start with the codec's version, 1). */
-const HISTORY_VERSION = 2
 /** The first byte of a presence diff on a room's channel (see lib/presence/redis-scripts.ts). */
 const PRESENCE_DIFF = 3
 
@@ -135,7 +133,8 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   }
 
   function subOnMessage (channel: Buffer, message: Buffer): void {
-    if (message[0] === HISTORY_VERSION) return subOnNumbered(channel, message)
+    // A history room's frame (other fan-outs start with the codec's version, 1).
+    if (message[0] === NUMBERED || message[0] === NUMBERED_V2) return subOnNumbered(channel, message)
     if (message[0] === PRESENCE_DIFF) return subOnPresence(channel, message)
     const decoded = decodeMessage(message)
     if (decoded === undefined || decoded.from === instanceId || node === undefined) return
@@ -149,15 +148,13 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     }
   }
 
-  /** A history room's frame, as the append script published it: `\x02<epoch>:<offset>:<except>|<frame>`. */
+  /** A history room's frame, as the append script published it (see `decodeNumbered`). */
   function subOnNumbered (channel: Buffer, message: Buffer): void {
-    const bar = message.indexOf(0x7c)
     const target = targetOf(channel.toString())
-    if (bar === -1 || target?.kind !== 'room' || node === undefined) return
-    const [epoch, offset, except] = message.subarray(1, bar).toString().split(':')
-    if (epoch === undefined || offset === undefined) return
+    const decoded = decodeNumbered(message)
+    if (decoded === undefined || target?.kind !== 'room' || node === undefined) return
     try {
-      node.received(target.name, { epoch, offset: Number(offset), frame: message.subarray(bar + 1), except: except === '' ? undefined : except })
+      node.received(target.name, decoded)
     } catch (err) {
       node.log.error({ err }, 'redis broker: delivering a history frame failed')
     }
