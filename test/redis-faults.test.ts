@@ -1,7 +1,6 @@
 // Issue 19 on a single Redis: guarantees of the Redis broker that hold under faults (room names of any characters,
 // except strings that cannot corrupt frames, counts repaired after a failed write, keys that expire, a bounded close).
 import assert from 'node:assert/strict'
-import { Redis } from 'ioredis'
 import fc from 'fast-check'
 import { redisBroker } from '../lib/redis.js'
 import { RedisHistoryStore } from '../lib/history/redis.js'
