@@ -277,3 +277,18 @@ redisTest('room names of any characters (empty, "}", "%", "{}", 200 unicode char
   const prefix = uniquePrefix()
   await checkRoomNames(t, () => redisBroker(onCluster(prefix)))
 })
+
+redisTest('an instance just started on the cluster: members who join at once count in roomSize and online within a second', { timeout: 60000 }, async (t) => {
+  const prefix = uniquePrefix()
+  const { apps: [observer] } = await instances(t, 1, () => onCluster(prefix, { presenceTtl: 30 }))
+  assert.ok(observer !== undefined)
+  for (let round = 0; round < 3; round++) {
+    const { apps: [fresh] } = await instances(t, 1, () => onCluster(prefix, { presenceTtl: 30 }))
+    assert.ok(fresh !== undefined)
+    const rooms = await roomsOnEveryShard(`fresh-${round}-`)
+    for (const room of rooms) await member(t, fresh, `user-${round}`, room)
+    // Not the refresh a third of presenceTtl later (10 s): the first writes themselves, or their retry.
+    for (const room of rooms) await eventually(async () => await observer.app.realtime.roomSize(room) === 1, `roomSize(${room}) in round ${round}`, 1000)
+    await eventually(async () => await observer.app.realtime.online(`user-${round}`), `online(user-${round})`, 1000)
+  }
+})

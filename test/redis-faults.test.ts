@@ -6,7 +6,7 @@ import { redisBroker } from '../lib/redis.js'
 import { RedisHistoryStore } from '../lib/history/redis.js'
 import { decodeMessage, decodeNumbered, encodeMessage } from '../lib/broker/redis-codec.js'
 import type { HistoryPolicy } from '../lib/history/options.js'
-import { redisTest, REDIS_URL, requireRedis, uniquePrefix } from './helpers/redis.js'
+import { RedisProxy, redisTest, REDIS_URL, requireRedis, uniquePrefix } from './helpers/redis.js'
 import { checkRoomNames } from './helpers/room-names.js'
 import { call, client, historyApp } from './helpers/history.js'
 import type { TestApp } from './helpers/app.js'
@@ -112,4 +112,41 @@ redisTest('a fan-out whose except is longer than 65535 bytes crosses instances (
   a.app.realtime.to('plain').send('said', { n: 1 }, { except: 'x'.repeat(70_000) })
   assert.deepEqual(await listener.nextMessage(), { type: 'said', data: { n: 1 } })
   assert.deepEqual(apps.map((h) => h.app.realtime.stats().brokerFailures), [0, 0])
+})
+
+redisTest('a count written while Redis is away is counted as failed and repaired once it is back, not a refresh later', { timeout: 30000 }, async (t) => {
+  const proxy = new RedisProxy()
+  const url = await proxy.start()
+  const prefix = uniquePrefix()
+  const apps: TestApp[] = []
+  const clients: TestClient[] = []
+  t.after(async () => {
+    for (const c of clients) c.destroy()
+    await Promise.all(apps.map(async (h) => { await h.close() }))
+    await proxy.cut()
+  })
+  // A presence TTL of 60 s: its refresh (every 20 s) cannot be what repairs the counts within this test.
+  apps.push(await historyApp({}, { broker: redisBroker({ url, prefix, presenceTtl: 60 }) }))
+  apps.push(await historyApp({}, { broker: redisBroker({ url: REDIS_URL, prefix, presenceTtl: 60 }) }))
+  const [a, b] = apps as [TestApp, TestApp]
+  const leaver = await client(a)
+  clients.push(leaver)
+  await call(leaver, 'join', { room: 'left' })
+  assert.equal(await b.app.realtime.roomSize('left'), 1)
+  await proxy.cut()
+  // Until A's connection has seen the cut, its reads fail.
+  for (let i = 0; i < 200 && await a.app.realtime.roomSize('left').then(() => true, () => false); i++) await sleep(10)
+  const before = a.app.realtime.stats().brokerFailures
+  const stayer = await client(a)
+  clients.push(stayer)
+  await call(stayer, 'join', { room: 'stayed' })
+  leaver.destroy()
+  for (let i = 0; i < 200 && a.app.realtime.roomMembers('left').size > 0; i++) await sleep(10)
+  assert.ok(a.app.realtime.stats().brokerFailures >= before + 2, 'the two counts not written are counted')
+  await proxy.restore()
+  const start = Date.now()
+  while (await b.app.realtime.roomSize('stayed') !== 1 || await b.app.realtime.roomSize('left') !== 0) {
+    assert.ok(Date.now() - start < 5000, 'the counts are repaired once Redis is back')
+    await sleep(20)
+  }
 })

@@ -102,9 +102,13 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   const { pub, sub, cluster } = connect(options, pubOptions, subOptions, options.sharded !== false)
   const sharded = cluster && options.sharded !== false
   const names = channelNames(prefix, cluster)
-  const presence = new RedisPresence(pub, prefix, instanceId, (options.presenceTtl ?? 30) * 1000, names.tag)
   let node: BrokerNode | undefined
   const health = new RedisHealth(() => node as BrokerNode)
+  // A count that could not be written is a failure like a publish: counted in stats().brokerFailures, and repaired.
+  const presence = new RedisPresence(pub, prefix, instanceId, (options.presenceTtl ?? 30) * 1000, names.tag, (err) => {
+    node?.publishFailed()
+    health.failed(err)
+  })
   /** Room and user channels this instance is subscribed to (besides the broadcast channel, always). */
   const channels = new Set<string>()
   /** Bytes published and not yet answered. */
