@@ -1,6 +1,7 @@
 // Issue 19 on a single Redis: guarantees of the Redis broker that hold under faults (room names of any characters,
 // except strings that cannot corrupt frames, counts repaired after a failed write, keys that expire, a bounded close).
 import assert from 'node:assert/strict'
+import type { TestContext } from 'node:test'
 import fc from 'fast-check'
 import { redisBroker } from '../lib/redis.js'
 import { RedisHistoryStore } from '../lib/history/redis.js'
@@ -9,6 +10,7 @@ import type { HistoryPolicy } from '../lib/history/options.js'
 import { RedisProxy, redisTest, REDIS_URL, requireRedis, uniquePrefix } from './helpers/redis.js'
 import { checkRoomNames } from './helpers/room-names.js'
 import { call, client, historyApp } from './helpers/history.js'
+import { Op, RawClient, frame } from './helpers/raw.js'
 import type { TestApp } from './helpers/app.js'
 import type { TestClient } from './helpers/client.js'
 
@@ -149,4 +151,95 @@ redisTest('a count written while Redis is away is counted as failed and repaired
     assert.ok(Date.now() - start < 5000, 'the counts are repaired once Redis is back')
     await sleep(20)
   }
+})
+
+/** Every key under the prefix but the presence feature's (`pr-*`, `pr:`, lib/presence/redis.ts: not this broker's). */
+async function keysOf (redis: Awaited<ReturnType<typeof requireRedis>>, prefix: string): Promise<Map<string, number>> {
+  const out = new Map<string, number>()
+  let cursor = '0'
+  do {
+    const [next, keys] = await redis.scan(cursor, 'MATCH', `${prefix}*`, 'COUNT', 1000)
+    cursor = next
+    for (const key of keys) {
+      if (key.startsWith(`${prefix}pr-`) || key.startsWith(`${prefix}pr:`)) continue
+      out.set(key, await redis.pttl(key))
+    }
+  } while (cursor !== '0')
+  return out
+}
+
+/** Two instances through their own proxies with members in history rooms and plain rooms, each room on both. */
+async function busyPair (t: TestContext, prefix: string): Promise<{ apps: TestApp[], proxies: RedisProxy[] }> {
+  const proxies = [new RedisProxy(), new RedisProxy()]
+  const apps: TestApp[] = []
+  const clients: TestClient[] = []
+  t.after(async () => {
+    for (const c of clients) c.destroy()
+    await Promise.all(apps.map(async (h) => { await h.close() }))
+    for (const p of proxies) await p.cut()
+  })
+  for (const proxy of proxies) apps.push(await historyApp({ ttl: 60_000 }, { broker: redisBroker({ url: await proxy.start(), prefix, presenceTtl: 60 }) }))
+  for (const h of apps) {
+    const c = await client(h)
+    clients.push(c)
+    for (const room of ['h:a', 'h:b', 'plain', '']) await call(c, 'join', { room })
+  }
+  for (const room of ['h:a', 'h:b']) await (apps[0] as TestApp).app.realtime.to(room).publish('said', { n: 1 })
+  return { apps, proxies }
+}
+
+redisTest('every key the broker writes expires or is removed by its last user: after a clean shutdown, and after instances vanish', { timeout: 30000 }, async (t) => {
+  const redis = await requireRedis()
+  t.after(() => { redis.disconnect() })
+  for (const vanish of [false, true]) {
+    const prefix = uniquePrefix()
+    const { apps, proxies } = await busyPair(t, prefix)
+    const live = await keysOf(redis, prefix)
+    assert.ok([...live.keys()].some((k) => k.includes('presence:room:')) && [...live.keys()].some((k) => k.includes('hist:')), [...live.keys()].join())
+    if (vanish) {
+      // As a SIGKILL: the connections drop, no cleanup runs.
+      for (const p of proxies) await p.cut()
+    } else {
+      for (const h of apps) await h.close()
+    }
+    const left = await keysOf(redis, prefix)
+    for (const [key, pttl] of left) assert.ok(pttl > 0, `${key} has no expiry (PTTL ${pttl}) ${vanish ? 'after the instances vanished' : 'after a clean shutdown'}`)
+    if (!vanish) assert.deepEqual([...left.keys()].filter((k) => k.includes('presence:')), [], 'a clean shutdown removes its counts')
+  }
+})
+
+redisTest('app.close() with history rooms on a Redis that stopped answering finishes within shutdown.timeout + 1 s', { timeout: 30000 }, async (t) => {
+  const proxy = new RedisProxy()
+  const url = await proxy.start()
+  const prefix = uniquePrefix()
+  const h = await historyApp({}, { broker: redisBroker({ url, prefix }), shutdown: { timeout: 1000 } })
+  let closed = false
+  const clients: TestClient[] = []
+  t.after(async () => {
+    for (const c of clients) c.destroy()
+    if (!closed) await h.close()
+    proxy.resume()
+    await proxy.cut()
+  })
+  const c = await client(h)
+  clients.push(c)
+  for (const room of ['h:a', 'h:b', 'plain']) await call(c, 'join', { room })
+  // A client that never answers the close handshake: app.close() waits the whole shutdown.timeout for it.
+  const mute = await RawClient.open(h.port, '/rt')
+  t.after(() => { mute.socket.destroy() })
+  mute.socket.write(frame(Op.TEXT, JSON.stringify({ type: 'joinMany', data: { rooms: ['h:a', 'plain', 'mute'] }, id: 1 }), { mask: true }))
+  for (let i = 0; i < 200 && h.app.realtime.roomMembers('mute').size === 0; i++) await sleep(10)
+  assert.equal(h.app.realtime.roomMembers('mute').size, 1)
+  await h.app.realtime.to('h:a').publish('said', { n: 1 })
+  proxy.stall()
+  // Work in flight when Redis stops answering: appends, a join's read, publishes, count writes.
+  h.app.realtime.to('h:a').publish('said', { n: 2 }).catch(() => {})
+  h.app.realtime.to('plain').send('said', { n: 3 })
+  c.sendJson({ type: 'join', data: { room: 'h:c' }, id: 1 })
+  await sleep(100)
+  const start = Date.now()
+  await h.close()
+  closed = true
+  const took = Date.now() - start
+  assert.ok(took < 1000 + 1000, `app.close() took ${took} ms`)
 })

@@ -7,6 +7,7 @@ import { RedisPresence } from './redis-presence.js'
 import { RedisHistoryStore } from '../history/redis.js'
 import { RedisPresenceStore } from '../presence/redis.js'
 import { hashTag, unescapeName } from '../redis-tag.js'
+import { settleWithin } from '../deadline.js'
 
 /** Where the broker's Redis is: a URL, the app's own client (a `Redis` or a `Cluster`), or a Redis Cluster's nodes. */
 export type RedisConnectionOptions =
@@ -46,21 +47,18 @@ export type RedisBrokerOptions = RedisConnectionOptions & {
 /** The first byte of a presence diff on a room's channel (see lib/presence/redis-scripts.ts). */
 const PRESENCE_DIFF = 3
 
-/** How long `close()` waits for Redis to answer before it drops the connections. */
-const CLOSE_TIMEOUT = 1000
-
-async function within (promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([promise.catch(() => {}), new Promise((resolve) => { timer = setTimeout(resolve, ms) })])
-  clearTimeout(timer)
-}
+/**
+ * How long `close()` waits for Redis in all (removing this instance's counts, then QUIT) before it drops the
+ * connections: a stalled Redis adds at most this to `app.close()`, past `shutdown.timeout`.
+ */
+const CLOSE_TIMEOUT = 500
 
 type Client = Redis | Cluster
 
-async function closeConnection (client: Client): Promise<void> {
+async function closeConnection (client: Client, until: number): Promise<void> {
   // A cluster's QUIT goes to every node, a dead one's included, whose connection would keep reconnecting to
   // deliver it: a cluster client is disconnected at once (its writes were answered or counted before this).
-  if (client.status === 'ready' && !client.isCluster) await within(client.quit(), CLOSE_TIMEOUT)
+  if (client.status === 'ready' && !client.isCluster) await settleWithin(client.quit(), Math.max(0, until - Date.now()))
   if (client instanceof Cluster) {
     // ioredis re-arms its periodic slots refresh (`slotsRefreshInterval`) when a refresh still in flight at
     // disconnect() ends, and then forever, which keeps the process alive after app.close(): end that chain.
@@ -262,8 +260,10 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     },
     async close () {
       health.active = false
-      await within(presence.stop(node), CLOSE_TIMEOUT)
-      await Promise.all([closeConnection(pub), closeConnection(sub), presenceClient !== pub && presenceClient !== undefined ? closeConnection(presenceClient) : undefined])
+      // One bound for all of it, whatever Redis does: a stalled one answers neither the HDELs nor the QUITs.
+      const until = Date.now() + CLOSE_TIMEOUT
+      await settleWithin(presence.stop(node), CLOSE_TIMEOUT)
+      await Promise.all([closeConnection(pub, until), closeConnection(sub, until), presenceClient !== pub && presenceClient !== undefined ? closeConnection(presenceClient, until) : undefined])
     }
   }
 }
