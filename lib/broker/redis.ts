@@ -102,9 +102,9 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   const names = channelNames(prefix, cluster)
   let node: BrokerNode | undefined
   const health = new RedisHealth(() => node as BrokerNode)
-  // A count that could not be written is a failure like a publish: counted in stats().brokerFailures, and repaired.
+  // A count that could not be written is counted (stats().brokerCountFailures) and written again (see RedisPresence).
   const presence = new RedisPresence(pub, prefix, instanceId, (options.presenceTtl ?? 30) * 1000, names.tag, (err) => {
-    node?.publishFailed()
+    node?.countFailed?.()
     health.failed(err)
   })
   /** Room and user channels this instance is subscribed to (besides the broadcast channel, always). */
