@@ -243,3 +243,18 @@ redisTest('app.close() with history rooms on a Redis that stopped answering fini
   const took = Date.now() - start
   assert.ok(took < 1000 + 1000, `app.close() took ${took} ms`)
 })
+
+redisTest('roomSize and online on a Redis that stopped answering reject within their bound instead of hanging', { timeout: 30000 }, async (t) => {
+  const proxy = new RedisProxy()
+  const url = await proxy.start()
+  const h = await historyApp({}, { broker: redisBroker({ url, prefix: uniquePrefix() }) })
+  t.after(async () => {
+    proxy.resume()
+    await h.close()
+    await proxy.cut()
+  })
+  assert.equal(await h.app.realtime.roomSize('r'), 0)
+  proxy.stall()
+  const settled = await Promise.allSettled([h.app.realtime.roomSize('r'), h.app.realtime.online('u')])
+  assert.deepEqual(settled.map((s) => s.status === 'rejected' ? (s.reason as Error).name : s.status), ['DeadlineError', 'DeadlineError'])
+})

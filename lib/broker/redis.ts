@@ -7,7 +7,7 @@ import { RedisPresence } from './redis-presence.js'
 import { RedisHistoryStore } from '../history/redis.js'
 import { RedisPresenceStore } from '../presence/redis.js'
 import { hashTag, unescapeName } from '../redis-tag.js'
-import { settleWithin } from '../deadline.js'
+import { settleWithin, withDeadline } from '../deadline.js'
 
 /** Where the broker's Redis is: a URL, the app's own client (a `Redis` or a `Cluster`), or a Redis Cluster's nodes. */
 export type RedisConnectionOptions =
@@ -52,6 +52,9 @@ const PRESENCE_DIFF = 3
  * connections: a stalled Redis adds at most this to `app.close()`, past `shutdown.timeout`.
  */
 const CLOSE_TIMEOUT = 500
+
+/** How long `roomSize` and `online` wait for Redis before they reject (a `DeadlineError`). */
+const COUNT_TIMEOUT = 5000
 
 type Client = Redis | Cluster
 
@@ -252,11 +255,12 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       })
       return presenceStore
     },
+    // Bounded: a Redis that keeps the connection open and stops answering rejects them instead of hanging the caller.
     async roomSize (room) {
-      return await presence.count('room', room)
+      return await withDeadline(presence.count('room', room), COUNT_TIMEOUT, 'redis broker: roomSize')
     },
     async online (userId) {
-      return await presence.count('user', userId) > 0
+      return await withDeadline(presence.count('user', userId), COUNT_TIMEOUT, 'redis broker: online') > 0
     },
     async close () {
       health.active = false
