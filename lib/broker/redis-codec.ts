@@ -70,8 +70,8 @@ export interface DecodedNumbered {
  */
 export const NUMBERED = 4
 /**
- * The previous format, `\x02<epoch>:<offset>:<except>|<frame>`, still decoded for instances not yet upgraded in a
- * rolling deploy (their connection ids, UUIDs, hold neither `|` nor `:`).
+ * The previous format, `\x02<epoch>:<offset>:<except>|<frame>`: still sent when the except holds neither `|` nor
+ * `:` (connection ids are UUIDs), so that instances not yet upgraded in a rolling deploy read those frames.
  */
 export const NUMBERED_V2 = 2
 

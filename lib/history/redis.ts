@@ -27,8 +27,10 @@ if not e then e = ARGV[${n}]; redis.call('HSET', KEYS[2], 'e', e, 'r', rid) else
  * or SPUBLISH for sharded pub/sub on a cluster: the room's channel shares the keys' slot through the `{room}` tag).
  * One atomic step numbers, stores and publishes, so offset order is publish order on every instance. Offsets are
  * the stream's own entry ids (`N-0`), trimmed exactly (MAXLEN without `~`: "size = N" holds at the boundary).
- * The message is `\x04<epoch>:<offset>:<except's length in bytes>:<except><frame>` (`decodeNumbered`, in
- * lib/broker/redis-codec.ts): the except is counted, not delimited, so no string of the app's can end it early.
+ * The message is `\x04<epoch>:<offset>:<except's length in bytes>:<except><frame>` when the except holds a `|` or
+ * a `:` (`decodeNumbered`, in lib/broker/redis-codec.ts: the except is counted, not delimited, so no string of the
+ * app's can end it early), else the previous `\x02<epoch>:<offset>:<except>|<frame>`, which instances not yet
+ * upgraded in a rolling deploy still read (connection ids, UUIDs, hold neither).
  */
 const APPEND = `${EPOCH(5)}
 local top = redis.call('HINCRBY', KEYS[2], 's', 1)
@@ -38,7 +40,11 @@ local n = string.format('%d', top)
 local frame = ARGV[1] .. n .. '}'
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], n .. '-0', 'f', frame)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call(ARGV[8], ARGV[6], '\\4' .. e .. ':' .. n .. ':' .. string.format('%d', string.len(ARGV[7])) .. ':' .. ARGV[7] .. frame)
+if string.find(ARGV[7], '[|:]') then
+  redis.call(ARGV[8], ARGV[6], '\\4' .. e .. ':' .. n .. ':' .. string.format('%d', string.len(ARGV[7])) .. ':' .. ARGV[7] .. frame)
+else
+  redis.call(ARGV[8], ARGV[6], '\\2' .. e .. ':' .. n .. ':' .. ARGV[7] .. '|' .. frame)
+end
 return { top, e }`
 
 /**
