@@ -164,6 +164,7 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   await broker.start({
     deliver: (delivery) => { registry.received(delivery) },
     publishFailed: () => { registry.counters.brokerFailures++ },
+    countFailed: () => { registry.counters.brokerCountFailures++ },
     received: (room, message) => { registry.roomHistory?.received(room, message) },
     resync: () => { registry.roomHistory?.resync() },
     published: () => { if (meter !== undefined) meter.brokerPublishes++ },

@@ -248,6 +248,7 @@ export class Registry implements RealtimeRegistry {
       bytesOut: c.bytesOut,
       dropped: c.dropped,
       brokerFailures: c.brokerFailures,
+      brokerCountFailures: c.brokerCountFailures,
       errors: { ...c.errors },
       closes: { ...c.closes },
       refused: { ...c.refused },

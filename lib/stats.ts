@@ -8,6 +8,11 @@ export interface Counters {
   dropped: number
   /** Fan-outs that could not be published to the other instances. */
   brokerFailures: number
+  /**
+   * Writes of the cluster-wide counts behind `roomSize` and `online` that failed (Redis away, a cluster connection
+   * still settling); each such count is written again once Redis answers.
+   */
+  brokerCountFailures: number
   /** Error envelopes sent, by code. */
   errors: Record<string, number>
   /** Closed connections, by close code. */
@@ -37,6 +42,7 @@ export function createCounters (): Counters {
     bytesOut: 0,
     dropped: 0,
     brokerFailures: 0,
+    brokerCountFailures: 0,
     errors: Object.create(null),
     closes: Object.create(null),
     refused: Object.create(null),

@@ -147,8 +147,10 @@ test('a session that expires (4401) comes back with a fresh token from getToken'
   const h = await serveChat({})
   t.after(() => h.close())
   let tokens = 0
+  // The first token lives 1 to 2 s (exp is in whole seconds: floor(now) + 1 could be a few ms away, and the
+  // session would end before its first request is answered).
   const c = typedClient(h.url, {
-    getToken: () => { tokens++; return h.sign({ sub: `alice-${tokens}`, exp: Math.floor(Date.now() / 1000) + (tokens === 1 ? 1 : 60) }) }
+    getToken: () => { tokens++; return h.sign({ sub: `alice-${tokens}`, exp: Math.ceil(Date.now() / 1000) + (tokens === 1 ? 1 : 60) }) }
   })
   t.after(() => { c.close() })
   await opened(c)
@@ -163,7 +165,8 @@ test('a session that expires (4401) comes back with a fresh token from getToken'
 test('without getToken, a session expiry (4401) is final', { timeout: 15000 }, async (t) => {
   const h = await serveChat({})
   t.after(() => h.close())
-  const c = typedClient(h.url, { token: h.sign({ sub: 'bob', exp: Math.floor(Date.now() / 1000) + 1 }) })
+  // 1 to 2 s, never a few ms: a token already expired at the handshake is refused instead of expiring (4401).
+  const c = typedClient(h.url, { token: h.sign({ sub: 'bob', exp: Math.ceil(Date.now() / 1000) + 1 }) })
   t.after(() => { c.close() })
   let reconnecting = 0
   c.on('reconnecting', () => { reconnecting++ })

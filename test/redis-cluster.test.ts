@@ -12,6 +12,7 @@ import type { TestClient } from './helpers/client.js'
 import { redisTest, uniquePrefix } from './helpers/redis.js'
 import { startRedisCluster, type TestRedisCluster } from './helpers/redis-cluster.js'
 import { call, client as historyClient, historyApp } from './helpers/history.js'
+import { checkRoomNames } from './helpers/room-names.js'
 
 let cluster: TestRedisCluster
 let admin: Cluster
@@ -270,4 +271,25 @@ redisTest('a history room across a failover: the promoted replica may lack the l
   t.after(() => { back.destroy() })
   const { before: frames } = await call(back, 'join', { room, since: { epoch: before.epoch, offset: 3 } })
   assert.deepEqual(frames[0], { type: 'rt.position', data: { room, epoch: after.epoch, offset: 1, recovery: { recovered: false, reason: 'epoch' } } })
+})
+
+redisTest('room names of any characters (empty, "}", "%", "{}", 200 unicode characters): publish with history, recovery, roomSize', { timeout: 60000 }, async (t) => {
+  const prefix = uniquePrefix()
+  await checkRoomNames(t, () => redisBroker(onCluster(prefix)))
+})
+
+redisTest('an instance just started on the cluster: members who join at once count in roomSize and online within a second', { timeout: 60000 }, async (t) => {
+  const prefix = uniquePrefix()
+  const { apps: [observer] } = await instances(t, 1, () => onCluster(prefix, { presenceTtl: 30 }))
+  assert.ok(observer !== undefined)
+  for (let round = 0; round < 3; round++) {
+    const { apps: [fresh] } = await instances(t, 1, () => onCluster(prefix, { presenceTtl: 30 }))
+    assert.ok(fresh !== undefined)
+    const rooms = await roomsOnEveryShard(`fresh-${round}-`)
+    for (const room of rooms) await member(t, fresh, `user-${round}`, room)
+    // Not the refresh a third of presenceTtl later (10 s): the first writes themselves, or their retry (about a
+    // second; two allowed for busy cores).
+    for (const room of rooms) await eventually(async () => await observer.app.realtime.roomSize(room) === 1, `roomSize(${room}) in round ${round}`, 2000)
+    await eventually(async () => await observer.app.realtime.online(`user-${round}`), `online(user-${round})`, 2000)
+  }
 })

@@ -29,12 +29,12 @@ for i = 1, #fields, 2 do
 end
 return total`
 
+/** The first early retry of a failed write, in ms (then doubling, up to the refresh interval). */
+const RETRY_FIRST = 50
+
 interface Scripts {
   rtPresenceWrite: (key: string, instance: string, count: number, ttlMs: number) => Promise<unknown>
   rtPresenceCount: (key: string) => Promise<number>
-}
-type ScriptPipeline = ChainableCommander & {
-  rtPresenceWrite: (key: string, instance: string, count: number, ttlMs: number) => ChainableCommander
 }
 
 /**
@@ -42,14 +42,24 @@ type ScriptPipeline = ChainableCommander & {
  * holding `<count>:<expires at, ms on Redis's clock>`. Each instance writes its field when its count changes and
  * rewrites all its fields every third of the TTL; a reader sums the fields that have not expired, so a crashed
  * instance's members stop counting within the TTL, and the hash itself expires when nobody refreshes it.
+ *
+ * Writes are idempotent (they set the current count): one that fails (a cluster client still settling its node
+ * connections answers "Connection is closed", a Redis away) is counted through `failed` and its name marked dirty;
+ * dirty names are written again with their current count after a short backoff (50 ms doubling up to the refresh
+ * interval), and by every refresh, so counts are right again as soon as Redis answers, not a refresh later.
  */
 export class RedisPresence {
   private readonly redis: (Redis | Cluster) & Scripts
   private timer: ReturnType<typeof setInterval> | undefined
-  /** Fields whose count fell to 0 while Redis was away: removed at the next refresh instead of waiting to expire. */
-  private readonly stale = new Set<string>()
+  private node: BrokerNode | undefined
+  /** Names whose last write failed or could not be sent: written again with their current count (0: removed). */
+  private readonly dirty = new Map<string, { kind: Kind, name: string }>()
+  /** The early retry of the dirty names, while one is scheduled. */
+  private retry: ReturnType<typeof setTimeout> | undefined
+  private retryDelay = RETRY_FIRST
   /** A refresh not answered yet: a Redis that stopped answering does not get another one piled on every tick. */
   private refreshing = false
+  private stopped = false
 
   constructor (
     redis: Redis | Cluster,
@@ -57,7 +67,9 @@ export class RedisPresence {
     private readonly instanceId: string,
     private readonly ttlMs: number,
     /** Wraps a name in a cluster hash tag (`{lobby}`), or leaves it as it is. */
-    private readonly tag: (name: string) => string = (name) => name
+    private readonly tag: (name: string) => string = (name) => name,
+    /** A write failed or could not be sent (counted, never swallowed). */
+    private readonly failed: (err: Error) => void = () => {}
   ) {
     redis.defineCommand('rtPresenceWrite', { numberOfKeys: 1, lua: WRITE })
     redis.defineCommand('rtPresenceCount', { numberOfKeys: 1, lua: COUNT })
@@ -68,59 +80,116 @@ export class RedisPresence {
     return `${this.prefix}presence:${kind}:${this.tag(name)}`
   }
 
+  private get interval (): number {
+    return Math.max(100, Math.floor(this.ttlMs / 3))
+  }
+
   /**
-   * A batch of writes: one pipeline on a single Redis; on a cluster, where a pipeline's keys must share a slot,
-   * the commands go one by one (ioredis routes each to its shard).
+   * Idempotent writes of names' counts (0 removes this instance's field): one pipeline on a single Redis; on a
+   * cluster, where a pipeline's keys must share a slot, one by one (ioredis routes each to its shard). A failed
+   * write marks its name dirty. Resolves true when every write succeeded.
    */
-  private batch (): ScriptPipeline & { run: () => Promise<unknown> } {
-    if (!this.redis.isCluster) {
-      const pipeline = this.redis.pipeline() as ScriptPipeline
-      return Object.assign(pipeline, { run: async () => await pipeline.exec() })
+  private async writeMany (entries: Array<{ kind: Kind, name: string, count: number }>): Promise<boolean> {
+    if (entries.length === 0) return true
+    const keys = entries.map(({ kind, name }) => this.key(kind, name))
+    let errors: Array<Error | null>
+    if (this.redis.isCluster) {
+      const settled = await Promise.allSettled(entries.map(async ({ count }, i) => {
+        const key = keys[i] as string
+        return count === 0 ? await this.redis.hdel(key, this.instanceId) : await this.redis.rtPresenceWrite(key, this.instanceId, count, this.ttlMs)
+      }))
+      errors = settled.map((r) => r.status === 'rejected' ? r.reason as Error : null)
+    } else {
+      const pipeline = this.redis.pipeline() as ChainableCommander & { rtPresenceWrite: (key: string, instance: string, count: number, ttlMs: number) => ChainableCommander }
+      entries.forEach(({ count }, i) => {
+        const key = keys[i] as string
+        if (count === 0) pipeline.hdel(key, this.instanceId)
+        else pipeline.rtPresenceWrite(key, this.instanceId, count, this.ttlMs)
+      })
+      try {
+        const results = await pipeline.exec()
+        errors = entries.map((_, i) => results?.[i]?.[0] ?? (results === null ? new Error('redis broker: pipeline discarded') : null))
+      } catch (err) {
+        errors = entries.map(() => err as Error)
+      }
     }
-    const calls: Array<() => Promise<unknown>> = []
-    const redis = this.redis
-    const batch = {
-      get length () { return calls.length },
-      hdel: (key: string, field: string) => { calls.push(async () => await redis.hdel(key, field)); return batch },
-      rtPresenceWrite: (key: string, instance: string, count: number, ttlMs: number) => {
-        calls.push(async () => await redis.rtPresenceWrite(key, instance, count, ttlMs))
-        return batch
-      },
-      run: async () => await Promise.allSettled(calls.map(async (call) => await call()))
+    let ok = true
+    errors.forEach((err, i) => {
+      const entry = entries[i]
+      if (err === null || entry === undefined) return
+      ok = false
+      this.markDirty(keys[i] as string, entry.kind, entry.name, err)
+    })
+    return ok
+  }
+
+  private markDirty (key: string, kind: Kind, name: string, err: Error): void {
+    if (this.stopped) return
+    this.dirty.set(key, { kind, name })
+    this.failed(err)
+    this.scheduleRetry()
+  }
+
+  private scheduleRetry (): void {
+    if (this.retry !== undefined || this.stopped || this.node === undefined) return
+    const delay = this.retryDelay
+    this.retryDelay = Math.min(this.retryDelay * 2, this.interval)
+    this.retry = setTimeout(() => {
+      this.retry = undefined
+      this.repair()
+    }, delay)
+    this.retry.unref()
+  }
+
+  /** Writes the dirty names again with their current counts. While Redis is away the refresh on its return does. */
+  private repair (): void {
+    const node = this.node
+    if (node === undefined || this.dirty.size === 0 || this.stopped) return
+    if (this.redis.status !== 'ready') return
+    const dirty = new Map(this.dirty)
+    this.dirty.clear()
+    const writes: Array<{ kind: Kind, name: string, count: number }> = []
+    for (const kind of ['room', 'user'] as const) {
+      for (const [name, count] of node.local(kind)) {
+        if (dirty.delete(this.key(kind, name))) writes.push({ kind, name, count })
+      }
     }
-    return batch as unknown as ScriptPipeline & { run: () => Promise<unknown> }
+    for (const { kind, name } of dirty.values()) writes.push({ kind, name, count: 0 })
+    this.writeMany(writes).then((ok) => { if (ok) this.retryDelay = RETRY_FIRST }, () => {})
   }
 
   start (node: BrokerNode): void {
-    this.timer = setInterval(() => { this.refresh(node) }, Math.max(100, Math.floor(this.ttlMs / 3)))
+    this.node = node
+    this.timer = setInterval(() => { this.refresh(node) }, this.interval)
     this.timer.unref()
   }
 
-  /** Writes one count now; while Redis is away, the next refresh after it is back writes it. */
+  /** Writes one count now; while Redis is away it is counted as failed and the refresh after it is back writes it. */
   set (kind: Kind, name: string, count: number): void {
     const key = this.key(kind, name)
     if (this.redis.status !== 'ready') {
-      if (count === 0) this.stale.add(key)
+      this.markDirty(key, kind, name, new Error('redis broker: the count of a room or user was not written: Redis is not connected'))
       return
     }
-    const write = count === 0
-      ? this.redis.hdel(key, this.instanceId)
-      : this.redis.rtPresenceWrite(key, this.instanceId, count, this.ttlMs)
-    write.catch(() => {})
+    this.writeMany([{ kind, name, count }]).catch(() => {})
   }
 
-  /** Rewrites every local count with a fresh expiry (and drops the fields of names left while Redis was away). */
+  /** Rewrites every local count with a fresh expiry, and the dirty names (those left: removed). */
   refresh (node: BrokerNode): void {
-    if (this.redis.status !== 'ready' || this.refreshing) return
-    const batch = this.batch()
-    for (const key of this.stale) batch.hdel(key, this.instanceId)
-    this.stale.clear()
+    if (this.redis.status !== 'ready' || this.refreshing || this.stopped) return
+    const dirty = new Map(this.dirty)
+    this.dirty.clear()
+    const writes: Array<{ kind: Kind, name: string, count: number }> = []
     for (const kind of ['room', 'user'] as const) {
-      for (const [name, count] of node.local(kind)) batch.rtPresenceWrite(this.key(kind, name), this.instanceId, count, this.ttlMs)
+      for (const [name, count] of node.local(kind)) {
+        dirty.delete(this.key(kind, name))
+        writes.push({ kind, name, count })
+      }
     }
-    if (batch.length === 0) return
+    for (const { kind, name } of dirty.values()) writes.push({ kind, name, count: 0 })
+    if (writes.length === 0) return
     this.refreshing = true
-    batch.run().catch(() => {}).finally(() => { this.refreshing = false })
+    this.writeMany(writes).then((ok) => { if (ok) this.retryDelay = RETRY_FIRST }, () => {}).finally(() => { this.refreshing = false })
   }
 
   /** The members across instances. Rejects while Redis is unreachable. */
@@ -130,13 +199,17 @@ export class RedisPresence {
 
   /** Removes this instance's fields (a clean shutdown) and stops refreshing. */
   async stop (node: BrokerNode | undefined): Promise<void> {
+    this.stopped = true
     if (this.timer !== undefined) clearInterval(this.timer)
     this.timer = undefined
+    if (this.retry !== undefined) clearTimeout(this.retry)
+    this.retry = undefined
     if (node === undefined || this.redis.status !== 'ready') return
-    const batch = this.batch()
+    // Fields of names left while Redis was away (dirty) go too; a failure here is left to the fields' expiry.
+    const writes = [...this.dirty.values()].map(({ kind, name }) => ({ kind, name, count: 0 }))
     for (const kind of ['room', 'user'] as const) {
-      for (const [name] of node.local(kind)) batch.hdel(this.key(kind, name), this.instanceId)
+      for (const [name] of node.local(kind)) writes.push({ kind, name, count: 0 })
     }
-    if (batch.length > 0) await batch.run().catch(() => {})
+    await this.writeMany(writes)
   }
 }

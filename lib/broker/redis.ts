@@ -1,11 +1,13 @@
 import { randomUUID } from 'node:crypto'
 import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOptions } from 'ioredis'
 import type { Broker, BrokerNode, Delivery, Target } from './types.js'
-import { decodeMessage, encodeMessage } from './redis-codec.js'
+import { NUMBERED, NUMBERED_V2, decodeMessage, decodeNumbered, encodeMessage } from './redis-codec.js'
 import { RedisHealth, type Fault } from './redis-health.js'
 import { RedisPresence } from './redis-presence.js'
 import { RedisHistoryStore } from '../history/redis.js'
 import { RedisPresenceStore } from '../presence/redis.js'
+import { hashTag, unescapeName } from '../redis-tag.js'
+import { settleWithin, withDeadline } from '../deadline.js'
 
 /** Where the broker's Redis is: a URL, the app's own client (a `Redis` or a `Cluster`), or a Redis Cluster's nodes. */
 export type RedisConnectionOptions =
@@ -23,7 +25,8 @@ export type RedisBrokerOptions = RedisConnectionOptions & {
    */
   sharded?: boolean
   /**
-   * Every channel and key starts with it; instances that share rooms share it.
+   * Every channel and key starts with it; instances that share rooms share it. It must contain neither `{` nor `}`:
+   * on a cluster, the room's hash tag must be the first braces of each key.
    * @default 'rt:'
    */
   prefix?: string
@@ -41,26 +44,24 @@ export type RedisBrokerOptions = RedisConnectionOptions & {
   maxPendingBytes?: number
 }
 
-/** The first byte of a history room's frame on pub/sub (other fan-outs start with the codec's version, 1). */
-const HISTORY_VERSION = 2
 /** The first byte of a presence diff on a room's channel (see lib/presence/redis-scripts.ts). */
 const PRESENCE_DIFF = 3
 
-/** How long `close()` waits for Redis to answer before it drops the connections. */
-const CLOSE_TIMEOUT = 1000
+/**
+ * How long `close()` waits for Redis in all (removing this instance's counts, then QUIT) before it drops the
+ * connections: a stalled Redis adds at most this to `app.close()`, past `shutdown.timeout`.
+ */
+const CLOSE_TIMEOUT = 500
 
-async function within (promise: Promise<unknown>, ms: number): Promise<void> {
-  let timer: NodeJS.Timeout | undefined
-  await Promise.race([promise.catch(() => {}), new Promise((resolve) => { timer = setTimeout(resolve, ms) })])
-  clearTimeout(timer)
-}
+/** How long `roomSize` and `online` wait for Redis before they reject (a `DeadlineError`). */
+const COUNT_TIMEOUT = 5000
 
 type Client = Redis | Cluster
 
-async function closeConnection (client: Client): Promise<void> {
+async function closeConnection (client: Client, until: number): Promise<void> {
   // A cluster's QUIT goes to every node, a dead one's included, whose connection would keep reconnecting to
   // deliver it: a cluster client is disconnected at once (its writes were answered or counted before this).
-  if (client.status === 'ready' && !client.isCluster) await within(client.quit(), CLOSE_TIMEOUT)
+  if (client.status === 'ready' && !client.isCluster) await settleWithin(client.quit(), Math.max(0, until - Date.now()))
   if (client instanceof Cluster) {
     // ioredis re-arms its periodic slots refresh (`slotsRefreshInterval`) when a refresh still in flight at
     // disconnect() ends, and then forever, which keeps the process alive after app.close(): end that chain.
@@ -80,6 +81,9 @@ async function closeConnection (client: Client): Promise<void> {
  */
 export function redisBroker (options: RedisBrokerOptions): Broker {
   const prefix = options.prefix ?? 'rt:'
+  if (typeof prefix !== 'string' || /[{}]/.test(prefix)) {
+    throw new TypeError(`redisBroker: the prefix option must be a string without "{" or "}" (on a Redis Cluster the room's hash tag must be the first braces of each key), got ${JSON.stringify(prefix)}`)
+  }
   const maxPending = options.maxPendingBytes ?? 16 * 1024 * 1024
   const instanceId = randomUUID()
   // The publisher fails at once while Redis is away (no offline queue) and drops what was in flight when the
@@ -99,9 +103,13 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   const { pub, sub, cluster } = connect(options, pubOptions, subOptions, options.sharded !== false)
   const sharded = cluster && options.sharded !== false
   const names = channelNames(prefix, cluster)
-  const presence = new RedisPresence(pub, prefix, instanceId, (options.presenceTtl ?? 30) * 1000, names.tag)
   let node: BrokerNode | undefined
   const health = new RedisHealth(() => node as BrokerNode)
+  // A count that could not be written is counted (stats().brokerCountFailures) and written again (see RedisPresence).
+  const presence = new RedisPresence(pub, prefix, instanceId, (options.presenceTtl ?? 30) * 1000, names.tag, (err) => {
+    node?.countFailed?.()
+    health.failed(err)
+  })
   /** Room and user channels this instance is subscribed to (besides the broadcast channel, always). */
   const channels = new Set<string>()
   /** Bytes published and not yet answered. */
@@ -130,7 +138,8 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   }
 
   function subOnMessage (channel: Buffer, message: Buffer): void {
-    if (message[0] === HISTORY_VERSION) return subOnNumbered(channel, message)
+    // A history room's frame (other fan-outs start with the codec's version, 1).
+    if (message[0] === NUMBERED || message[0] === NUMBERED_V2) return subOnNumbered(channel, message)
     if (message[0] === PRESENCE_DIFF) return subOnPresence(channel, message)
     const decoded = decodeMessage(message)
     if (decoded === undefined || decoded.from === instanceId || node === undefined) return
@@ -144,15 +153,13 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     }
   }
 
-  /** A history room's frame, as the append script published it: `\x02<epoch>:<offset>:<except>|<frame>`. */
+  /** A history room's frame, as the append script published it (see `decodeNumbered`). */
   function subOnNumbered (channel: Buffer, message: Buffer): void {
-    const bar = message.indexOf(0x7c)
     const target = targetOf(channel.toString())
-    if (bar === -1 || target?.kind !== 'room' || node === undefined) return
-    const [epoch, offset, except] = message.subarray(1, bar).toString().split(':')
-    if (epoch === undefined || offset === undefined) return
+    const decoded = decodeNumbered(message)
+    if (decoded === undefined || target?.kind !== 'room' || node === undefined) return
     try {
-      node.received(target.name, { epoch, offset: Number(offset), frame: message.subarray(bar + 1), except: except === '' ? undefined : except })
+      node.received(target.name, decoded)
     } catch (err) {
       node.log.error({ err }, 'redis broker: delivering a history frame failed')
     }
@@ -248,16 +255,19 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       })
       return presenceStore
     },
+    // Bounded: a Redis that keeps the connection open and stops answering rejects them instead of hanging the caller.
     async roomSize (room) {
-      return await presence.count('room', room)
+      return await withDeadline(presence.count('room', room), COUNT_TIMEOUT, 'redis broker: roomSize')
     },
     async online (userId) {
-      return await presence.count('user', userId) > 0
+      return await withDeadline(presence.count('user', userId), COUNT_TIMEOUT, 'redis broker: online') > 0
     },
     async close () {
       health.active = false
-      await within(presence.stop(node), CLOSE_TIMEOUT)
-      await Promise.all([closeConnection(pub), closeConnection(sub), presenceClient !== pub && presenceClient !== undefined ? closeConnection(presenceClient) : undefined])
+      // One bound for all of it, whatever Redis does: a stalled one answers neither the HDELs nor the QUITs.
+      const until = Date.now() + CLOSE_TIMEOUT
+      await settleWithin(presence.stop(node), CLOSE_TIMEOUT)
+      await Promise.all([closeConnection(pub, until), closeConnection(sub, until), presenceClient !== pub && presenceClient !== undefined ? closeConnection(presenceClient, until) : undefined])
     }
   }
 }
@@ -306,20 +316,30 @@ function connect (options: RedisConnectionOptions, pubOptions: RedisOptions, sub
 /**
  * Channel names, and the hash tag keys of the same room or user use: on a cluster the name goes in braces, so a
  * room's channel and its keys share one slot (an atomic script can touch them together) and rooms spread over
- * the shards. Without a cluster the names are as they always were.
+ * the shards. The name is escaped inside the braces (lib/redis-tag.ts): any name, `''` and names with `}` or `%`
+ * included, keeps its keys in one slot and comes back unchanged from its channel. Without a cluster the names are as
+ * they always were.
  */
 function channelNames (prefix: string, cluster: boolean) {
-  const tag = (name: string): string => cluster ? `{${name}}` : name
-  const untag = (name: string): string => cluster && name.startsWith('{') && name.endsWith('}') ? name.slice(1, -1) : name
-  const all = `${prefix}${tag('all')}`
+  const tag = (name: string): string => cluster ? hashTag(name) : name
+  const untag = (name: string): string | undefined => {
+    if (!cluster) return name
+    return name.length >= 3 && name.startsWith('{') && name.endsWith('}') ? unescapeName(name.slice(1, -1)) : undefined
+  }
+  const all = `${prefix}${cluster ? '{all}' : 'all'}`
+  const targetOf = (kind: 'room' | 'user', text: string): Target | undefined => {
+    const name = untag(text)
+    return name === undefined ? undefined : { kind, name }
+  }
   return {
     tag,
     channelOf: (target: Target): string => target.kind === 'all' ? all : `${prefix}${target.kind}:${tag(target.name)}`,
     targetOf (channel: string): Target | undefined {
       if (channel === all) return { kind: 'all' }
+      if (!channel.startsWith(prefix)) return undefined
       const rest = channel.slice(prefix.length)
-      if (rest.startsWith('room:')) return { kind: 'room', name: untag(rest.slice(5)) }
-      if (rest.startsWith('user:')) return { kind: 'user', name: untag(rest.slice(5)) }
+      if (rest.startsWith('room:')) return targetOf('room', rest.slice(5))
+      if (rest.startsWith('user:')) return targetOf('user', rest.slice(5))
       return undefined
     }
   }

@@ -33,6 +33,8 @@ export interface BrokerNode {
   deliver: (delivery: Delivery) => void
   /** Counts a publish that could not reach the other instances (shown in `stats().brokerFailures`). */
   publishFailed: () => void
+  /** Counts a write of the broker's cluster-wide counts (`roomSize`, `online`) that failed (`stats().brokerCountFailures`). */
+  countFailed?: () => void
   /** History rooms: a numbered frame published by the history store, for this instance's cursor of the room. */
   received: (room: string, message: StreamMessage) => void
   /** History rooms: the subscription is back after an outage; every room is read again from its last offset. */

@@ -2,6 +2,7 @@ import type { Cluster, Redis } from 'ioredis'
 import { newEpoch } from './memory.js'
 import type { HistoryPolicy } from './options.js'
 import type { Appended, HistoryRead, HistoryStore } from './store.js'
+import { hashTag } from '../redis-tag.js'
 
 /**
  * The meta's epoch, made anew when the stream may have lost writes. Redis replicates asynchronously: a promoted
@@ -26,6 +27,10 @@ if not e then e = ARGV[${n}]; redis.call('HSET', KEYS[2], 'e', e, 'r', rid) else
  * or SPUBLISH for sharded pub/sub on a cluster: the room's channel shares the keys' slot through the `{room}` tag).
  * One atomic step numbers, stores and publishes, so offset order is publish order on every instance. Offsets are
  * the stream's own entry ids (`N-0`), trimmed exactly (MAXLEN without `~`: "size = N" holds at the boundary).
+ * The message is `\x04<epoch>:<offset>:<except's length in bytes>:<except><frame>` when the except holds a `|` or
+ * a `:` (`decodeNumbered`, in lib/broker/redis-codec.ts: the except is counted, not delimited, so no string of the
+ * app's can end it early), else the previous `\x02<epoch>:<offset>:<except>|<frame>`, which instances not yet
+ * upgraded in a rolling deploy still read (connection ids, UUIDs, hold neither).
  */
 const APPEND = `${EPOCH(5)}
 local top = redis.call('HINCRBY', KEYS[2], 's', 1)
@@ -35,7 +40,11 @@ local n = string.format('%d', top)
 local frame = ARGV[1] .. n .. '}'
 redis.call('XADD', KEYS[1], 'MAXLEN', ARGV[2], n .. '-0', 'f', frame)
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
-redis.call(ARGV[8], ARGV[6], '\\2' .. e .. ':' .. n .. ':' .. ARGV[7] .. '|' .. frame)
+if string.find(ARGV[7], '[|:]') then
+  redis.call(ARGV[8], ARGV[6], '\\4' .. e .. ':' .. n .. ':' .. string.format('%d', string.len(ARGV[7])) .. ':' .. ARGV[7] .. frame)
+else
+  redis.call(ARGV[8], ARGV[6], '\\2' .. e .. ':' .. n .. ':' .. ARGV[7] .. '|' .. frame)
+end
 return { top, e }`
 
 /**
@@ -68,7 +77,7 @@ const READ_TIMEOUT = 5000
 /**
  * History in Redis, shared by every instance: per room a stream `<prefix>hist:{room}` (entry id = offset, field
  * `f` = the whole frame) and a hash `<prefix>hist:{room}:meta` (`e` epoch, `s` top). The `{room}` hash tag keeps
- * both in one cluster slot. A flush, an eviction of the meta or a restart without persistence loses the meta, and
+ * both in one cluster slot; the name is escaped in it (`hashTag`, lib/redis-tag.ts) so that any name does. A flush, an eviction of the meta or a restart without persistence loses the meta, and
  * the next append or read starts a new epoch.
  */
 export class RedisHistoryStore implements HistoryStore {
@@ -86,7 +95,7 @@ export class RedisHistoryStore implements HistoryStore {
   }
 
   private keys (room: string): [string, string] {
-    const stream = `${this.prefix}hist:{${room}}`
+    const stream = `${this.prefix}hist:${hashTag(room)}`
     return [stream, `${stream}:meta`]
   }
 

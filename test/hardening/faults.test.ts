@@ -83,19 +83,28 @@ test('2,000 reconnects within a second: each served or refused, never a crash', 
   let served = 0
   let refused = 0
   let failed = 0
+  /** Why attempts failed without an answer, and how often: the assertion says it (seen once: 15 of 2,000). */
+  const failures = new Map<string, number>()
   const started = Date.now()
   const attempts: Array<Promise<void>> = []
   for (let batch = 0; batch < 10; batch++) {
     for (let i = 0; i < 200; i++) {
       attempts.push(connect(`${harness.h.wsBase}/rt`, { headers: { authorization: `Bearer ${token}` }, handshakeTimeout: 10000 }).then(
         (c) => { served++; c.destroy() },
-        (err: { refusal?: unknown }) => { if (err.refusal !== undefined) refused++; else failed++ }))
+        (err: { refusal?: unknown, code?: string, message?: string }) => {
+          if (err.refusal !== undefined) refused++
+          else {
+            failed++
+            const why = `${err.code ?? ''} ${err.message ?? ''}`.trim()
+            failures.set(why, (failures.get(why) ?? 0) + 1)
+          }
+        }))
     }
     await new Promise((resolve) => setTimeout(resolve, 100))
   }
   await Promise.all(attempts)
   assert.equal(served + refused + failed, 2000)
-  assert.equal(failed, 0, 'no attempt ended without an answer')
+  assert.equal(failed, 0, `no attempt ended without an answer (${Date.now() - started} ms): ${JSON.stringify([...failures])}`)
   assert.ok(served > 0)
   assert.ok(Date.now() - started < 30000)
   await harness.check(baseline)
