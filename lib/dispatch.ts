@@ -201,7 +201,7 @@ async function refreshSession (ctx: DispatchContext, route: DispatchRoute, conn:
     return
   }
   try {
-    const session = sessionOf(auth, await verifyToken(ctx.app, auth, token))
+    const session = sessionOf(auth, await verifyToken(conn.request, auth, token))
     // Two undefined ids prove nothing: a session without a user id cannot tell its own token from anyone's.
     if (conn.userId === undefined) throw new HandshakeError('INVALID_TOKEN', 'this session has no user id (the token\'s sub, or auth.userId) to match a new token to')
     if (session.userId !== conn.userId) throw new HandshakeError('INVALID_TOKEN', 'the token belongs to another user')

@@ -50,6 +50,13 @@ export interface AuthOptions {
    * @default every signing algorithm that fits the key (fast-jwt matches them to the key type)
    */
   algorithms?: readonly string[]
+  /**
+   * The @fastify/jwt `namespace` whose verifier checks tokens (`request.<namespace>JwtVerify()`). Tokens are always
+   * verified as @fastify/jwt verifies them on a route: its `verify` options, `trusted`, `formatUser` and
+   * `decoratorName` all apply, and `conn.user` is what `formatUser` returns.
+   * @default the default @fastify/jwt instance (`request.jwtVerify()`)
+   */
+  namespace?: string
 }
 
 /** Limits that keep one client from growing the server's memory or flooding it. */
@@ -116,6 +123,9 @@ export interface RealtimeOptions {
 
 export interface ResolvedAuth {
   sources: readonly TokenSource[]
+  namespace: string | undefined
+  /** The request method that verifies a token: `jwtVerify` or `<namespace>JwtVerify`. */
+  verifier: string
   cookieName: string
   authenticate: ((request: FastifyRequest) => unknown) | undefined
   userId: (user: any) => string | undefined
@@ -186,8 +196,12 @@ export function resolveAuth (auth: AuthOptions | false | undefined, where: strin
   if (auth?.authenticate !== undefined && typeof auth.authenticate !== 'function') throw new RT_ERR_OPTIONS(`${where}.authenticate: expected a function`)
   const algorithms = auth?.algorithms ?? ALL_ALGORITHMS
   if (algorithms.some((a) => a.toLowerCase() === 'none')) throw new RT_ERR_OPTIONS(`${where}.algorithms: "none" is never accepted`)
+  const namespace = auth?.namespace
+  if (namespace !== undefined && (typeof namespace !== 'string' || namespace === '')) throw new RT_ERR_OPTIONS(`${where}.namespace: expected the name given to @fastify/jwt's namespace option`)
   return {
     sources,
+    namespace,
+    verifier: namespace === undefined ? 'jwtVerify' : `${namespace}JwtVerify`,
     cookieName: auth?.cookieName ?? 'token',
     authenticate: auth?.authenticate,
     userId: auth?.userId ?? defaultUserId,
@@ -200,7 +214,7 @@ export function resolveAuth (auth: AuthOptions | false | undefined, where: strin
 export const OPTION_KEYS = {
   options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence'],
   presence: PRESENCE_KEYS,
-  auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms'],
+  auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms', 'namespace'],
   limits: ['maxPayload', 'rate', 'burst', 'byteRate', 'maxRoomsPerConnection', 'maxRoomNameLength', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser'],
   heartbeat: ['interval'],
   shutdown: ['timeout']

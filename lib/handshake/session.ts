@@ -60,20 +60,25 @@ function algorithmOf (token: string): string | undefined {
 }
 
 /**
- * Verifies a JWT with the app's @fastify/jwt (its own verify options, iss and aud included, apply), mapping every
- * failure to a 401 code: @fastify/jwt itself answers some (a future `nbf`, an algorithm outside the list) with
- * 500, and a garbage token must never be a 500. The algorithm is pinned here, before verification, from the
- * token's header: passing options to `jwt.verify` would build a new verifier on every call.
+ * Verifies a JWT through the request's own @fastify/jwt verifier (`request.jwtVerify()`, or `<namespace>JwtVerify`
+ * with `auth.namespace`), handed the token found wherever it came from: every option the app gave @fastify/jwt
+ * applies exactly as on its HTTP routes (`verify` options such as `allowedIss`/`allowedAud`, `trusted` for revoked
+ * tokens, `formatUser`, a `decoratorName`, a namespace). Every failure is a 401 code: @fastify/jwt answers some (a
+ * future `nbf`, an algorithm outside the list) with 500, and a garbage token must never be a 500. The algorithm is
+ * pinned here first, from the token's header.
  */
-export async function verifyToken (app: FastifyInstance, auth: ResolvedAuth, token: string): Promise<unknown> {
+export async function verifyToken (request: FastifyRequest, auth: ResolvedAuth, token: string): Promise<unknown> {
   if (token.length > 8192) throw new HandshakeError('INVALID_TOKEN', 'session token too long')
   const alg = algorithmOf(token)
   if (alg === undefined || !auth.algorithms.includes(alg)) throw new HandshakeError('INVALID_TOKEN')
+  const verify = (request as unknown as Record<string, unknown>)[auth.verifier]
+  if (typeof verify !== 'function') throw new HandshakeError('INVALID_TOKEN', `no request.${auth.verifier}(): is @fastify/jwt registered${auth.namespace === undefined ? '' : ` with namespace "${auth.namespace}"`}?`)
   try {
-    const jwt = (app as FastifyInstance & { jwt: { verify: (token: string) => unknown } }).jwt
-    return await jwt.verify(token)
+    return await (verify as (options: object) => Promise<unknown>).call(request, { extractToken: () => token })
   } catch (err) {
-    if ((err as { code?: string }).code === 'FAST_JWT_EXPIRED') throw new HandshakeError('TOKEN_EXPIRED')
+    const code = (err as { code?: string }).code
+    if (code === 'FAST_JWT_EXPIRED' || code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED') throw new HandshakeError('TOKEN_EXPIRED')
+    if (code === 'FST_JWT_AUTHORIZATION_TOKEN_UNTRUSTED') throw new HandshakeError('INVALID_TOKEN', 'session token not trusted (revoked)')
     throw new HandshakeError('INVALID_TOKEN')
   }
 }
@@ -119,6 +124,6 @@ export async function checkSession (app: FastifyInstance, request: FastifyReques
   }
   const found = findToken(request, auth)
   if (found === undefined) throw new HandshakeError('MISSING_TOKEN', missingTokenMessage(request, auth))
-  const user = await verifyToken(app, auth, found.token)
+  const user = await verifyToken(request, auth, found.token)
   return { session: sessionOf(auth, user), fromCookie: found.fromCookie }
 }

@@ -48,6 +48,11 @@ interface RoomState {
   keys: Map<string, LocalKey>
   /** Connections waiting for a snapshot (a join, a resnapshot), with the diffs that came meanwhile. */
   syncing: Map<Connection<any, any>, Held>
+  /**
+   * The version of the snapshot each connection got, until a newer diff passes it: the snapshot is read on another
+   * Redis connection than the diffs arrive on, so a diff it already holds can come after it.
+   */
+  sent: Map<Connection<any, any>, [number, string | undefined]>
   /** The epoch and version of the last diff passed on. */
   epoch: string | undefined
   last: number | undefined
@@ -81,7 +86,7 @@ export const PRESENCE_SHUTDOWN_TIMEOUT = 5000
  * its leave (a failed one is retried by the repair, which runs in the same queue).
  */
 export class RoomPresence implements PresenceHost {
-  private readonly lives = new RoomLives<RoomState>(() => ({ keys: new Map(), syncing: new Map(), epoch: undefined, last: undefined, tail: Promise.resolve(), queued: 0 }),
+  private readonly lives = new RoomLives<RoomState>(() => ({ keys: new Map(), syncing: new Map(), sent: new Map(), epoch: undefined, last: undefined, tail: Promise.resolve(), queued: 0 }),
     (life) => { for (const local of life.state.keys.values()) clearTimeout(local.timer) })
 
   private readonly keys = new WeakMap<Connection<any, any>, Map<string, string>>()
@@ -124,6 +129,7 @@ export class RoomPresence implements PresenceHost {
   left (conn: Connection<any, any>, room: string): void {
     const life = this.lives.get(room)
     life?.state.syncing.delete(conn)
+    life?.state.sent.delete(conn)
     const keys = this.keys.get(conn)
     const key = keys?.get(room)
     if (key !== undefined) {
@@ -187,8 +193,16 @@ export class RoomPresence implements PresenceHost {
     const text = encodeDiff(room, body)
     for (const conn of members) {
       const held = s.syncing.get(conn)
-      if (held !== undefined) held.push([v, epoch, text])
-      else conn.sendText(text)
+      if (held !== undefined) {
+        held.push([v, epoch, text])
+        continue
+      }
+      const sent = s.sent.get(conn)
+      if (sent !== undefined) {
+        if (v <= sent[0] && (epoch === undefined || sent[1] === undefined || epoch === sent[1])) continue
+        s.sent.delete(conn)
+      }
+      conn.sendText(text)
     }
   }
 
@@ -359,9 +373,14 @@ export class RoomPresence implements PresenceHost {
           if (!conn.isOpen || !life.live) continue
           // Without a snapshot (the store failed: the repair sends one later), the held diffs go as they are.
           if (text !== undefined) conn.sendText(text)
+          let newest = snapshot?.v ?? 0
           for (const [v, epoch, diff] of held) {
-            if (snapshot === undefined || (v > snapshot.v && (epoch === undefined || snapshot.epoch === undefined || epoch === snapshot.epoch))) conn.sendText(diff)
+            if (snapshot === undefined || (v > snapshot.v && (epoch === undefined || snapshot.epoch === undefined || epoch === snapshot.epoch))) {
+              conn.sendText(diff)
+              newest = Math.max(newest, v)
+            }
           }
+          if (snapshot !== undefined) life.state.sent.set(conn, [newest, snapshot.epoch])
         }
       }
     })
