@@ -59,6 +59,7 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
   const options = resolveOptions(opts)
   const broker = opts.broker ?? memoryBroker()
   const registry = new Registry(broker, app.log, (size) => { heartbeat.update(size) })
+  registry.countIps = options.limits.maxConnectionsPerIp !== Infinity
   const heartbeat = new Heartbeat(registry, options.heartbeatInterval)
   if (options.history !== undefined) {
     if (broker.historyStore === undefined) throw new RT_ERR_OPTIONS('history: the broker keeps no history (use the default broker or redisBroker())')

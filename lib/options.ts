@@ -73,6 +73,12 @@ export interface LimitsOptions {
    * @default 1048576
    */
   byteRate?: number
+  /**
+   * Open connections from one client address (`request.ip`: behind a proxy, set Fastify's `trustProxy` so it is the
+   * client's and not the proxy's); a further handshake gets 429 `TOO_MANY_FROM_ADDRESS`.
+   * @default Infinity (off)
+   */
+  maxConnectionsPerIp?: number
   /** Rooms one connection may be in; a further `conn.join` throws `TOO_MANY_ROOMS`. @default 128 */
   maxRoomsPerConnection?: number
   /** Characters of a room name at most; a longer (or empty) one throws `INVALID_ROOM`. @default 255 */
@@ -97,6 +103,12 @@ export interface RealtimeOptions {
   origins?: OriginsOption
   /** Refuse requests without an Origin header (non-browser clients). @default false */
   requireOrigin?: boolean
+  /**
+   * The level of the one log line each refused handshake writes. `debug` keeps a flood of bad handshakes (wrong
+   * tokens, foreign origins) out of an `info` log; `info` shows each refusal with its code and address.
+   * @default 'debug'
+   */
+  refusalLogLevel?: 'info' | 'debug'
   /** Session check before the upgrade, or `false` for none. @default JWT through @fastify/jwt */
   auth?: AuthOptions | false
   /** Per-connection limits. */
@@ -147,11 +159,13 @@ export interface ResolvedLimits {
   onSlowConsumer: 'close' | 'drop'
   maxConnections: number
   maxConnectionsPerUser: number
+  maxConnectionsPerIp: number
 }
 
 export interface ResolvedOptions {
   origins: OriginsOption | undefined
   requireOrigin: boolean
+  refusalLogLevel: 'info' | 'debug'
   auth: ResolvedAuth | false
   limits: ResolvedLimits
   heartbeatInterval: number | false
@@ -212,13 +226,19 @@ export function resolveAuth (auth: AuthOptions | false | undefined, where: strin
 
 /** The keys each options object accepts; anything else is a typo that would otherwise be ignored in silence. */
 export const OPTION_KEYS = {
-  options: ['origins', 'requireOrigin', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence'],
+  options: ['origins', 'requireOrigin', 'refusalLogLevel', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence'],
   presence: PRESENCE_KEYS,
   auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms', 'namespace'],
-  limits: ['maxPayload', 'rate', 'burst', 'byteRate', 'maxRoomsPerConnection', 'maxRoomNameLength', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser'],
+  limits: ['maxPayload', 'rate', 'burst', 'byteRate', 'maxRoomsPerConnection', 'maxRoomNameLength', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser', 'maxConnectionsPerIp'],
   heartbeat: ['interval'],
   shutdown: ['timeout']
 } as const
+
+function refusalLogLevel (level: unknown): 'info' | 'debug' {
+  if (level === undefined) return 'debug'
+  if (level !== 'info' && level !== 'debug') throw new RT_ERR_OPTIONS(`refusalLogLevel: expected 'info' or 'debug', got ${String(level)}`)
+  return level
+}
 
 /** Applies the defaults and throws `RT_ERR_OPTIONS` for anything that cannot work. */
 export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
@@ -237,6 +257,7 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
   return {
     origins: options.origins,
     requireOrigin: options.requireOrigin ?? false,
+    refusalLogLevel: refusalLogLevel(options.refusalLogLevel),
     auth: resolveAuth(options.auth, 'auth'),
     limits: {
       maxPayload,
@@ -251,7 +272,8 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
       maxBufferedBytes,
       onSlowConsumer: l.onSlowConsumer ?? 'close',
       maxConnections: positive('limits.maxConnections', l.maxConnections, Infinity, true),
-      maxConnectionsPerUser: positive('limits.maxConnectionsPerUser', l.maxConnectionsPerUser, Infinity, true)
+      maxConnectionsPerUser: positive('limits.maxConnectionsPerUser', l.maxConnectionsPerUser, Infinity, true),
+      maxConnectionsPerIp: positive('limits.maxConnectionsPerIp', l.maxConnectionsPerIp, Infinity, true)
     },
     heartbeatInterval: hb === false ? false : positive('heartbeat.interval', hb?.interval, 30_000),
     shutdownTimeout: positive('shutdown.timeout', options.shutdown?.timeout, 5000),

@@ -82,6 +82,10 @@ export class Registry implements RealtimeRegistry {
   /** Connection slots reserved by handshakes in progress (see lib/route.ts), counted against maxConnections. */
   reserved = 0
   private readonly reservedByUser = new Map<string, number>()
+  /** Open connections and reserved handshake slots by client address, only with `limits.maxConnectionsPerIp`. */
+  readonly byIp = new Map<string, number>()
+  /** Whether `byIp` is kept (set by the plugin from `limits.maxConnectionsPerIp`). */
+  countIps = false
   /** The metrics counters, when the app asked for metrics. */
   meter: InstanceMeter | undefined
   closing = false
@@ -108,6 +112,7 @@ export class Registry implements RealtimeRegistry {
 
   add (conn: Connection<any, any>): void {
     this.connections.set(conn.id, conn)
+    if (this.countIps) this.countIp(conn.request.ip, 1)
     if (conn.userId !== undefined) this.index(this.users, 'user', conn.userId, conn)
     if (conn.expiresAt !== undefined) this.expiring.add(conn)
     this.onCountChange(this.connections.size)
@@ -116,6 +121,7 @@ export class Registry implements RealtimeRegistry {
   /** Removes the connection from every index; safe to call twice. */
   remove (conn: Connection<any, any>, code: number): void {
     if (!this.connections.delete(conn.id)) return
+    if (this.countIps) this.countIp(conn.request.ip, -1)
     conn.dispose()
     if (conn.userId !== undefined) this.unindex(this.users, 'user', conn.userId, conn)
     this.expiring.delete(conn)
@@ -164,6 +170,13 @@ export class Registry implements RealtimeRegistry {
   /** Rooms or users here, with their number of local connections (for a broker's presence keys). */
   * local (kind: 'room' | 'user'): Iterable<[string, number]> {
     for (const [name, set] of kind === 'room' ? this.rooms : this.users) yield [name, set.size]
+  }
+
+  /** Open connections (and reserved slots) of a client address. */
+  countIp (ip: string, delta: number): void {
+    const count = (this.byIp.get(ip) ?? 0) + delta
+    if (count > 0) this.byIp.set(ip, count)
+    else this.byIp.delete(ip)
   }
 
   /** Slots reserved for the user by handshakes in progress. */

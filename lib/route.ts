@@ -155,6 +155,10 @@ async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: Co
   if (request.ws) {
     if (registry.connections.size + registry.reserved >= options.limits.maxConnections) throw new HandshakeError('SERVER_FULL')
     slots.reserve()
+    if (registry.countIps) {
+      if ((registry.byIp.get(request.ip) ?? 0) >= options.limits.maxConnectionsPerIp) throw new HandshakeError('TOO_MANY_FROM_ADDRESS')
+      slots.reserveIp(request.ip)
+    }
   } else if (registry.connections.size >= options.limits.maxConnections) {
     throw new HandshakeError('SERVER_FULL')
   }
@@ -179,12 +183,18 @@ async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: Co
 class Slots {
   private all = false
   private user: string | undefined
+  private ip: string | undefined
 
   constructor (private readonly registry: RealtimeContext['registry']) {}
 
   reserve (): void {
     this.all = true
     this.registry.reserved++
+  }
+
+  reserveIp (ip: string): void {
+    this.ip = ip
+    this.registry.countIp(ip, 1)
   }
 
   reserveUser (userId: string): void {
@@ -196,8 +206,10 @@ class Slots {
   readonly release = (): void => {
     if (this.all) this.registry.reserved--
     if (this.user !== undefined) this.registry.reserveFor(this.user, -1)
+    if (this.ip !== undefined) this.registry.countIp(this.ip, -1)
     this.all = false
     this.user = undefined
+    this.ip = undefined
   }
 }
 
@@ -221,7 +233,7 @@ async function refuse (ctx: RealtimeContext, route: CompiledRoute, request: Fast
     bump(counters.refused, err.code)
     if (route.meter !== undefined) bump(route.meter.handshakes, err.code)
     const origin = err.code === 'FORBIDDEN_ORIGIN' ? request.headers.origin : undefined
-    request.log.info({ remoteAddress: request.ip, code: err.code, origin }, origin === undefined
+    request.log[ctx.options.refusalLogLevel]({ remoteAddress: request.ip, code: err.code, origin }, origin === undefined
       ? `realtime handshake refused: ${err.code}`
       : `realtime handshake refused: FORBIDDEN_ORIGIN, ${origin} is not in the \`origins\` option`)
   } else {

@@ -254,7 +254,7 @@ test('refusals say how to fix them: the offending Origin in the log, where the t
   const stream = new Writable({ write (chunk, _enc, cb) { lines.push(JSON.parse(chunk.toString())); cb() } })
   const h = await startApp({
     fastify: { logger: { level: 'info', stream } },
-    realtime: { origins: ['https://app.example'], auth: { sources: ['header', 'protocol'], cookieName: 'sid' } },
+    realtime: { origins: ['https://app.example'], auth: { sources: ['header', 'protocol'], cookieName: 'sid' }, refusalLogLevel: 'info' },
     setup: (app) => { app.realtimeRoute(echoRoute) }
   })
   t.after(() => h.close())

@@ -3,6 +3,7 @@ import assert from 'node:assert/strict'
 import { Type } from '@sinclair/typebox'
 import { CloseCode } from '../lib/index.js'
 import { startApp, type StartOptions } from './helpers/app.js'
+import { Writable } from 'node:stream'
 import { connect, refusalOf, waitFor } from './helpers/client.js'
 
 const route = {
@@ -171,6 +172,44 @@ test('maxConnections and maxConnectionsPerUser hold under concurrent handshakes 
   t.after(() => { for (const a of mallory) if (a.status === 'fulfilled') a.value.destroy() })
   assert.equal(mallory.filter((a) => a.status === 'fulfilled').length, 2, 'exactly maxConnectionsPerUser for one user')
   assert.equal((h.app.realtime as unknown as { reserved: number }).reserved, 0, 'every reservation was given back')
+})
+
+test('maxConnectionsPerIp: the client address (behind trustProxy, the forwarded one) holds at most that many sockets', { timeout: 15000 }, async (t) => {
+  const h = await startApp({
+    jwt: false,
+    fastify: { trustProxy: true },
+    realtime: { auth: false, limits: { maxConnectionsPerIp: 3 } },
+    setup: (app) => { app.realtimeRoute(route) }
+  })
+  t.after(() => h.close())
+  const from = async (ip: string) => await Promise.allSettled(Array.from({ length: 5 }, async () => await connect(`${h.wsBase}/rt`, { headers: { 'x-forwarded-for': ip } })))
+  const a = await from('203.0.113.7')
+  const b = await from('198.51.100.9')
+  const open = [...a, ...b].filter((r) => r.status === 'fulfilled').map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<typeof connect>>>).value)
+  t.after(() => { for (const c of open) c.destroy() })
+  assert.equal(a.filter((r) => r.status === 'fulfilled').length, 3)
+  assert.equal(b.filter((r) => r.status === 'fulfilled').length, 3)
+  const refusal = await refusalOf(connect(`${h.wsBase}/rt`, { headers: { 'x-forwarded-for': '203.0.113.7' } }))
+  assert.deepEqual([refusal.statusCode, refusal.body.code], [429, 'TOO_MANY_FROM_ADDRESS'])
+  open[0]?.destroy()
+  await waitFor(() => h.app.realtime.stats().connections === 5)
+  const again = await connect(`${h.wsBase}/rt`, { headers: { 'x-forwarded-for': '203.0.113.7' } })
+  again.destroy()
+})
+
+test('a flood of failing handshakes writes no log line above debug by default, and each costs one refusal', { timeout: 20000 }, async (t) => {
+  const lines: Array<Record<string, unknown>> = []
+  const stream = new Writable({ write (chunk, _enc, cb) { lines.push(JSON.parse(chunk.toString())); cb() } })
+  const h = await startApp({
+    fastify: { logger: { level: 'info', stream }, disableRequestLogging: true },
+    setup: (app) => { app.realtimeRoute(route) }
+  })
+  t.after(() => h.close())
+  for (let i = 0; i < 20; i++) {
+    await Promise.all(Array.from({ length: 10 }, async () => await refusalOf(connect(`${h.wsBase}/rt`, { headers: { authorization: 'Bearer not.a.token' } }))))
+  }
+  assert.equal(h.app.realtime.stats().refused.INVALID_TOKEN, 200)
+  assert.deepEqual(lines.filter((l) => typeof l.msg === 'string' && l.msg.startsWith('realtime handshake refused')), [])
 })
 
 test('slow consumer: a client that stops reading is closed with 4408 within a second; the heap stays bounded', { timeout: 20000 }, async (t) => {

@@ -94,6 +94,7 @@ export const HandshakeCode = {
   INVALID_TOKEN: { statusCode: 401, message: 'invalid session token' },
   TOKEN_EXPIRED: { statusCode: 401, message: 'session token expired' },
   TOO_MANY_CONNECTIONS: { statusCode: 429, message: 'too many connections for this user' },
+  TOO_MANY_FROM_ADDRESS: { statusCode: 429, message: 'too many connections from this address' },
   SERVER_FULL: { statusCode: 503, message: 'server is at its connection limit' },
   SHUTTING_DOWN: { statusCode: 503, message: 'server is shutting down' },
   UPGRADE_REQUIRED: { statusCode: 426, message: 'this endpoint speaks WebSocket; send an upgrade request' },
