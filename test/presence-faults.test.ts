@@ -129,7 +129,7 @@ redisTest('item 1 (ghost after a short outage): members that leave while Redis i
   const [w, alice, bob, carol] = await clients(t, [[b, 'w'], [a, 'alice'], [a, 'bob'], [b, 'carol']]) as [PresenceClient, PresenceClient, PresenceClient, PresenceClient]
   await w.call('join', { room: 'p:ghost', watch: true })
   for (const c of [alice, bob, carol]) await c.call('join', { room: 'p:ghost' })
-  await waitFor(() => w.events('p:ghost').length === 3, 5000, 'the joins')
+  await waitFor(() => w.events('p:ghost').length === 3, 15000, 'the joins')
   await proxy.cut()
   // An explicit leave and a closed connection, both while the store cannot be told: A keeps no key of the room.
   await bob.call('leave', { room: 'p:ghost' })
@@ -153,7 +153,7 @@ redisTest('item 2 (reaping a big dead instance): 30,000 rooms are reaped while t
   await wB.call('join', { room: 'p:live', watch: true })
   await m1.call('join', { room: 'p:live' })
   await m2.call('join', { room: 'p:live' })
-  await waitFor(() => wA.events('p:live').length === 2 && wB.events('p:live').length === 2, 5000, 'the joins')
+  await waitFor(() => wA.events('p:live').length === 2 && wB.events('p:live').length === 2, 15000, 'the joins')
   // A dead instance (its deadline long past) that held one key in each of 30,000 rooms.
   const dead = 'dead-instance'
   const rooms = `${prefix}pr-rooms:${hashTag(dead)}`
@@ -188,7 +188,7 @@ redisTest('item 3 (a lost room hash): after its hash is deleted under connected 
   await w.call('join', { room: 'p:lost', watch: true })
   await alice.call('join', { room: 'p:lost' })
   await bob.call('join', { room: 'p:lost' })
-  await waitFor(() => w.events('p:lost').length === 2, 5000, 'the joins')
+  await waitFor(() => w.events('p:lost').length === 2, 15000, 'the joins')
   // Redis lost the hash (a restart without persistence, a failover, an eviction, a flush): its version restarts.
   await redis.del(`${prefix}pr:${hashTag('p:lost')}`)
   const [carol] = await clients(t, [[a, 'carol']]) as [PresenceClient]
