@@ -71,6 +71,14 @@ const cases: Array<[string, () => Promise<unknown>]> = [
     await expectUpgrade(upgrade({}, { path: `/rt?x=1&token=${token}` }))
     assert.ok(harness.logs.some((l) => l.includes('/rt?x=1')), 'the request was logged, without the token')
   }],
+  // Other spellings of the route's path, and of the query key: the token never reaches a log line (checked by the harness).
+  ['?token= on /RT, //rt, /r%74 and with %74oken=: refused or served, never logged', async () => {
+    for (const path of ['/RT', '//rt', '/r%74', '/rt/', '/r%54']) {
+      const res = await rawRequest(harness.h.port, upgrade({}, { path: `${path}?token=${harness.token('spelled')}` }))
+      assert.ok([101, 401, 404].includes(res.status), `${path}: ${res.status}`)
+    }
+    assert.equal((await rawRequest(harness.h.port, upgrade({}, { path: `/rt?%74oken=${harness.token('escaped')}` }))).status, 101)
+  }],
   // Browsers and ws fail a socket whose offer got no protocol back, and retry for ever: refused before the upgrade.
   ['only a bearer. protocol entry: 400 UNSUPPORTED_PROTOCOL, the token never echoed', async () => {
     const token = harness.token('p')

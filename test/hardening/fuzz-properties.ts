@@ -17,13 +17,15 @@ const hasForbiddenKey = (text: string) => /"__proto__"\s*:|"constructor"\s*:\s*\
 /** Text an attacker might send: anything, JSON of anything, envelopes of anything, and envelopes near the edges. */
 export function frames (): fc.Arbitrary<string> {
   const id = fc.oneof(fc.constant(undefined), fc.string({ maxLength: 130 }), fc.double(), fc.integer(), fc.boolean(), fc.constant(null), fc.array(fc.integer(), { maxLength: 2 }), fc.object({ maxDepth: 1 }))
-  const type = fc.oneof(fc.constantFrom('echo', 'typed', 'join', 'crash', 'refuse', 'ping', 'auth.refresh', 'reply', 'error', 'pong', '', '__proto__', 'constructor'), fc.string({ maxLength: 130 }))
+  const type = fc.oneof(fc.constantFrom('echo', 'typed', 'join', 'joinAny', 'crash', 'refuse', 'ping', 'auth.refresh', 'reply', 'error', 'pong', '', '__proto__', 'constructor'), fc.string({ maxLength: 130 }))
   const typedData = fc.oneof(
     fc.record({ text: fc.string({ minLength: 95, maxLength: 105 }), n: fc.oneof(fc.integer(), fc.double(), fc.constant(2 ** 53), fc.constant(-0)) }),
     fc.record({ text: fc.oneof(fc.string({ maxLength: 5 }), fc.integer()), n: fc.oneof(fc.integer(), fc.string({ maxLength: 3 })) }, { requiredKeys: [] }),
     fc.jsonValue({ maxDepth: 3 })
   )
-  const envelope = fc.record({ type, id, data: fc.oneof(typedData, fc.jsonValue({ maxDepth: 4 })) }, { requiredKeys: [] })
+  // Room names as a client may choose them: empty, over the length limit, any unicode, the hash tag's characters.
+  const roomName = fc.oneof(fc.string({ maxLength: 300, unit: 'grapheme' }), fc.constantFrom('', '}', '{}', '%', '%7D', 'a}b'), fc.string({ minLength: 250, maxLength: 260 }))
+  const envelope = fc.record({ type, id, data: fc.oneof(typedData, roomName, fc.jsonValue({ maxDepth: 4 })) }, { requiredKeys: [] })
   const poisoned = fc.tuple(fc.constantFrom('__proto__', 'constructor', 'prototype'), fc.jsonValue({ maxDepth: 2 }))
     .map(([key, value]) => `{"type":"echo","id":1,"data":{"${key}":${key === 'constructor' ? '{"prototype":' + JSON.stringify(value) + '}' : JSON.stringify(value)}}}`)
   return fc.oneof(

@@ -4,6 +4,11 @@ import fc from 'fast-check'
 import { connect, type TestClient } from '../helpers/client.js'
 import { startHarness, type Harness } from './harness.js'
 import { decoderProperty, dispatcherProperty, readRegressions, runKept } from './fuzz-properties.js'
+import assert from 'node:assert/strict'
+import { redisBroker } from '../../lib/redis.js'
+import { call, client as historyClient, historyApp } from '../helpers/history.js'
+import { REDIS_URL, redisTest, uniquePrefix } from '../helpers/redis.js'
+import type { TestApp } from '../helpers/app.js'
 
 let harness: Harness | undefined
 /**
@@ -48,4 +53,31 @@ test('every kept regression replays clean', { timeout: 60000 }, async () => {
   } finally {
     client.destroy()
   }
+})
+
+redisTest('room names and except values of any characters through the Redis broker: each member gets the frame, byte for byte, unless excepted', { timeout: 120000 }, async (t) => {
+  const prefix = uniquePrefix()
+  const apps: TestApp[] = []
+  for (let i = 0; i < 2; i++) apps.push(await historyApp({ rooms: (room: string) => room.length % 2 === 0 }, { broker: redisBroker({ url: REDIS_URL, prefix }), limits: { rate: 1e6, burst: 1e6 } }))
+  const [a, b] = apps as [TestApp, TestApp]
+  const listener = await historyClient(b)
+  t.after(async () => { listener.destroy(); for (const h of apps) await h.close() })
+  let n = 0
+  await fc.assert(fc.asyncProperty(fc.string({ minLength: 1, maxLength: 255, unit: 'grapheme' }), fc.string({ maxLength: 80, unit: 'grapheme' }), async (room, except) => {
+    n++
+    await call(listener, 'join', { room })
+    const own = [...b.app.realtime.roomMembers(room)][0]?.id
+    const skipped = except === own
+    a.app.realtime.to(room).send('said', { n }, { except: skipped ? own : except })
+    a.app.realtime.to(room).send('said', { n: -n })
+    const got = []
+    for (;;) {
+      const m = await listener.nextMessage(5000)
+      if (m.type !== 'said') continue
+      got.push(m.data.n)
+      if (m.data.n === -n) break
+    }
+    assert.deepEqual(got, skipped ? [-n] : [n, -n], `room ${JSON.stringify(room)}, except ${JSON.stringify(except)}`)
+    await call(listener, 'leave', { room })
+  }), { numRuns: 60, seed: 20 })
 })

@@ -72,6 +72,8 @@ export async function startHarness (options: { limits?: LimitsOptions } = {}): P
           echo: { schema: Type.Any(), handler: (data) => data },
           typed: { schema: Type.Object({ text: Type.String({ maxLength: 100 }), n: Type.Integer() }), handler: ({ n }) => n + 1 },
           join: { schema: Type.String({ maxLength: 64 }), handler: (room, conn) => { conn.join(room); return room } },
+          // No schema bound on the name: the plugin's own room limits are what refuses.
+          joinAny: { schema: Type.String({ maxLength: 4096 }), handler: (room, conn) => { conn.join(room); return conn.rooms.size } },
           crash: { schema: Type.Any(), handler: () => { throw new Error('boom') } },
           refuse: { schema: Type.Any(), handler: () => { throw new RealtimeError('NOPE', 'refused by the app') } }
         }
