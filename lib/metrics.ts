@@ -82,6 +82,8 @@ function definitions (prefix: string): Array<[string, string, 'counter' | 'gauge
       (m) => m.routes.map((r) => ({ labels: { route: r.route }, value: r.open }))],
     ['users', 'Distinct users with an open connection on this instance', 'gauge', [], (_m, s) => [{ labels: {}, value: s.users }]],
     ['rooms', 'Rooms with a member on this instance', 'gauge', [], (_m, s) => [{ labels: {}, value: s.rooms }]],
+    ['room_states', 'Per-room state held on this instance: history and presence rooms with a life here, in-memory history metas', 'gauge', ['kind'],
+      (_m, s) => [{ labels: { kind: 'history' }, value: s.roomStates.history }, { labels: { kind: 'presence' }, value: s.roomStates.presence }, { labels: { kind: 'history_metas' }, value: s.roomStates.historyMetas }]],
     ['handshakes_total', 'Upgrade requests by outcome: 101 (opened) or the refusal code', 'counter', ['route', 'outcome'],
       (m) => m.routes.flatMap((r) => byKey(r.handshakes, 'outcome', { route: r.route }))],
     ['messages_received_total', 'Messages received, by type (a declared or reserved type, or unknown)', 'counter', ['route', 'type'],

@@ -267,7 +267,12 @@ export class Registry implements RealtimeRegistry {
       refused: { ...c.refused },
       diagnoses: { ...c.diagnoses },
       recoveries: { ...c.recoveries },
-      presenceDiffs: c.presenceDiffs
+      presenceDiffs: c.presenceDiffs,
+      roomStates: {
+        history: this.roomHistory?.rooms ?? 0,
+        presence: this.roomPresence?.size ?? 0,
+        historyMetas: this.roomHistory?.metas ?? 0
+      }
     }
   }
 

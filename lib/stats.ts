@@ -32,6 +32,12 @@ export interface RealtimeStats extends Counters {
   connections: number
   users: number
   rooms: number
+  /**
+   * Per-room state this instance holds: history rooms and presence rooms with a life here (local members, or a
+   * presence leave not yet confirmed), and in-memory history metas (`{ epoch, offset }` of rooms ever joined or
+   * published to, kept `metaTtl` within `memoryBudget`).
+   */
+  roomStates: { history: number, presence: number, historyMetas: number }
 }
 
 export function createCounters (): Counters {

@@ -129,6 +129,7 @@ test('room limits: a name of 1-maxRoomNameLength characters, at most maxRoomsPer
   for (let i = 0; i < 200; i++) assert.equal((await c.nextMessage()).error.code, 'TOO_MANY_ROOMS')
   assert.equal(h.app.realtime.stats().rooms, 3)
   assert.equal(c.ws.readyState, c.ws.OPEN)
+  assert.deepEqual(h.app.realtime.stats().roomStates, { history: 0, presence: 0, historyMetas: 0 }, 'no history or presence here')
 })
 
 test('maxConnections: 503 SERVER_FULL; maxConnectionsPerUser: 429 TOO_MANY_CONNECTIONS', { timeout: 10000 }, async (t) => {

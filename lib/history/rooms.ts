@@ -99,6 +99,11 @@ export class RoomHistory {
     return this.lives.size
   }
 
+  /** Rooms whose `{ epoch, offset }` the store keeps in this process (the memory store; 0 for a shared one). */
+  get metas (): number {
+    return (this.store as { metas?: { rooms: number } }).metas?.rooms ?? 0
+  }
+
   policy (room: string): HistoryPolicy | undefined {
     return this.options.policy(room)
   }
