@@ -9,6 +9,8 @@ import { decodeMessage, decodeNumbered, encodeMessage } from '../lib/broker/redi
 import type { HistoryPolicy } from '../lib/history/options.js'
 import { RedisProxy, redisTest, REDIS_URL, requireRedis, uniquePrefix } from './helpers/redis.js'
 import { checkRoomNames } from './helpers/room-names.js'
+import { test } from 'node:test'
+import { escapeName, hashTag, unescapeName } from '../lib/redis-tag.js'
 import { call, client, historyApp } from './helpers/history.js'
 import { Op, RawClient, frame } from './helpers/raw.js'
 import type { TestApp } from './helpers/app.js'
@@ -16,7 +18,7 @@ import type { TestClient } from './helpers/client.js'
 
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
-redisTest('room names of any characters (empty, "}", "%", "{}", 200 unicode characters): publish with history, recovery, roomSize', { timeout: 30000 }, async (t) => {
+redisTest('room names of any characters ("}", "%", "{}", 200 unicode characters): publish with history, recovery, roomSize', { timeout: 30000 }, async (t) => {
   const prefix = uniquePrefix()
   await checkRoomNames(t, () => redisBroker({ url: REDIS_URL, prefix }))
 })
@@ -257,4 +259,15 @@ redisTest('roomSize and online on a Redis that stopped answering reject within t
   proxy.stall()
   const settled = await Promise.allSettled([h.app.realtime.roomSize('r'), h.app.realtime.online('u')])
   assert.deepEqual(settled.map((s) => s.status === 'rejected' ? (s.reason as Error).name : s.status), ['DeadlineError', 'DeadlineError'])
+})
+
+test('hash tags: any name (the empty one included) maps to a non-empty tag with no "}", one-to-one', () => {
+  assert.equal(hashTag(''), '{%}')
+  assert.equal(hashTag('lobby'), '{lobby}')
+  fc.assert(fc.property(fc.string({ unit: 'grapheme', maxLength: 60 }), fc.string({ unit: 'grapheme', maxLength: 60 }), (a, b) => {
+    const inner = escapeName(a)
+    assert.ok(inner.length > 0 && !inner.includes('}'))
+    assert.equal(unescapeName(inner), a)
+    if (a !== b) assert.notEqual(hashTag(a), hashTag(b))
+  }), { numRuns: 2000 })
 })

@@ -369,9 +369,11 @@ export class RoomPresence implements PresenceHost {
         const text = snapshot === undefined ? undefined : encodeSnapshot(room, snapshot)
         for (const [conn, held] of waiting) {
           if (syncing.get(conn) !== held) continue
+          // Without a snapshot (the store failed, which marks it for repair) the connection keeps waiting, its diffs
+          // held: the repair's resnapshot answers it. A diff before any snapshot would be one the client must drop.
+          if (snapshot === undefined && conn.isOpen && life.live) continue
           syncing.delete(conn)
           if (!conn.isOpen || !life.live) continue
-          // Without a snapshot (the store failed: the repair sends one later), the held diffs go as they are.
           if (text !== undefined) conn.sendText(text)
           let newest = snapshot?.v ?? 0
           for (const [v, epoch, diff] of held) {

@@ -10,7 +10,9 @@ import { call, client, historyApp } from './history.js'
 /** 200 characters: CJK, an emoji (two code units), and the characters the hash tag escapes. */
 const LONG = Array.from({ length: 196 }, (_, i) => String.fromCodePoint(0x4e00 + i * 7)).join('') + '🎉}%'
 
-export const AWKWARD_ROOMS = ['', '}', '}x{', 'a}b', '%', '{}', '%7D', LONG]
+// The empty name is no room a client can join (`INVALID_ROOM`, see limits.maxRoomNameLength); its keys (`{%}`) are
+// checked in test/redis-faults.test.ts's codec tests.
+export const AWKWARD_ROOMS = ['}', '}x{', 'a}b', '%', '{}', '%7D', LONG]
 
 /**
  * Two instances with history on every room: for each awkward name, a member on B joins, A publishes with history
