@@ -1,4 +1,4 @@
-import net from 'node:net'
+import { LinkProxy } from './link-proxy.js'
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { after, test } from 'node:test'
@@ -66,59 +66,10 @@ export function captureLogger (): { logger: FastifyBaseLogger, lines: Array<{ le
   return { logger: logger as unknown as FastifyBaseLogger, lines }
 }
 
-/**
- * A TCP proxy in front of Redis that a test can cut and restore, or stall and resume: an outage (or a Redis that
- * stops answering) without touching the shared server.
- */
-export class RedisProxy {
-  private server: net.Server | undefined
-  private readonly pairs = new Set<[net.Socket, net.Socket]>()
-  private stalled = false
-  port = 0
-
-  async start (port = 0): Promise<string> {
+/** A proxy (test/helpers/link-proxy.ts) in front of the test files' Redis: cut and restore, stall and resume. */
+export class RedisProxy extends LinkProxy {
+  constructor () {
     const target = new URL(REDIS_URL)
-    this.server = net.createServer((client) => {
-      const upstream = net.connect(Number(target.port || 6379), target.hostname)
-      const pair: [net.Socket, net.Socket] = [client, upstream]
-      this.pairs.add(pair)
-      for (const s of pair) {
-        s.on('error', () => {})
-        s.on('close', () => { this.pairs.delete(pair); client.destroy(); upstream.destroy() })
-      }
-      upstream.pipe(client)
-      if (this.stalled) client.pause()
-      else client.pipe(upstream)
-    })
-    await new Promise<void>((resolve) => this.server?.listen(port, '127.0.0.1', resolve))
-    this.port = (this.server.address() as net.AddressInfo).port
-    return `redis://127.0.0.1:${this.port}`
-  }
-
-  /** Refuses new connections and drops every open one. */
-  async cut (): Promise<void> {
-    const server = this.server
-    this.server = undefined
-    for (const pair of this.pairs) for (const s of pair) s.destroy()
-    await new Promise<void>((resolve) => { if (server === undefined) resolve(); else server.close(() => { resolve() }) })
-  }
-
-  async restore (): Promise<void> {
-    await this.start(this.port)
-  }
-
-  /** Keeps the connections open but stops passing requests to Redis, as a Redis that stopped answering would. */
-  stall (): void {
-    this.stalled = true
-    for (const [client, upstream] of this.pairs) {
-      client.unpipe(upstream)
-      client.pause()
-    }
-  }
-
-  /** Passes the requests held since `stall()` on, and everything after them. */
-  resume (): void {
-    this.stalled = false
-    for (const [client, upstream] of this.pairs) client.pipe(upstream)
+    super({ host: target.hostname, port: Number(target.port === '' ? 6379 : target.port) })
   }
 }

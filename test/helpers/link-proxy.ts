@@ -1,6 +1,6 @@
-// A TCP proxy in front of one Redis, one per simulated instance, so a schedule can cut or stall that instance's
-// link alone. The same idea as test/helpers/redis.ts's RedisProxy, which is bound to the test files' REDIS_URL and
-// registers node:test hooks when imported; this one takes its target.
+// A TCP proxy in front of one Redis (any host and port), so a test or a simulated schedule can cut or stall one
+// instance's link alone: a Redis outage, or a Redis that keeps the connection and stops answering, without touching
+// the server. test/helpers/redis.ts's RedisProxy is this one aimed at the test files' REDIS_URL.
 import net from 'node:net'
 
 export class LinkProxy {
