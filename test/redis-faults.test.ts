@@ -16,6 +16,22 @@ import { Op, RawClient, frame } from './helpers/raw.js'
 import type { TestApp } from './helpers/app.js'
 import type { TestClient } from './helpers/client.js'
 
+/** Two instances on one Redis (history on `h:` rooms), a listener on B; all closed after the test. */
+async function twoInstances (t: TestContext): Promise<{ a: TestApp, b: TestApp, listener: TestClient, apps: TestApp[], prefix: string }> {
+  const prefix = uniquePrefix()
+  const apps: TestApp[] = []
+  const clients: TestClient[] = []
+  t.after(async () => {
+    for (const c of clients) c.destroy()
+    await Promise.all(apps.map(async (h) => { await h.close() }))
+  })
+  for (let i = 0; i < 2; i++) apps.push(await historyApp({}, { broker: redisBroker({ url: REDIS_URL, prefix }) }))
+  const [a, b] = apps as [TestApp, TestApp]
+  const listener = await client(b)
+  clients.push(listener)
+  return { a, b, listener, apps, prefix }
+}
+
 const sleep = async (ms: number): Promise<void> => { await new Promise((resolve) => setTimeout(resolve, ms)) }
 
 redisTest('room names of any characters ("}", "%", "{}", 200 unicode characters): publish with history, recovery, roomSize', { timeout: 30000 }, async (t) => {
@@ -62,17 +78,7 @@ redisTest('numbered frames of the previous format (\\x02, from an instance not y
 })
 
 redisTest('history rooms across instances: an except with "|" or ":" excludes exactly that connection and corrupts no frame', { timeout: 20000 }, async (t) => {
-  const prefix = uniquePrefix()
-  const apps: TestApp[] = []
-  const clients: TestClient[] = []
-  t.after(async () => {
-    for (const c of clients) c.destroy()
-    await Promise.all(apps.map(async (h) => { await h.close() }))
-  })
-  for (let i = 0; i < 2; i++) apps.push(await historyApp({}, { broker: redisBroker({ url: REDIS_URL, prefix }) }))
-  const [a, b] = apps as [TestApp, TestApp]
-  const listener = await client(b)
-  clients.push(listener)
+  const { a, b, listener, apps } = await twoInstances(t)
   await call(listener, 'join', { room: 'h:x' })
   const [member] = [...b.app.realtime.roomMembers('h:x')]
   assert.ok(member !== undefined)
@@ -98,17 +104,7 @@ redisTest('plain fan-outs: any except and type, longer than 65535 bytes too, cro
 })
 
 redisTest('a fan-out whose except is longer than 65535 bytes crosses instances (publish never throws)', { timeout: 20000 }, async (t) => {
-  const prefix = uniquePrefix()
-  const apps: TestApp[] = []
-  const clients: TestClient[] = []
-  t.after(async () => {
-    for (const c of clients) c.destroy()
-    await Promise.all(apps.map(async (h) => { await h.close() }))
-  })
-  for (let i = 0; i < 2; i++) apps.push(await historyApp({}, { broker: redisBroker({ url: REDIS_URL, prefix }) }))
-  const [a, b] = apps as [TestApp, TestApp]
-  const listener = await client(b)
-  clients.push(listener)
+  const { a, listener, apps, prefix } = await twoInstances(t)
   await call(listener, 'join', { room: 'plain' })
   const redis = await requireRedis()
   t.after(() => { redis.disconnect() })
