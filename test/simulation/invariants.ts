@@ -118,28 +118,33 @@ export function checkHistory (c: SimClient, publishes: Map<number, Publish>): Vi
 /**
  * (b) Presence on the wire: per connection, no diff before the room's first snapshot; a diff that follows the
  * version the client holds (v + 1) never joins a key already listed nor leaves one that is not (no leave without a
- * join); a snapshot never goes back below a version the client already applied (a stale resnapshot would undo
- * newer diffs: a false leave).
+ * join); a snapshot never goes back below a version the client already applied within the same epoch (a stale
+ * resnapshot would undo newer diffs: a false leave); a new epoch starts its versions again.
  */
 export function checkPresenceWire (c: SimClient): Violation[] {
   const out: Violation[] = []
   const add = (what: string, details?: unknown): void => { if (out.length < 20) out.push({ invariant: 'b', what: `client ${c.id} (${c.user}): ${what}`, details }) }
   let conn = -1
-  let state = new Map<string, { v: number, keys: Set<string> }>()
+  let state = new Map<string, { v: number, epoch: string | undefined, keys: Set<string> }>()
   for (const f of c.frames) {
     if (f.dir !== 'in') continue
     if (f.conn !== conn) { conn = f.conn; state = new Map() }
     const m = f.msg
     if (m?.type === 'rt.presence') {
-      const { room, v, members } = m.data
+      const { room, v, epoch, members } = m.data
       const prev = state.get(room)
-      if (prev !== undefined && v < prev.v) add(`room ${room}: snapshot v=${v} after v=${prev.v} was applied (versions went back)`, { t: f.t, keys: Object.keys(members ?? {}), had: [...prev.keys] })
-      state.set(room, { v, keys: new Set(Object.keys(members ?? {})) })
+      // Versions compare within an epoch: a new epoch (the room's hash was lost and made anew) starts again at 1.
+      const sameEpoch = prev !== undefined && (epoch === undefined || prev.epoch === undefined || epoch === prev.epoch)
+      if (prev !== undefined && sameEpoch && v < prev.v) add(`room ${room}: snapshot v=${v} after v=${prev.v} was applied (versions went back)`, { t: f.t, keys: Object.keys(members ?? {}), had: [...prev.keys] })
+      state.set(room, { v, epoch, keys: new Set(Object.keys(members ?? {})) })
     } else if (m?.type === 'rt.presence.diff') {
-      const { room, v, joins, leaves } = m.data
+      const { room, v, epoch, joins, leaves } = m.data
       const s = state.get(room)
       if (s === undefined) { add(`room ${room}: diff v=${v} before any snapshot`, { t: f.t }); continue }
+      // A diff of another epoch than the view's is one the client ignores until the new epoch's snapshot.
+      if (epoch !== undefined && s.epoch !== undefined && epoch !== s.epoch) continue
       if (v <= s.v) continue
+      if (epoch !== undefined) s.epoch = epoch
       if (v === s.v + 1) {
         for (const key of Object.keys(joins ?? {})) if (s.keys.has(key)) add(`room ${room}: diff v=${v} joins ${key}, already listed`, { t: f.t })
         for (const key of leaves ?? []) if (!s.keys.has(key)) add(`room ${room}: diff v=${v} leaves ${key}, not listed (a leave without a join)`, { t: f.t })
