@@ -128,6 +128,8 @@ redisTest('item 1 (ghost after a short outage): members that leave while Redis i
   const b = await instance(t, { ttl, leaveDelay: 0 }, prefix)
   const [w, alice, bob, carol] = await clients(t, [[b, 'w'], [a, 'alice'], [a, 'bob'], [b, 'carol']]) as [PresenceClient, PresenceClient, PresenceClient, PresenceClient]
   await w.call('join', { room: 'p:ghost', watch: true })
+  // The join's reply comes before its snapshot: a member joining earlier would be in it, and no diff would follow.
+  await waitFor(() => w.snapshots('p:ghost').length === 1, 15000, 'the watcher\'s snapshot')
   for (const c of [alice, bob, carol]) await c.call('join', { room: 'p:ghost' })
   await waitFor(() => w.events('p:ghost').length === 3, 15000, 'the joins')
   await proxy.cut()
@@ -151,6 +153,8 @@ redisTest('item 2 (reaping a big dead instance): 30,000 rooms are reaped while t
   const [wA, wB, m1, m2] = await clients(t, [[a, 'wa'], [b, 'wb'], [a, 'm1'], [b, 'm2']]) as [PresenceClient, PresenceClient, PresenceClient, PresenceClient]
   await wA.call('join', { room: 'p:live', watch: true })
   await wB.call('join', { room: 'p:live', watch: true })
+  // The join's reply comes before its snapshot: a member joining earlier would be in it, and no diff would follow.
+  await waitFor(() => wA.snapshots('p:live').length === 1 && wB.snapshots('p:live').length === 1, 15000, 'the watchers\' snapshots')
   await m1.call('join', { room: 'p:live' })
   await m2.call('join', { room: 'p:live' })
   await waitFor(() => wA.events('p:live').length === 2 && wB.events('p:live').length === 2, 15000, 'the joins')
@@ -186,6 +190,8 @@ redisTest('item 3 (a lost room hash): after its hash is deleted under connected 
   const b = await instance(t, { leaveDelay: 100 }, prefix)
   const [w, alice, bob] = await clients(t, [[b, 'w'], [a, 'alice'], [b, 'bob']]) as [PresenceClient, PresenceClient, PresenceClient]
   await w.call('join', { room: 'p:lost', watch: true })
+  // The join's reply comes before its snapshot: a member joining earlier would be in it, and no diff would follow.
+  await waitFor(() => w.snapshots('p:lost').length === 1, 15000, 'the watcher\'s snapshot')
   await alice.call('join', { room: 'p:lost' })
   await bob.call('join', { room: 'p:lost' })
   await waitFor(() => w.events('p:lost').length === 2, 15000, 'the joins')
@@ -210,6 +216,8 @@ redisTest('item 4 (resnapshot racing a diff): a snapshot whose read is slower th
   const b = await instance(t, { leaveDelay: 100 }, prefix)
   const [w, alice] = await clients(t, [[a, 'w'], [a, 'alice']]) as [PresenceClient, PresenceClient]
   await w.call('join', { room: 'p:rs', watch: true })
+  // The join's reply comes before its snapshot: a member joining earlier would be in it, and no diff would follow.
+  await waitFor(() => w.snapshots('p:rs').length === 1, 15000, 'the watcher\'s snapshot')
   await alice.call('join', { room: 'p:rs' })
   await waitFor(() => w.events('p:rs').length === 1, 5000, 'the join')
   for (let round = 0; round < 3; round++) {
