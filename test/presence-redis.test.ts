@@ -37,6 +37,7 @@ redisTest('edge case 20 (multi-tab, across instances): the same user on two inst
   const [a, b] = await instances(t, 2, { leaveDelay: 200 }) as [TestApp, TestApp]
   const [w, tabA, tabB] = await clients(t, [[b, 'w'], [a, 'alice'], [b, 'alice']]) as [PresenceClient, PresenceClient, PresenceClient]
   await w.call('join', { room: 'p:mt', watch: true })
+  await waitFor(() => w.snapshots('p:mt').length >= 1, 15000, 'the watchers\' snapshots')
   await tabA.call('join', { room: 'p:mt' })
   await tabB.call('join', { room: 'p:mt' })
   await waitFor(() => tabB.snapshots('p:mt').length === 1)
@@ -56,6 +57,7 @@ redisTest('edge case 21 (flap to another instance): closed on A, back on B withi
   const [a, b] = await instances(t, 2, { leaveDelay: 500 }) as [TestApp, TestApp]
   const [w, onA] = await clients(t, [[a, 'w'], [a, 'alice']]) as [PresenceClient, PresenceClient]
   await w.call('join', { room: 'p:flap', watch: true })
+  await waitFor(() => w.snapshots('p:flap').length >= 1, 15000, 'the watchers\' snapshots')
   await onA.call('join', { room: 'p:flap', data: { v: 1 } })
   await waitFor(() => w.events('p:flap').length === 1)
   onA.destroy()
@@ -75,6 +77,7 @@ redisTest('edge case 22 (SIGKILL one of 3 instances): each of its members leaves
   const [wA, wB, shared] = await clients(t, [[a, 'wa'], [b, 'wb'], [b, 'shared']]) as [PresenceClient, PresenceClient, PresenceClient]
   await wA.call('join', { room: 'p:kill', watch: true })
   await wB.call('join', { room: 'p:kill', watch: true })
+  await waitFor(() => wA.snapshots('p:kill').length >= 1 && wB.snapshots('p:kill').length >= 1, 15000, 'the watchers\' snapshots')
   await shared.call('join', { room: 'p:kill' })
   const child = fork(new URL('./helpers/presence-instance.ts', import.meta.url), [REDIS_URL, prefix, 'p:kill', String(ttl), 'u1,u2,u3,shared'],
     { execArgv: ['--import', 'tsx'], stdio: 'inherit' })
@@ -111,6 +114,7 @@ redisTest('edge case 23 (zombie): an instance cut off from Redis past ttl is rea
   const [other] = await instances(t, 1, { ttl, leaveDelay: 200 }, REDIS_URL, prefix) as [TestApp]
   const [w, alice] = await clients(t, [[other, 'w'], [zombie, 'alice']]) as [PresenceClient, PresenceClient]
   await w.call('join', { room: 'p:z', watch: true })
+  await waitFor(() => w.snapshots('p:z').length >= 1, 15000, 'the watchers\' snapshots')
   await alice.call('join', { room: 'p:z', data: 'hi' })
   await waitFor(() => w.events('p:z').length === 1)
   await proxy.cut()
@@ -155,6 +159,7 @@ redisTest('edge case 27 (rolling deploy): an instance closes gracefully, its cli
   const [a, b] = await instances(t, 2, { ttl, leaveDelay: 200, shutdownGrace: 1500 }) as [TestApp, TestApp]
   const [w, m1, m2, gone] = await clients(t, [[b, 'w'], [a, 'm1'], [a, 'm2'], [a, 'gone']]) as PresenceClient[] as [PresenceClient, PresenceClient, PresenceClient, PresenceClient]
   await w.call('join', { room: 'p:deploy', watch: true })
+  await waitFor(() => w.snapshots('p:deploy').length >= 1, 15000, 'the watchers\' snapshots')
   for (const c of [m1, m2, gone]) await c.call('join', { room: 'p:deploy' })
   await waitFor(() => w.events('p:deploy').length === 3)
   const closed = Promise.all([m1, m2].map(async (c) => await c.c.closed))
