@@ -61,6 +61,14 @@ export class SimClient {
     })
     this.client.on('said', (d) => { this.delivered.push({ t: Date.now() - this.t0, n: d.n }) })
     this.client.on('recovery', (e) => { this.recoveries.push({ ...e, t: Date.now() - this.t0 }) })
+    // A client made while its instance was down opens for the first time much later; onReconnect runs only on a
+    // reconnect, and the joins asked for meanwhile may have timed out: its first open joins the rooms it is to be in.
+    let opened = false
+    this.client.on('open', () => {
+      if (opened) return
+      opened = true
+      for (const [room, data] of this.rooms) this.join(room, data).catch(() => {})
+    })
     this.client.on('error', () => {})
     this.client.on('offline', () => {})
   }

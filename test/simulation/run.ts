@@ -197,7 +197,16 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
           else { const keys = await keysOf(() => true); if (keys.length > 0) await admin.del(...keys) }
           return
         case 'sigkill': if (inst?.up === true && inst.inChild) await inst.kill(); return
-        case 'restart': if (inst !== undefined && !inst.up) await inst.start(); return
+        case 'restart':
+          if (inst === undefined || inst.up) return
+          // An app does not start while its Redis is unreachable (registration fails, as the README says): an
+          // instance whose link is cut stays down now, and the heal starts it once the link is back.
+          try {
+            await inst.start()
+          } catch (err) {
+            note(`instance ${inst.index}: restart refused while its Redis link is down (${(err as Error).message.split('\n')[0]})`)
+          }
+          return
         case 'shutdown': if (inst?.up === true) await closeInstance(inst, 'shutdown step'); return
         case 'wait': await sleep(step.ms)
       }
