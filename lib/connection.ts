@@ -132,7 +132,10 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   /**
    * Joins a room (idempotent). For a history room the promise resolves once `rt.position` and the replay of what
    * the client missed are written, with the room's `{ epoch, offset }` and whether it recovered; it never rejects.
-   * For any other room (or a room already joined) it resolves with undefined; ignoring it is fine.
+   * For any other room (or a room already joined) it resolves with undefined; ignoring it is fine. Throws (before
+   * anything is joined) `INVALID_ROOM` for an empty name or one over `limits.maxRoomNameLength`, `TOO_MANY_ROOMS`
+   * past `limits.maxRoomsPerConnection`, and `VALIDATION_FAILED` for bad presence options: a handler that does not
+   * catch it answers the client with that code.
    */
   join (room: string, options?: JoinOptions): Promise<JoinPosition | undefined> {
     if (!this.isOpen) return NO_POSITION
