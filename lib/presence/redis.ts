@@ -164,7 +164,10 @@ export class RedisPresenceStore implements PresenceStore {
       // no instance be left to do it, every key of this instance expires a day after the grace.
       await this.bounded(this.redis.rtPrBeat(this.instances, this.reaping, this.instance, grace, 'grace', DAY), 'shutdown')
       await this.bounded(this.redis.pexpire(mine, grace + DAY), 'shutdown')
-      const rooms = await this.bounded(this.redis.smembers(mine), 'shutdown')
+      // The set's rooms and this instance's own (a set lost with Redis data may lack some it holds).
+      const held = new Set(await this.bounded(this.redis.smembers(mine), 'shutdown'))
+      for (const [room] of this.host?.local() ?? []) held.add(room)
+      const rooms = [...held]
       for (let i = 0; i < rooms.length; i += BATCH) {
         await this.bounded(Promise.all(rooms.slice(i, i + BATCH).map(async (room) => await this.redis.rtPrKeep(this.hash(room), grace + DAY))), 'shutdown')
       }

@@ -133,8 +133,9 @@ export function checkPresenceWire (c: SimClient): Violation[] {
     if (m?.type === 'rt.presence') {
       const { room, v, epoch, members } = m.data
       const prev = state.get(room)
-      // Versions compare within an epoch: a new epoch (the room's hash was lost and made anew) starts again at 1.
-      const sameEpoch = prev !== undefined && (epoch === undefined || prev.epoch === undefined || epoch === prev.epoch)
+      // Versions compare within an epoch: a new epoch (the room's hash was lost and made anew) starts again at 1, and
+      // a snapshot with none (v 0: the hash is gone, until its members are put back) is the start of the next one.
+      const sameEpoch = prev !== undefined && epoch !== undefined && epoch === prev.epoch
       if (prev !== undefined && sameEpoch && v < prev.v) add(`room ${room}: snapshot v=${v} after v=${prev.v} was applied (versions went back)`, { t: f.t, keys: Object.keys(members ?? {}), had: [...prev.keys] })
       state.set(room, { v, epoch, keys: new Set(Object.keys(members ?? {})) })
     } else if (m?.type === 'rt.presence.diff') {
