@@ -102,6 +102,9 @@ export class RedisPresenceStore implements PresenceStore {
     this.reapTimer = setInterval(() => { this.reap().catch(() => {}) }, every)
     this.beatTimer.unref()
     this.reapTimer.unref()
+    // What instances gone before this one left (a crash, a shutdown's grace run out while no instance was up) is
+    // released at once, not a third of the ttl later: an instance restarted and closed again soon reaps them too.
+    this.reap().catch(() => {})
   }
 
   async enter (room: string, key: string, data: string, maxMembers: number): Promise<EnterResult> {

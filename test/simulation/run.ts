@@ -325,7 +325,9 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
       const keys = await keysOf(() => true)
       const forever: string[] = []
       for (const key of keys) if (await admin.pttl(key) === -1) forever.push(key.slice(prefix.length))
-      if (forever.length > 0) violate({ invariant: 'c', what: `keys without a TTL after every instance closed: ${forever.join(', ')}` })
+      const contents: Record<string, unknown> = {}
+      for (const key of forever) contents[key] = await admin.type(prefix + key) === 'hash' ? await admin.hgetall(prefix + key) : await admin.type(prefix + key)
+      if (forever.length > 0) violate({ invariant: 'c', what: `keys without a TTL after every instance closed: ${forever.join(', ')}`, details: contents })
     }
   } catch (err) {
     violate({ invariant: 'run', what: `the run failed: ${(err as Error).stack ?? String(err)}` })
