@@ -68,9 +68,8 @@ const ID_PEEK_BYTES = 1024
 function rateLimited (ctx: DispatchContext, conn: Connection<any, any>, data: Buffer, isBinary: boolean): void {
   if (isBinary) return reject(ctx, conn, undefined, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, 'binary')
   const envelope = data.length <= ID_PEEK_BYTES ? decodeEnvelope(data.toString()) : undefined
-  const id = envelope === undefined ? undefined : isDecodeFailure(envelope) ? envelope.id : envelope.id
   const type = envelope === undefined || isDecodeFailure(envelope) ? undefined : envelope.type
-  reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, type)
+  reject(ctx, conn, envelope?.id, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, type)
 }
 
 /** Turns whatever a handler threw into an error envelope; only a RealtimeError's code and message reach the client. */

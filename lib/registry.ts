@@ -69,6 +69,13 @@ export interface RealtimeRegistry {
   asyncapi: (options: AsyncApiOptions) => AsyncApiDocument
 }
 
+/** Adds `delta` to a count kept per key; a count that reaches 0 leaves the map. */
+function adjust (counts: Map<string, number>, key: string, delta: number): void {
+  const count = (counts.get(key) ?? 0) + delta
+  if (count > 0) counts.set(key, count)
+  else counts.delete(key)
+}
+
 function exceptId (except: Except | undefined): string | undefined {
   return except === undefined ? undefined : typeof except === 'string' ? except : except.id
 }
@@ -174,9 +181,7 @@ export class Registry implements RealtimeRegistry {
 
   /** Open connections (and reserved slots) of a client address. */
   countIp (ip: string, delta: number): void {
-    const count = (this.byIp.get(ip) ?? 0) + delta
-    if (count > 0) this.byIp.set(ip, count)
-    else this.byIp.delete(ip)
+    adjust(this.byIp, ip, delta)
   }
 
   /** Slots reserved for the user by handshakes in progress. */
@@ -185,9 +190,7 @@ export class Registry implements RealtimeRegistry {
   }
 
   reserveFor (userId: string, delta: number): void {
-    const count = (this.reservedByUser.get(userId) ?? 0) + delta
-    if (count > 0) this.reservedByUser.set(userId, count)
-    else this.reservedByUser.delete(userId)
+    adjust(this.reservedByUser, userId, delta)
   }
 
   userCount (userId: string): number {
