@@ -28,7 +28,15 @@ export const ErrorCode = {
   /** A presence room already has `presence.maxMembers` members: this key is not listed (room delivery still works). */
   PRESENCE_FULL: 'PRESENCE_FULL',
   /** The handler failed unexpectedly; the server logged the details, the client gets none. */
-  INTERNAL: 'INTERNAL'
+  INTERNAL: 'INTERNAL',
+  /** The first request with this idempotency key is still running: retry with the same key after a short delay. */
+  REQUEST_IN_PROGRESS: 'REQUEST_IN_PROGRESS',
+  /** This idempotency key was used by a request of another type or data: a bug in the caller; do not retry. */
+  IDEMPOTENCY_KEY_REUSED: 'IDEMPOTENCY_KEY_REUSED',
+  /** The store of idempotency keys (Redis) did not answer; nothing ran: retry with the same key later. */
+  STORE_UNAVAILABLE: 'STORE_UNAVAILABLE',
+  /** A retried request that ran already, whose reply was over `idempotency.maxOutcomeBytes` to keep. Do not retry. */
+  ALREADY_HANDLED: 'ALREADY_HANDLED'
 } as const
 export type ErrorCodeName = typeof ErrorCode[keyof typeof ErrorCode]
 

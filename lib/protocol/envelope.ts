@@ -1,5 +1,6 @@
 import sjson from 'secure-json-parse'
 import { ErrorCode } from './codes.js'
+import { KEY_PATTERN } from '../idempotency/store.js'
 
 /** A request id as the client sent it: a short string or a finite number. */
 export type EnvelopeId = string | number
@@ -9,6 +10,8 @@ export interface ClientEnvelope {
   type: string
   data: unknown
   id: EnvelopeId | undefined
+  /** The idempotency key (16-64 characters of [A-Za-z0-9_-]): a retry with it is answered from the first outcome. */
+  key: string | undefined
 }
 
 /** Why a frame is not an envelope, with the id when it could be read, so the error can carry it. */
@@ -42,7 +45,7 @@ export function decodeEnvelope (text: string): ClientEnvelope | DecodeFailure {
   if (typeof value !== 'object' || value === null || Array.isArray(value)) {
     return { error: ErrorCode.BAD_ENVELOPE, message: 'an envelope is a JSON object { type, data?, id? }', id: undefined }
   }
-  const { type, data, id } = value as Record<string, unknown>
+  const { type, data, id, key } = value as Record<string, unknown>
   const readableId = isValidId(id) ? id : undefined
   if (id !== undefined && readableId === undefined) {
     return { error: ErrorCode.BAD_ENVELOPE, message: `id must be a string of 1 to ${MAX_ID_LENGTH} characters or a finite number`, id: undefined }
@@ -50,7 +53,10 @@ export function decodeEnvelope (text: string): ClientEnvelope | DecodeFailure {
   if (typeof type !== 'string' || type.length === 0 || type.length > MAX_TYPE_LENGTH) {
     return { error: ErrorCode.BAD_ENVELOPE, message: `type must be a string of 1 to ${MAX_TYPE_LENGTH} characters`, id: readableId }
   }
-  return { type, data, id: readableId }
+  if (key !== undefined && (typeof key !== 'string' || !KEY_PATTERN.test(key))) {
+    return { error: ErrorCode.BAD_ENVELOPE, message: 'key must be 16 to 64 characters of A-Z, a-z, 0-9, _ and -', id: readableId }
+  }
+  return { type, data, id: readableId, key }
 }
 
 export function isDecodeFailure (result: ClientEnvelope | DecodeFailure): result is DecodeFailure {

@@ -25,7 +25,9 @@ export function frames (): fc.Arbitrary<string> {
   )
   // Room names as a client may choose them: empty, over the length limit, any unicode, the hash tag's characters.
   const roomName = fc.oneof(fc.string({ maxLength: 300, unit: 'grapheme' }), fc.constantFrom('', '}', '{}', '%', '%7D', 'a}b'), fc.string({ minLength: 250, maxLength: 260 }))
-  const envelope = fc.record({ type, id, data: fc.oneof(typedData, roomName, fc.jsonValue({ maxDepth: 4 })) }, { requiredKeys: [] })
+  // Idempotency keys: well-formed ones (16-64 of [A-Za-z0-9_-]), and every way to miss it.
+  const key = fc.oneof(fc.stringMatching(/^[A-Za-z0-9_-]{16,64}$/), fc.string({ maxLength: 70 }), fc.integer(), fc.constant(null))
+  const envelope = fc.record({ type, id, key, data: fc.oneof(typedData, roomName, fc.jsonValue({ maxDepth: 4 })) }, { requiredKeys: [] })
   const poisoned = fc.tuple(fc.constantFrom('__proto__', 'constructor', 'prototype'), fc.jsonValue({ maxDepth: 2 }))
     .map(([key, value]) => `{"type":"echo","id":1,"data":{"${key}":${key === 'constructor' ? '{"prototype":' + JSON.stringify(value) + '}' : JSON.stringify(value)}}}`)
   return fc.oneof(
@@ -53,13 +55,14 @@ export const decoderProperty = fc.property(frames(), (text) => {
   if (!shapeOk) { assert.ok(isDecodeFailure(result) && result.error === ErrorCode.BAD_ENVELOPE); return }
   const idOk = obj.id === undefined || isValidId(obj.id)
   const typeOk = typeof obj.type === 'string' && obj.type.length >= 1 && obj.type.length <= 128
-  if (!idOk || !typeOk) {
+  const keyOk = obj.key === undefined || (typeof obj.key === 'string' && /^[A-Za-z0-9_-]{16,64}$/.test(obj.key))
+  if (!idOk || !typeOk || !keyOk) {
     assert.ok(isDecodeFailure(result) && result.error === ErrorCode.BAD_ENVELOPE)
     assert.equal(result.id, idOk ? obj.id : undefined)
     return
   }
   assert.ok(!isDecodeFailure(result))
-  assert.deepEqual(result, { type: obj.type, data: obj.data, id: obj.id })
+  assert.deepEqual(result, { type: obj.type, data: obj.data, id: obj.id, key: obj.key })
 })
 
 const KNOWN_CODES = new Set<string>([...Object.values(ErrorCode), 'NOPE'])
