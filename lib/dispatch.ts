@@ -9,6 +9,8 @@ import type { ResolvedAuth, ResolvedLimits } from './options.js'
 import type { Registry } from './registry.js'
 import { bump } from './stats.js'
 import type { RouteMeter, TypeMeter } from './meter.js'
+import { decide, keyedRequest, record, type Idempotency, type KeyedRequest } from './idempotency/keyed.js'
+import { errorOutcome, replayFrame, replyOutcome } from './idempotency/outcome.js'
 import { messageChannel, traced, traceOperation, type MessageTraceContext, type TracedOperation } from './tracing.js'
 
 /** A message type of a route, its schema compiled once. */
@@ -73,47 +75,78 @@ function rateLimited (ctx: DispatchContext, conn: Connection<any, any>, data: Bu
 }
 
 /** Turns whatever a handler threw into an error envelope; only a RealtimeError's code and message reach the client. */
-function fail (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, type: string, err: unknown): void {
+function fail (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, type: string, err: unknown, keyed?: Keyed): void {
   if (err instanceof RealtimeError) {
     conn.log.debug({ type, code: err.code }, 'handler refused a message')
+    if (keyed !== undefined) record(keyed.idem, keyed.request, errorOutcome(err.code, err.message, err.details))
     sendError(ctx, conn, id, err.code, err.message, err.details, type)
     return
   }
   conn.log.error({ err, type }, 'realtime handler failed')
+  if (keyed !== undefined) record(keyed.idem, keyed.request, errorOutcome(ErrorCode.INTERNAL, 'internal error'))
   sendError(ctx, conn, id, ErrorCode.INTERNAL, 'internal error', undefined, type)
 }
 
-function reply (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, type: string, value: unknown): void {
-  if (id === undefined) return
+/** The head of a reply frame before its data: `{"type":"reply","id":<id>,"data":`. */
+const REPLY_HEAD = '{"type":"reply","id":'.length + ',"data":'.length
+
+function reply (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, type: string, value: unknown, keyed?: Keyed): void {
+  if (id === undefined && keyed === undefined) return
   let frame: string
   try {
-    frame = encodeReply(id, value)
+    frame = encodeReply(id ?? 0, value)
   } catch (err) {
-    fail(ctx, conn, id, type, err)
+    fail(ctx, conn, id, type, err, keyed)
     return
   }
-  conn.sendEnvelope(frame, conn.meter?.reply)
+  // The outcome is the reply's data as this frame encoded it: no second JSON.stringify.
+  if (keyed !== undefined) record(keyed.idem, keyed.request, replyOutcome(frame.slice(REPLY_HEAD + JSON.stringify(id ?? 0).length, -1)))
+  if (id !== undefined) conn.sendEnvelope(frame, conn.meter?.reply)
+}
+
+/** A keyed request's store entry: its outcome is recorded where the reply or error is decided. */
+interface Keyed {
+  idem: Idempotency
+  request: KeyedRequest
 }
 
 /** Runs a handler; the returned promise (only for async handlers) never rejects. */
-function runHandler (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, message: CompiledMessage, type: string, data: unknown, id: EnvelopeId | undefined): unknown {
+function runHandler (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, message: CompiledMessage, type: string, data: unknown, id: EnvelopeId | undefined, keyed?: Keyed): unknown {
   const tracing = traced(messageChannel)
-  if (message.meter !== undefined || tracing) return runObserved(ctx, route, conn, message, type, data, id, tracing)
+  if (message.meter !== undefined || tracing) return runObserved(ctx, route, conn, message, type, data, id, tracing, keyed)
   let result: unknown
   try {
     result = message.handler(data, conn)
   } catch (err) {
-    fail(ctx, conn, id, type, err)
+    fail(ctx, conn, id, type, err, keyed)
     return undefined
   }
   if (!isThenable(result)) {
-    reply(ctx, conn, id, type, result)
+    reply(ctx, conn, id, type, result, keyed)
     return undefined
   }
   return Promise.resolve(result).then(
-    (value) => { reply(ctx, conn, id, type, value) },
-    (err: unknown) => { fail(ctx, conn, id, type, err) }
+    (value) => { reply(ctx, conn, id, type, value, keyed) },
+    (err: unknown) => { fail(ctx, conn, id, type, err, keyed) }
   )
+}
+
+/**
+ * A request with an idempotency key: claimed in the store first, so a retry (same key, type and data, from any
+ * connection of the user, on any instance sharing the store) is answered with the first outcome and the handler runs
+ * once. Refusals here (the store down, the key busy or reused) are not violations: nothing was wrong with the frame.
+ */
+async function runKeyed (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, idem: Idempotency, message: CompiledMessage,
+  type: string, data: unknown, id: EnvelopeId | undefined, key: string): Promise<void> {
+  const request = keyedRequest(route.path, conn.userId, key, type, data)
+  const decision = await decide(idem, request, () => conn.isOpen)
+  if (decision.kind === 'refuse') return sendError(ctx, conn, id, decision.code, decision.message, undefined, type)
+  if (decision.kind === 'replay') {
+    conn.log.debug({ type }, 'a retried request answered from its first outcome')
+    if (id !== undefined) conn.sendEnvelope(replayFrame(decision.outcome, id), conn.meter?.reply)
+    return
+  }
+  await runHandler(ctx, route, conn, message, type, data, id, { idem, request })
 }
 
 /**
@@ -123,7 +156,7 @@ function runHandler (ctx: DispatchContext, route: DispatchRoute, conn: Connectio
 class ObservedRun implements TracedOperation {
   private readonly startedAt: number
   constructor (private readonly ctx: DispatchContext, private readonly conn: Connection<any, any>, private readonly message: CompiledMessage,
-    private readonly type: string, private readonly data: unknown, private readonly id: EnvelopeId | undefined) {
+    private readonly type: string, private readonly data: unknown, private readonly id: EnvelopeId | undefined, private readonly keyed: Keyed | undefined) {
     this.startedAt = message.meter !== undefined ? performance.now() : 0
   }
 
@@ -133,12 +166,12 @@ class ObservedRun implements TracedOperation {
 
   result (value: unknown): void {
     this.timed()
-    reply(this.ctx, this.conn, this.id, this.type, value)
+    reply(this.ctx, this.conn, this.id, this.type, value, this.keyed)
   }
 
   error (err: unknown): void {
     this.timed()
-    fail(this.ctx, this.conn, this.id, this.type, err)
+    fail(this.ctx, this.conn, this.id, this.type, err, this.keyed)
   }
 
   /** Untraced: runs the handler and settles it; the returned promise (async handlers only) never rejects. */
@@ -164,8 +197,8 @@ class ObservedRun implements TracedOperation {
 }
 
 function runObserved (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, message: CompiledMessage, type: string,
-  data: unknown, id: EnvelopeId | undefined, tracing: boolean): unknown {
-  const run = new ObservedRun(ctx, conn, message, type, data, id)
+  data: unknown, id: EnvelopeId | undefined, tracing: boolean, keyed: Keyed | undefined): unknown {
+  const run = new ObservedRun(ctx, conn, message, type, data, id, keyed)
   if (!tracing) return run.settle()
   const context: MessageTraceContext = { route: route.path, type, connectionId: conn.id, userId: conn.userId, messageId: id, connection: conn, data }
   return traceOperation(messageChannel, context, run)
@@ -272,7 +305,10 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
     if (message === undefined) return reject(ctx, conn, id, ErrorCode.UNKNOWN_TYPE, `unknown message type "${type}"`, undefined, type)
     const details = validate(message, envelope.data)
     if (details !== undefined) return reject(ctx, conn, id, ErrorCode.VALIDATION_FAILED, `invalid data for "${type}"`, details, type)
-    task = () => runHandler(ctx, route, conn, message, type, envelope.data, id)
+    const idem = envelope.key === undefined ? undefined : ctx.registry.idempotency
+    task = idem === undefined
+      ? () => runHandler(ctx, route, conn, message, type, envelope.data, id)
+      : async () => { await runKeyed(ctx, route, conn, idem, message, type, envelope.data, id, envelope.key as string) }
   }
   conn.violations = 0
   if (!conn.enqueue(task)) reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'too many messages waiting for their handler', undefined, type)

@@ -74,6 +74,11 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
     app.addHook('onClose', async () => { store.close() })
     app.addHook('onReady', async () => { await store.start(presence) })
   }
+  if (options.idempotency !== undefined && broker.idempotencyStore !== undefined) {
+    const store = broker.idempotencyStore(options.idempotency)
+    registry.idempotency = { store, options: options.idempotency, log: app.log }
+    app.addHook('onClose', async () => { store.close() })
+  }
   const redactor = new TokenRedactor()
   const metrics = opts.metrics
   if (metrics !== undefined && typeof metrics?.start !== 'function') throw new RT_ERR_OPTIONS('metrics: expected realtimeMetrics({ registry }) from fastify-realtime/metrics')

@@ -6,6 +6,7 @@ import { RT_ERR_OPTIONS } from './errors.js'
 import { checkKeys } from './option-keys.js'
 import type { AsyncApiServeOptions } from './asyncapi-serve.js'
 import { resolveHistory, type HistoryOptions, type ResolvedHistory } from './history/options.js'
+import { resolveIdempotency, type IdempotencyOptions, type ResolvedIdempotency } from './idempotency/store.js'
 import { PRESENCE_KEYS, resolvePresence, type PresenceOptions, type ResolvedPresence } from './presence/options.js'
 
 /** Where a session token may come from, tried in the order listed. */
@@ -131,6 +132,12 @@ export interface RealtimeOptions {
   presence?: PresenceOptions
   /** Prometheus metrics: `realtimeMetrics({ registry })` from `fastify-realtime/metrics`. @default none (nothing counted for them) */
   metrics?: RealtimeMetrics
+  /**
+   * Idempotency keys: a request that carries `key` runs once per key and user within `window`; a retry gets the
+   * first outcome. Kept by the broker (in memory, or in Redis with `redisBroker()`). `false` ignores keys.
+   * @default { window: 120000, maxKeys: 1000, memoryBudget: 16777216, maxOutcomeBytes: 65536 }
+   */
+  idempotency?: IdempotencyOptions | false
 }
 
 export interface ResolvedAuth {
@@ -172,6 +179,7 @@ export interface ResolvedOptions {
   shutdownTimeout: number
   history: ResolvedHistory | undefined
   presence: ResolvedPresence | undefined
+  idempotency: ResolvedIdempotency | undefined
 }
 
 const ALL_ALGORITHMS = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
@@ -226,7 +234,7 @@ export function resolveAuth (auth: AuthOptions | false | undefined, where: strin
 
 /** The keys each options object accepts; anything else is a typo that would otherwise be ignored in silence. */
 export const OPTION_KEYS = {
-  options: ['origins', 'requireOrigin', 'refusalLogLevel', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence'],
+  options: ['origins', 'requireOrigin', 'refusalLogLevel', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence', 'idempotency'],
   presence: PRESENCE_KEYS,
   auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms', 'namespace'],
   limits: ['maxPayload', 'rate', 'burst', 'byteRate', 'maxRoomsPerConnection', 'maxRoomNameLength', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser', 'maxConnectionsPerIp'],
@@ -278,6 +286,7 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
     heartbeatInterval: hb === false ? false : positive('heartbeat.interval', hb?.interval, 30_000),
     shutdownTimeout: positive('shutdown.timeout', options.shutdown?.timeout, 5000),
     history: resolveHistory(options.history, maxBufferedBytes),
-    presence: resolvePresence(options.presence)
+    presence: resolvePresence(options.presence),
+    idempotency: resolveIdempotency(options.idempotency, 30_000)
   }
 }

@@ -1,3 +1,4 @@
+import type { Idempotency } from './idempotency/keyed.js'
 import type { FastifyBaseLogger } from 'fastify'
 import { CloseCode, closeLabel } from './protocol/codes.js'
 import { encodeEvent } from './protocol/envelope.js'
@@ -110,6 +111,8 @@ export class Registry implements RealtimeRegistry {
   roomHistory: RoomHistory | undefined = undefined
   /** Set when the `presence` option is: presence rooms keep a member list. */
   roomPresence: RoomPresence | undefined = undefined
+  /** Idempotency keys (the `idempotency` option), when the broker keeps them. */
+  idempotency: Idempotency | undefined = undefined
 
   constructor (broker: Broker, log: FastifyBaseLogger, onCountChange: (size: number) => void) {
     this.broker = broker

@@ -6,6 +6,7 @@ import { RedisHealth, type Fault } from './redis-health.js'
 import { RedisPresence } from './redis-presence.js'
 import { RedisHistoryStore } from '../history/redis.js'
 import { RedisPresenceStore } from '../presence/redis.js'
+import { RedisIdempotencyStore } from '../idempotency/redis.js'
 import { hashTag, unescapeName } from '../redis-tag.js'
 import { settleWithin, withDeadline } from '../deadline.js'
 
@@ -255,6 +256,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       })
       return presenceStore
     },
+    idempotencyStore: (o) => new RedisIdempotencyStore(pub, prefix, o),
     // Bounded: a Redis that keeps the connection open and stops answering rejects them instead of hanging the caller.
     async roomSize (room) {
       return await withDeadline(presence.count('room', room), COUNT_TIMEOUT, 'redis broker: roomSize')

@@ -1,3 +1,4 @@
+import type { IdempotencyStore, ResolvedIdempotency } from '../idempotency/store.js'
 import type { ResolvedHistory } from '../history/options.js'
 import type { HistoryStore } from '../history/store.js'
 import type { StreamMessage } from '../history/cursor.js'
@@ -67,6 +68,11 @@ export interface Broker {
   historyStore?: (options: ResolvedHistory) => HistoryStore
   /** The presence store for the `presence` option. A broker without one cannot carry presence rooms. */
   presenceStore?: (options: ResolvedPresence) => PresenceStore
+  /**
+   * The store of idempotency keys (the `idempotency` option): where a keyed request's first outcome is kept for its
+   * retries. A broker without one ignores keys (a retried request runs again).
+   */
+  idempotencyStore?: (options: ResolvedIdempotency) => IdempotencyStore
   /** Called from `app.close()` after every connection is gone. */
   close: () => Promise<void> | void
 }
