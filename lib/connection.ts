@@ -13,6 +13,10 @@ import type { Position } from './history/store.js'
 import type { RouteMeter, TypeMeter } from './meter.js'
 import type { ConnectionPresence, PresenceJoinOptions } from './presence/rooms.js'
 
+/** The control lane's budget: messages a second, and at once (see `takeControlToken`). */
+const CONTROL_RATE = 2
+const CONTROL_BURST = 10
+
 /** The registry as a connection sees it: rooms are indexed there. */
 export interface RoomIndex {
   /** Returns the history join's promise for a history room, undefined for any other. */
@@ -90,6 +94,8 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   private byteTokens: number
   /** Monotonic (performance.now()): a wall clock stepped back must not starve the bucket. */
   private refilledAt = performance.now()
+  private controlTokens = CONTROL_BURST
+  private controlAt = performance.now()
   private busy = false
   private queue: Array<() => unknown> | undefined
   private killTimer: NodeJS.Timeout | undefined
@@ -206,7 +212,11 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** @internal An envelope of a known type (a reply, an error, a pong), counted under it when metrics are on. */
   sendEnvelope (text: string, slot: TypeMeter | undefined): boolean {
-    return this.write(text, Buffer.byteLength(text), TEXT, slot)
+    if (this.write(text, Buffer.byteLength(text), TEXT, slot)) return true
+    // An answer is never dropped in silence: its client would wait for it for ever. With `onSlowConsumer: 'drop'`
+    // a peer too slow to take one is closed with 4408 as under 'close' (its requests reject and can be retried).
+    if (this.isOpen && this.limits.onSlowConsumer === 'drop') this.closeSlowConsumer()
+    return false
   }
 
   /** Closes with a close handshake. The code defaults to 1000. */
@@ -243,6 +253,26 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     if (this.tokens < 1 || this.byteTokens < bytes) return false
     this.tokens -= 1
     this.byteTokens -= bytes
+    return true
+  }
+
+  /** Gives back a message token and `bytes` byte tokens taken by a frame that turned out to be paid otherwise. */
+  returnToken (bytes: number): void {
+    this.tokens = Math.min(this.limits.burst, this.tokens + 1)
+    this.byteTokens = Math.min(this.limits.byteBurst, this.byteTokens + bytes)
+  }
+
+  /**
+   * The control lane's own budget (`ping`, `rt.resume`, `auth.refresh`): CONTROL_RATE a second, CONTROL_BURST at
+   * once, so that a client at the app's rate still keeps its link and its session, and a flood of pings costs the
+   * app nothing. Past it, control frames pay the app's rate like any other.
+   */
+  takeControlToken (): boolean {
+    const now = performance.now()
+    this.controlTokens = Math.min(CONTROL_BURST, this.controlTokens + (now - this.controlAt) * CONTROL_RATE / 1000)
+    this.controlAt = now
+    if (this.controlTokens < 1) return false
+    this.controlTokens -= 1
     return true
   }
 

@@ -125,10 +125,57 @@ function runHandler (ctx: DispatchContext, route: DispatchRoute, conn: Connectio
     reply(ctx, conn, id, type, result, keyed)
     return undefined
   }
-  return Promise.resolve(result).then(
+  return bounded(ctx, conn, type, result, keyed).then(
     (value) => { reply(ctx, conn, id, type, value, keyed) },
     (err: unknown) => { fail(ctx, conn, id, type, err, keyed) }
   )
+}
+
+/**
+ * An async handler's result, rejected with `HANDLER_TIMEOUT` past `limits.handlerTimeout` so that the message is
+ * answered and the connection's next messages go on. The handler cannot be stopped: what it settles with later is
+ * logged and, for a keyed request, kept as its outcome in place of the timeout (a retry with the key learns it).
+ */
+function bounded (ctx: DispatchContext, conn: Connection<any, any>, type: string, result: PromiseLike<unknown>, keyed: Keyed | undefined): Promise<unknown> {
+  const ms = ctx.limits.handlerTimeout
+  if (ms === 0) return Promise.resolve(result)
+  return new Promise((resolve, reject) => {
+    let late = false
+    const timer = setTimeout(() => {
+      late = true
+      conn.log.warn({ type, handlerTimeout: ms }, 'a realtime handler did not settle within limits.handlerTimeout; answered HANDLER_TIMEOUT, the connection goes on')
+      reject(new RealtimeError(ErrorCode.HANDLER_TIMEOUT, `the handler did not answer within ${ms} ms; it may still complete: retry with the same key to learn its outcome`))
+    }, ms)
+    result.then((value) => {
+      if (!late) {
+        clearTimeout(timer)
+        resolve(value)
+        return
+      }
+      conn.log.info({ type }, 'a realtime handler settled after its HANDLER_TIMEOUT')
+      if (keyed !== undefined) keepLate(keyed, value)
+    }, (err: unknown) => {
+      if (!late) {
+        clearTimeout(timer)
+        reject(err)
+        return
+      }
+      if (err instanceof RealtimeError) {
+        if (keyed !== undefined) record(keyed.idem, keyed.request, errorOutcome(err.code, err.message, err.details))
+      } else {
+        conn.log.error({ err, type }, 'realtime handler failed after its HANDLER_TIMEOUT')
+        if (keyed !== undefined) record(keyed.idem, keyed.request, errorOutcome(ErrorCode.INTERNAL, 'internal error'))
+      }
+    })
+  })
+}
+
+function keepLate (keyed: Keyed, value: unknown): void {
+  let data: string | undefined
+  try {
+    data = JSON.stringify(value ?? null)
+  } catch {}
+  record(keyed.idem, keyed.request, data === undefined ? errorOutcome(ErrorCode.INTERNAL, 'internal error') : replyOutcome(data))
 }
 
 /**
@@ -160,8 +207,10 @@ class ObservedRun implements TracedOperation {
     this.startedAt = message.meter !== undefined ? performance.now() : 0
   }
 
+  /** The handler; an async one bounded by `limits.handlerTimeout`. */
   run (): unknown {
-    return this.message.handler(this.data, this.conn)
+    const result = this.message.handler(this.data, this.conn)
+    return isThenable(result) ? bounded(this.ctx, this.conn, this.type, result, this.keyed) : result
   }
 
   result (value: unknown): void {
@@ -260,8 +309,10 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
   conn.alive = true
   // After the server decided to close (or the peer did), frames still in flight are not handled.
   if (!conn.isOpen) return
-  // Every frame pays, by message and by byte, before any work on it: garbage and refused frames included.
-  if (!conn.takeToken(data.length)) return rateLimited(ctx, conn, data, isBinary)
+  // Every frame pays, by message and by byte, before any work on it: garbage and refused frames included. Over
+  // the app's rate, a text frame may still be a control message, which has a small budget of its own: decoded to see.
+  const paid = conn.takeToken(data.length)
+  if (!paid && (isBinary || !conn.takeControlToken())) return rateLimited(ctx, conn, data, isBinary)
 
   if (isBinary) {
     const binary = route.binary
@@ -284,32 +335,36 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
   const envelope = decodeEnvelope(data.toString())
   if (isDecodeFailure(envelope)) {
     if (meter !== undefined) meter.unknown.in++
-    return reject(ctx, conn, envelope.id, envelope.error, envelope.message)
+    return reject(ctx, conn, envelope.id, paid ? envelope.error : ErrorCode.RATE_LIMITED, paid ? envelope.message : 'rate limit exceeded')
   }
   const { type, id } = envelope
   if (meter !== undefined) meter.type(type).in++
 
-  // Only a valid application message (or auth.refresh) resets the violations: a ping between garbage frames does not.
-  let task: () => unknown
-  if (type === 'ping') {
-    conn.sendEnvelope(encodePong(id), meter?.pong)
+  // The control lane: ping, rt.resume and auth.refresh are handled at once, never queued behind the app's handlers,
+  // and paid from their own budget while it lasts (the app's rate is for the app's messages). Only a valid application
+  // message (or auth.refresh) resets the violations: a ping between garbage frames does not.
+  if (type === 'ping' || type === 'rt.resume' || type === 'auth.refresh') {
+    if (paid && conn.takeControlToken()) conn.returnToken(data.length)
+    if (type === 'ping') {
+      conn.sendEnvelope(encodePong(id), meter?.pong)
+    } else if (type === 'rt.resume') {
+      // No answer, ever: positions are used only by rooms the app's own handlers join.
+      ctx.registry.roomHistory?.resume(conn, envelope.data)
+    } else {
+      conn.violations = 0
+      refreshSession(ctx, route, conn, envelope.data, id).catch((err: unknown) => { conn.log.error({ err }, 'auth.refresh failed') })
+    }
     return
-  } else if (type === 'rt.resume') {
-    // No answer, ever: positions are used only by rooms the app's own handlers join.
-    ctx.registry.roomHistory?.resume(conn, envelope.data)
-    return
-  } else if (type === 'auth.refresh') {
-    task = () => refreshSession(ctx, route, conn, envelope.data, id)
-  } else {
-    const message = route.messages.get(type)
-    if (message === undefined) return reject(ctx, conn, id, ErrorCode.UNKNOWN_TYPE, `unknown message type "${type}"`, undefined, type)
-    const details = validate(message, envelope.data)
-    if (details !== undefined) return reject(ctx, conn, id, ErrorCode.VALIDATION_FAILED, `invalid data for "${type}"`, details, type)
-    const idem = envelope.key === undefined ? undefined : ctx.registry.idempotency
-    task = idem === undefined
-      ? () => runHandler(ctx, route, conn, message, type, envelope.data, id)
-      : async () => { await runKeyed(ctx, route, conn, idem, message, type, envelope.data, id, envelope.key as string) }
   }
+  if (!paid) return reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, type)
+  const message = route.messages.get(type)
+  if (message === undefined) return reject(ctx, conn, id, ErrorCode.UNKNOWN_TYPE, `unknown message type "${type}"`, undefined, type)
+  const details = validate(message, envelope.data)
+  if (details !== undefined) return reject(ctx, conn, id, ErrorCode.VALIDATION_FAILED, `invalid data for "${type}"`, details, type)
+  const idem = envelope.key === undefined ? undefined : ctx.registry.idempotency
+  const task = idem === undefined
+    ? () => runHandler(ctx, route, conn, message, type, envelope.data, id)
+    : async () => { await runKeyed(ctx, route, conn, idem, message, type, envelope.data, id, envelope.key as string) }
   conn.violations = 0
   if (!conn.enqueue(task)) reject(ctx, conn, id, ErrorCode.RATE_LIMITED, 'too many messages waiting for their handler', undefined, type)
 }

@@ -90,6 +90,12 @@ export interface LimitsOptions {
   maxPending?: number
   /** Unsent bytes a connection may hold before the slow-consumer policy applies. @default 1048576 */
   maxBufferedBytes?: number
+  /**
+   * ms an async handler may take: past it the message is answered `HANDLER_TIMEOUT` and the connection's next
+   * messages go on (the handler itself cannot be stopped; its late result is logged and kept for its idempotency
+   * key). `0` waits for ever. @default 30000
+   */
+  handlerTimeout?: number
   /** `close`: close with 4408; `drop`: drop (and count) further messages until it drains. @default 'close' */
   onSlowConsumer?: 'close' | 'drop'
   /** Open connections on this instance; more are refused with 503 SERVER_FULL. @default Infinity */
@@ -163,6 +169,7 @@ export interface ResolvedLimits {
   maxViolations: number
   maxPending: number
   maxBufferedBytes: number
+  handlerTimeout: number
   onSlowConsumer: 'close' | 'drop'
   maxConnections: number
   maxConnectionsPerUser: number
@@ -190,6 +197,9 @@ function defaultUserId (user: any): string | undefined {
   const sub = user?.sub
   return typeof sub === 'string' || typeof sub === 'number' ? String(sub) : undefined
 }
+
+/** The longest delay a Node timer keeps (2^31 - 1 ms); a longer one fires after 1 ms. */
+export const MAX_TIMER = 2 ** 31 - 1
 
 function positive (name: string, value: number | undefined, fallback: number, allowInfinity = false): number {
   if (value === undefined) return fallback
@@ -237,7 +247,7 @@ export const OPTION_KEYS = {
   options: ['origins', 'requireOrigin', 'refusalLogLevel', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence', 'idempotency'],
   presence: PRESENCE_KEYS,
   auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms', 'namespace'],
-  limits: ['maxPayload', 'rate', 'burst', 'byteRate', 'maxRoomsPerConnection', 'maxRoomNameLength', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser', 'maxConnectionsPerIp'],
+  limits: ['maxPayload', 'rate', 'burst', 'byteRate', 'maxRoomsPerConnection', 'maxRoomNameLength', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'handlerTimeout', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser', 'maxConnectionsPerIp'],
   heartbeat: ['interval'],
   shutdown: ['timeout']
 } as const
@@ -261,6 +271,8 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
     throw new RT_ERR_OPTIONS(`limits.onSlowConsumer: expected 'close' or 'drop', got ${String(l.onSlowConsumer)}`)
   }
   const hb = options.heartbeat
+  const handlerTimeout = l.handlerTimeout === 0 ? 0 : positive('limits.handlerTimeout', l.handlerTimeout, 30_000)
+  if (handlerTimeout > MAX_TIMER) throw new RT_ERR_OPTIONS(`limits.handlerTimeout: at most ${MAX_TIMER} ms (a longer timer fires at once), got ${handlerTimeout}`)
   const maxBufferedBytes = positive('limits.maxBufferedBytes', l.maxBufferedBytes, 1024 * 1024)
   return {
     origins: options.origins,
@@ -278,6 +290,7 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
       maxViolations: positive('limits.maxViolations', l.maxViolations, 50),
       maxPending: positive('limits.maxPending', l.maxPending, 256),
       maxBufferedBytes,
+      handlerTimeout,
       onSlowConsumer: l.onSlowConsumer ?? 'close',
       maxConnections: positive('limits.maxConnections', l.maxConnections, Infinity, true),
       maxConnectionsPerUser: positive('limits.maxConnectionsPerUser', l.maxConnectionsPerUser, Infinity, true),
@@ -287,6 +300,6 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
     shutdownTimeout: positive('shutdown.timeout', options.shutdown?.timeout, 5000),
     history: resolveHistory(options.history, maxBufferedBytes),
     presence: resolvePresence(options.presence),
-    idempotency: resolveIdempotency(options.idempotency, 30_000)
+    idempotency: resolveIdempotency(options.idempotency, handlerTimeout)
   }
 }

@@ -16,6 +16,8 @@ interface SocketState {
   conn: Connection<any, any>
   /** onOpen has run (or started): onClose is owed. */
   opened: boolean
+  /** An async onOpen still running (bounded by `limits.handlerTimeout`): onClose waits for it. */
+  opening: Promise<void> | undefined
 }
 
 type RealtimeSocket = WebSocket & { [kState]: SocketState }
@@ -58,8 +60,19 @@ function socketOnClose (this: WebSocket, code: number, reasonBuffer: Buffer): vo
   if (route.meter !== undefined) closed(ctx, route, conn)
   if (!state.opened || route.definition.onClose === undefined) return
   const reason = reasonBuffer.toString()
+  // onClose always runs after onOpen: an app that sets up in one and tears down in the other never sees them overlap.
+  if (state.opening !== undefined) {
+    state.opening.then(() => { runOnClose(route, conn, closeCode, reason) }, () => {})
+    return
+  }
+  runOnClose(route, conn, closeCode, reason)
+}
+
+function runOnClose (route: CompiledRoute, conn: Connection<any, any>, closeCode: number, reason: string): void {
+  const onClose = route.definition.onClose
+  if (onClose === undefined) return
   try {
-    const result = route.definition.onClose(conn, closeCode, reason)
+    const result = onClose(conn, closeCode, reason)
     if (result instanceof Promise) result.catch((err: unknown) => { conn.log.error({ err }, 'realtime onClose failed') })
   } catch (err) {
     conn.log.error({ err }, 'realtime onClose failed')
@@ -101,7 +114,7 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
     meter.open++
     bump(meter.handshakes, 101)
   }
-  socket[kState] = { ctx, route, conn, opened: false }
+  socket[kState] = { ctx, route, conn, opened: false, opening: undefined }
   // The connection owns its socket's errors: @fastify/websocket's default handler logs them as errors and
   // terminates, which would cut off the close frame ws is sending for a protocol error.
   socket.removeAllListeners('error')
@@ -117,13 +130,37 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
     return
   }
   conn.enqueue(() => {
-    socket[kState].opened = true
+    const state = socket[kState]
+    state.opened = true
     try {
       const result = onOpen(conn)
-      if (result instanceof Promise) return result.catch((err: unknown) => { openFailed(conn, err) })
+      if (result instanceof Promise) {
+        state.opening = openSettled(ctx, conn, result).then(() => { state.opening = undefined })
+        return state.opening
+      }
     } catch (err) {
       openFailed(conn, err)
     }
     return undefined
   })
+}
+
+/**
+ * An async onOpen, settled: a failure closes with 1011, and so does one that runs past `limits.handlerTimeout`
+ * (the messages waiting for it and onClose then go on; the onOpen itself cannot be stopped). Never rejects.
+ */
+async function openSettled (ctx: RealtimeContext, conn: Connection<any, any>, result: Promise<unknown>): Promise<void> {
+  const ms = ctx.limits.handlerTimeout
+  let timer: NodeJS.Timeout | undefined
+  const timeout = ms === 0
+    ? undefined
+    : new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        openFailed(conn, new Error(`onOpen did not settle within limits.handlerTimeout (${ms} ms)`))
+        resolve()
+      }, ms)
+    })
+  const settled = result.then(() => {}, (err: unknown) => { openFailed(conn, err) })
+  await (timeout === undefined ? settled : Promise.race([settled, timeout]))
+  clearTimeout(timer)
 }

@@ -75,6 +75,6 @@ export function resolveIdempotency (options: IdempotencyOptions | false | undefi
     if (!(Number.isSafeInteger(value) && value > 0)) throw new RT_ERR_OPTIONS(`idempotency.${name}: expected a positive integer, got ${String(value)}`)
   }
   // A claim whose instance died mid-handler is freed once the handler could no longer be running.
-  const pendingTtl = Math.min(resolved.window, (handlerTimeout > 0 ? handlerTimeout : 30_000) + 5000)
+  const pendingTtl = handlerTimeout > 0 ? Math.min(resolved.window, handlerTimeout + 5000) : resolved.window
   return { ...resolved, pendingTtl }
 }

@@ -29,6 +29,8 @@ export const ErrorCode = {
   PRESENCE_FULL: 'PRESENCE_FULL',
   /** The handler failed unexpectedly; the server logged the details, the client gets none. */
   INTERNAL: 'INTERNAL',
+  /** An async handler did not settle within `limits.handlerTimeout`; it may still complete: retry with the same key to learn its outcome. */
+  HANDLER_TIMEOUT: 'HANDLER_TIMEOUT',
   /** The first request with this idempotency key is still running: retry with the same key after a short delay. */
   REQUEST_IN_PROGRESS: 'REQUEST_IN_PROGRESS',
   /** This idempotency key was used by a request of another type or data: a bug in the caller; do not retry. */
