@@ -42,6 +42,12 @@ const ID: JsonSchema = {
   anyOf: [{ type: 'string', minLength: 1, maxLength: 128 }, { type: 'number' }]
 }
 const CORRELATION = { location: '$message.payload#/id' }
+const KEY: JsonSchema = {
+  description: 'An idempotency key, the same on every retry of one request: the handler runs once per key and user within `idempotency.window`; a retry is answered with the first outcome (`replayed: true`).',
+  type: 'string',
+  pattern: '^[A-Za-z0-9_-]{16,64}$'
+}
+const REPLAYED: JsonSchema = { description: 'The answer of the first request with this idempotency key, not a new run.', const: true }
 
 function envelope (type: string, body: Record<string, JsonSchema>, required: string[]): JsonSchema {
   return { type: 'object', required: ['type', ...required], properties: { type: { const: type }, ...body } }
@@ -49,6 +55,7 @@ function envelope (type: string, body: Record<string, JsonSchema>, required: str
 
 const ERROR_PAYLOAD = envelope('error', {
   id: ID,
+  replayed: REPLAYED,
   error: {
     type: 'object',
     required: ['code', 'message'],
@@ -194,8 +201,8 @@ export function buildAsyncApi (routes: readonly DocumentedRoute[], options: Asyn
     for (const [type, message] of Object.entries(route.definition.messages)) {
       const data = schema(message.schema, type, 'in')
       const replyData = message.reply === undefined ? {} : schema(message.reply, type, 'out')
-      const inRef = addMessage(type, { name: type, title: type, ...summaryOf(message.schema), correlationId: CORRELATION, payload: envelope(type, { id: ID, data }, ['data']) })
-      const replyRef = addMessage(`${type}.reply`, { name: 'reply', title: `${type} reply`, summary: `The reply to \`${type}\`, sent when the message carried an \`id\`.`, correlationId: CORRELATION, payload: envelope('reply', { id: ID, data: replyData }, ['id', 'data']) })
+      const inRef = addMessage(type, { name: type, title: type, ...summaryOf(message.schema), correlationId: CORRELATION, payload: envelope(type, { id: ID, key: KEY, data }, ['data']) })
+      const replyRef = addMessage(`${type}.reply`, { name: 'reply', title: `${type} reply`, summary: `The reply to \`${type}\`, sent when the message carried an \`id\`.`, correlationId: CORRELATION, payload: envelope('reply', { id: ID, data: replyData, replayed: REPLAYED }, ['id', 'data']) })
       addOperation('receive', type, inRef, [replyRef, errorRef])
     }
     const pingRef = addMessage('ping', { name: 'ping', title: 'ping', summary: 'An application-level ping (reserved type); answered with `pong`.', correlationId: CORRELATION, payload: envelope('ping', { id: ID }, []) })

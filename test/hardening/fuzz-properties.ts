@@ -68,19 +68,21 @@ export const decoderProperty = fc.property(frames(), (text) => {
 const KNOWN_CODES = new Set<string>([...Object.values(ErrorCode), 'NOPE'])
 
 /**
- * Through a real connection: each frame, followed by a sentinel ping, gets at most one well-formed answer before
- * the sentinel's pong, with the frame's id whenever it had a valid one; the connection stays open.
+ * Through a real connection: each frame, followed by a sentinel request, gets at most one well-formed answer before
+ * the sentinel's reply, with the frame's id whenever it had a valid one; the connection stays open. The sentinel is
+ * an app message, queued behind the frame's handler: a ping (the control lane) would be answered ahead of a keyed
+ * request's reply, which leaves only once its key is claimed.
  */
 export function dispatcherProperty (client: TestClient): fc.IAsyncPropertyWithHooks<[string]> {
   let sentinel = 0
   return fc.asyncProperty(frames(), async (text) => {
     const id = `sentinel-${++sentinel}`
     client.ws.send(text)
-    client.sendJson({ type: 'ping', id })
+    client.sendJson({ type: 'echo', data: id, id })
     const answers = []
     for (;;) {
       const message = await client.nextMessage(5000)
-      if (message.type === 'pong' && message.id === id) break
+      if (message.type === 'reply' && message.id === id) break
       answers.push(message)
     }
     assert.ok(answers.length <= 1, `one answer at most, got ${JSON.stringify(answers)}`)
