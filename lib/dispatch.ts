@@ -269,8 +269,17 @@ function validate (message: CompiledMessage, data: unknown): Array<{ path: strin
   }
 }
 
+/**
+ * The order of a connection's renewals: they run at once (the control lane), so two in flight can finish out of
+ * order (a JWKS fetch), and the session they leave must be the last one sent, not the last one verified.
+ */
+const renewals = new WeakMap<Connection<any, any>, { sent: number, applied: number }>()
+
 /** `auth.refresh`: a new token of the same user extends the session; otherwise the old expiry stands. */
 async function refreshSession (ctx: DispatchContext, route: DispatchRoute, conn: Connection<any, any>, data: unknown, id: EnvelopeId | undefined): Promise<void> {
+  let order = renewals.get(conn)
+  if (order === undefined) renewals.set(conn, order = { sent: 0, applied: 0 })
+  const seq = ++order.sent
   const auth = route.auth
   const token = (data as { token?: unknown } | null)?.token
   if (auth === false || auth.authenticate !== undefined) {
@@ -286,9 +295,13 @@ async function refreshSession (ctx: DispatchContext, route: DispatchRoute, conn:
     // Two undefined ids prove nothing: a session without a user id cannot tell its own token from anyone's.
     if (conn.userId === undefined) throw new HandshakeError('INVALID_TOKEN', 'this session has no user id (the token\'s sub, or auth.userId) to match a new token to')
     if (session.userId !== conn.userId) throw new HandshakeError('INVALID_TOKEN', 'the token belongs to another user')
-    conn.expiresAt = session.expiresAt
-    if (session.expiresAt === undefined) ctx.registry.expiring.delete(conn)
-    else if (conn.isOpen) ctx.registry.expiring.add(conn)
+    // A renewal sent later has already set the session: this one is answered but changes nothing.
+    if (seq > order.applied) {
+      order.applied = seq
+      conn.expiresAt = session.expiresAt
+      if (session.expiresAt === undefined) ctx.registry.expiring.delete(conn)
+      else if (conn.isOpen) ctx.registry.expiring.add(conn)
+    }
     reply(ctx, conn, id, 'auth.refresh', { exp: session.expiresAt === undefined ? null : Math.floor(session.expiresAt / 1000) })
   } catch (err) {
     const code = err instanceof HandshakeError && err.code === 'TOKEN_EXPIRED' ? ErrorCode.TOKEN_EXPIRED : ErrorCode.INVALID_TOKEN

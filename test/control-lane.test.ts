@@ -143,3 +143,27 @@ test('with onSlowConsumer: drop, a reply that does not fit closes with 4408 inst
   await waitFor(() => closes.length === 1, 5000, 'the close')
   assert.deepEqual(closes, [4408])
 })
+
+test('two renewals in flight finishing out of order leave the session of the one sent last', { timeout: 10000 }, async (t) => {
+  const { signRaw } = await import('./helpers/jwt.js')
+  const { SECRET } = await import('./helpers/app.js')
+  // A secret looked up per token (as a JWKS client does): a token marked slow takes 400 ms to verify.
+  const secret = async (_request: unknown, token: { slow?: boolean }): Promise<string> => {
+    if (token.slow === true) await sleep(400)
+    return SECRET
+  }
+  const h2 = await startApp({
+    jwt: { secret },
+    setup: (app) => { app.realtimeRoute({ url: '/rt', messages: { echo: { schema: Type.Any(), handler: (d: unknown) => d } } }) }
+  })
+  t.after(() => h2.close())
+  const c = await client(t, h2, signRaw({ sub: 'ada', exp: now() + 30 }))
+  const first = now() + 60
+  const last = now() + 120
+  c.sendJson({ type: 'auth.refresh', data: { token: signRaw({ sub: 'ada', exp: first, slow: true }) }, id: 1 })
+  c.sendJson({ type: 'auth.refresh', data: { token: signRaw({ sub: 'ada', exp: last }) }, id: 2 })
+  const answers = [await c.nextMessage(), await c.nextMessage()]
+  assert.deepEqual(answers.map((a) => a.id), [2, 1], 'the slow one finished last')
+  const conn = [...h2.app.realtime.connections.values()][0]
+  assert.equal(conn?.expiresAt, last * 1000)
+})
