@@ -225,9 +225,11 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   }
 
   private handleMessage (raw: unknown): void {
+    // Any frame proves the link alive, not only the pong (which may wait behind events on a slow link).
+    this.link.alive()
     const incoming = decodeIncoming(raw)
     switch (incoming?.kind) {
-      case 'pong': return this.link.pong()
+      case 'pong': return
       case 'reply': return this.outbox.settle(incoming.id, { data: incoming.data })
       case 'error':
         if (incoming.id !== undefined && this.outbox.has(incoming.id)) return this.outbox.settle(incoming.id, { error: incoming.error })

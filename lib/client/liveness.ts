@@ -2,7 +2,7 @@ import { deadline } from './timer.js'
 
 /**
  * The timers that find a dead link: a deadline for the socket to open (browsers have none of their own and a
- * black-holed connect can hang for minutes), and the app-level ping whose pong must come within `pingTimeout`.
+ * black-holed connect can hang for minutes), and the app-level ping after which a frame (its pong or any other) must come within `pingTimeout`.
  * `stop()` clears them all.
  */
 export class Liveness {
@@ -33,8 +33,11 @@ export class Liveness {
     }, pingInterval)
   }
 
-  /** A pong arrived: the link is alive. */
-  pong (): void {
+  /**
+   * A frame arrived, of any kind: the link is alive. A pong queued behind events on a throttled link, or an error
+   * in its place (a rate-limited ping is answered with `RATE_LIMITED`, without id), proves it as well as the pong.
+   */
+  alive (): void {
     clearTimeout(this.pongTimer)
     this.pongTimer = undefined
   }
