@@ -9,6 +9,7 @@ import { Positions, type RoomPosition } from './positions.js'
 import { PresenceViews, type PresenceView } from './presence.js'
 import { backoffDelay, CloseCode, isSendableCloseCode, shouldReconnect } from './reconnect.js'
 import { handshakeOf, listen } from './socket.js'
+import { deadline } from './timer.js'
 import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData, MessageType, ReplyData, WebSocketConstructor, WebSocketLike } from './types.js'
 
 /**
@@ -48,6 +49,8 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   private attempt = 0
   private token: string | undefined
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  /** Resets the attempt count once the connection stayed open `backoff.stableAfter` ms. */
+  private stableTimer: ReturnType<typeof setTimeout> | undefined
   private diagnosis: AbortController | undefined
 
   constructor (url: string, options: ClientOptions<R> = {}) {
@@ -193,7 +196,10 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   private handleOpen (ws: WebSocketLike): void {
     const reconnected = this.everOpened
     this.ready = this.everOpened = true
-    this.attempt = 0
+    // A connection that the server closes at once is no success: the count (and the backoff) goes on until it stayed.
+    const { stableAfter } = this.options.backoff
+    if (stableAfter === 0) this.attempt = 0
+    else this.stableTimer = deadline(stableAfter, () => { this.stableTimer = undefined; this.attempt = 0 })
     this.currentState = 'open'
     this.link.opened(() => { ws.send(PING) }, () => { this.abandon('ping timeout') })
     // First frame of the connection, before onReconnect's joins and the queue: the server holds the positions.
@@ -256,6 +262,8 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.detach?.()
     this.detach = undefined
     this.link.stop()
+    clearTimeout(this.stableTimer)
+    this.stableTimer = undefined
     this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply', { closeCode: code }))
     if (this.isClosed()) return
     this.emit('close', { code, reason })
@@ -316,7 +324,8 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.currentState = 'closed'
     this.ready = false
     clearTimeout(this.reconnectTimer)
-    this.reconnectTimer = undefined
+    clearTimeout(this.stableTimer)
+    this.reconnectTimer = this.stableTimer = undefined
     this.link.stop()
     this.diagnosis?.abort()
     this.detach?.()

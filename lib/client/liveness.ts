@@ -1,4 +1,4 @@
-import { deadline } from './timer.js'
+import { clampDelay, deadline } from './timer.js'
 
 /**
  * The timers that find a dead link: a deadline for the socket to open (browsers have none of their own and a
@@ -30,7 +30,7 @@ export class Liveness {
       if (this.pongTimer !== undefined) return
       this.pongTimer = deadline(pingTimeout, onDead)
       ping()
-    }, pingInterval)
+    }, clampDelay(pingInterval))
   }
 
   /**

@@ -1,4 +1,4 @@
-import type { BackoffOptions } from './reconnect.js'
+import { resolveBackoff, type BackoffOptions } from './reconnect.js'
 import type { AnyRoute, WebSocketConstructor } from './types.js'
 import type { RealtimeClient } from './client.js'
 
@@ -19,7 +19,11 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
   WebSocket?: WebSocketConstructor
   /** `fetch`, to learn why a handshake was refused. @default globalThis.fetch */
   fetch?: typeof fetch
-  /** Reconnect delays, exponential with full jitter. @default { base: 500, cap: 30000 } */
+  /**
+   * Reconnect delays, exponential with full jitter; the count starts again once a connection stayed open
+   * `stableAfter` ms. `base` and `cap` must be > 0 (the constructor throws RangeError). Every delay and timeout is
+   * clamped to 2^31 - 1 ms. @default { base: 500, cap: 30000, stableAfter: 5000 }
+   */
   backoff?: BackoffOptions
   /** Reconnect attempts in a row before giving up. @default Infinity */
   maxAttempts?: number
@@ -45,13 +49,14 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
   recovery?: boolean
 }
 
-type Defaulted = 'tokenSource' | 'protocol' | 'maxAttempts' | 'connectTimeout' | 'pingInterval' | 'pingTimeout' | 'requestTimeout' | 'maxQueue' | 'recovery'
+type Defaulted = 'backoff' | 'tokenSource' | 'protocol' | 'maxAttempts' | 'connectTimeout' | 'pingInterval' | 'pingTimeout' | 'requestTimeout' | 'maxQueue' | 'recovery'
 /** The options with every default applied. */
-export type ResolvedOptions<R extends AnyRoute> = ClientOptions<R> & Required<Pick<ClientOptions<R>, Defaulted>>
+export type ResolvedOptions<R extends AnyRoute> = Omit<ClientOptions<R>, 'backoff'> & Required<Pick<ClientOptions<R>, Defaulted>> & { backoff: Required<BackoffOptions> }
 
 export function resolveOptions<R extends AnyRoute> (options: ClientOptions<R>): ResolvedOptions<R> {
   return {
     ...options,
+    backoff: resolveBackoff(options.backoff),
     tokenSource: options.tokenSource ?? 'protocol',
     protocol: options.protocol ?? 'realtime.v1',
     maxAttempts: options.maxAttempts ?? Infinity,
