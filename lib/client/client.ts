@@ -1,9 +1,9 @@
 import { diagnose } from './diagnose.js'
-import { decodeIncoming, encodeOutgoing } from './envelope.js'
+import { decodeIncoming, encodeOutgoing, KEY_PATTERN, newKey } from './envelope.js'
 import { ClientErrorCode, RealtimeClientError } from './errors.js'
 import { Listeners } from './listeners.js'
 import { Liveness } from './liveness.js'
-import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js'
+import { resolveOptions, type ClientOptions, type RequestOptions, type ResolvedOptions } from './options.js'
 import { Outbox } from './outbox.js'
 import { Positions, type RoomPosition } from './positions.js'
 import { PresenceViews, type PresenceView } from './presence.js'
@@ -25,6 +25,8 @@ export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed'
 
 const OPEN = 1
 const PING = '{"type":"ping"}'
+/** The server's answers that mean "nothing ran yet, or the first run is not over: ask again with the same key". */
+const RETRY_LATER: ReadonlySet<string> = new Set(['REQUEST_IN_PROGRESS', 'STORE_UNAVAILABLE'])
 const LIFECYCLE: ReadonlySet<string> = new Set<keyof LifecycleEvents>(['open', 'close', 'reconnecting', 'offline', 'error', 'binary', 'recovery'])
 
 /**
@@ -76,12 +78,18 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   }
 
   /**
-   * Sends with a fresh id and resolves with the reply's data. Rejects with the server's error (`code`, `message`,
-   * `details`), `TIMEOUT` (counted from this call), `DISCONNECTED` when the connection drops before the reply, or
-   * the reason the client gave up.
+   * Sends with a fresh id and an idempotency key (`key`, or a random one), and resolves with the reply's data.
+   * Rejects with the server's error (`code`, `message`, `details`), `TIMEOUT` (counted from this call),
+   * `DISCONNECTED` when the connection drops before the reply, or the reason the client gave up; every rejection
+   * carries the key (`err.key`), with which a retry is safe. With `retry` (or the client's `retry` option naming the
+   * type), a disconnect, `REQUEST_IN_PROGRESS` and `STORE_UNAVAILABLE` are retried with the same key instead.
    */
-  async request<K extends MessageType<R>> (type: K, data: MessageData<R, K>, options: { timeout?: number } = {}): Promise<ReplyData<R, K>> {
-    return await this.call(type, data, options.timeout) as ReplyData<R, K>
+  async request<K extends MessageType<R>> (type: K, data: MessageData<R, K>, options: RequestOptions = {}): Promise<ReplyData<R, K>> {
+    const key = options.key ?? newKey()
+    if (typeof key !== 'string' || !KEY_PATTERN.test(key)) throw new TypeError('an idempotency key is 16-64 characters of A-Z a-z 0-9 _ -')
+    const { retry: byType } = this.options
+    const retry = options.retry ?? (byType === true || (Array.isArray(byType) && byType.includes(type)))
+    return await this.call(type, data, options.timeout, key, retry) as ReplyData<R, K>
   }
 
   /**
@@ -143,11 +151,12 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     if (ready) this.emit('close', { code, reason })
   }
 
-  private async call (type: string, data: unknown, timeout = this.options.requestTimeout): Promise<unknown> {
+  private async call (type: string, data: unknown, timeout = this.options.requestTimeout, key?: string, retry = false): Promise<unknown> {
     const id = this.outbox.nextId()
-    const reply = this.outbox.expect(id, type, timeout)
+    const frame = encodeOutgoing(type, data, id, key)
+    const reply = this.outbox.expect(id, type, timeout, { frame, key, retry })
     try {
-      this.transmit(encodeOutgoing(type, data, id), id)
+      this.transmit(frame, id)
     } catch (err) {
       this.outbox.forget(id)
       throw err
@@ -161,6 +170,14 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     if (!this.ready || this.ws?.readyState !== OPEN) return this.outbox.enqueue(frame, id)
     this.ws.send(frame)
     if (id !== undefined) this.outbox.sent(id)
+  }
+
+  /** Sends a request again (same frame, id and key): now when the socket is open, else queued (past `maxQueue`: it was accepted already). */
+  private resend (frame: string, id: string): void {
+    if (this.isClosed()) return
+    if (!this.ready || this.ws?.readyState !== OPEN) return this.outbox.requeue(frame, id)
+    this.ws.send(frame)
+    this.outbox.sent(id)
   }
 
   private emit (type: string, data: unknown): void {
@@ -238,7 +255,12 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
       case 'pong': return
       case 'reply': return this.outbox.settle(incoming.id, { data: incoming.data })
       case 'error':
-        if (incoming.id !== undefined && this.outbox.has(incoming.id)) return this.outbox.settle(incoming.id, { error: incoming.error })
+        if (incoming.id !== undefined && this.outbox.has(incoming.id)) {
+          const later = RETRY_LATER.has(incoming.error.code) &&
+            this.outbox.retryLater(incoming.id, (n) => backoffDelay(n, this.options.backoff), (frame, id) => { this.resend(frame, id) })
+          if (!later) this.outbox.settle(incoming.id, { error: incoming.error })
+          return
+        }
         return this.emit('error', incoming.error)
       case 'binary': return this.emit('binary', incoming.data)
       case 'event':
@@ -264,7 +286,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.link.stop()
     clearTimeout(this.stableTimer)
     this.stableTimer = undefined
-    this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply', { closeCode: code }))
+    this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply: a retry with the same key (err.key) is safe', { closeCode: code }))
     if (this.isClosed()) return
     this.emit('close', { code, reason })
     const canRenew = this.options.getToken !== undefined

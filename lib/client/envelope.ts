@@ -42,7 +42,21 @@ export function decodeIncoming (raw: unknown): Incoming | undefined {
   }
 }
 
-/** A frame for the server: `{ type, data, id? }`. */
-export function encodeOutgoing (type: string, data: unknown, id?: string): string {
-  return JSON.stringify(id === undefined ? { type, data } : { type, data, id })
+/** A frame for the server: `{ type, data, id?, key? }`. */
+export function encodeOutgoing (type: string, data: unknown, id?: string, key?: string): string {
+  if (id === undefined) return JSON.stringify({ type, data })
+  return JSON.stringify(key === undefined ? { type, data, id } : { type, data, id, key })
+}
+
+/** What an idempotency key may be (the server's rule). */
+export const KEY_PATTERN = /^[A-Za-z0-9_-]{16,64}$/
+
+/** A fresh idempotency key: a random UUID (36 characters), or 32 random characters where randomUUID is missing. */
+export function newKey (): string {
+  const crypto = (globalThis as { crypto?: { randomUUID?: () => string, getRandomValues?: (a: Uint8Array) => Uint8Array } }).crypto
+  if (typeof crypto?.randomUUID === 'function') return crypto.randomUUID()
+  const bytes = new Uint8Array(16)
+  if (typeof crypto?.getRandomValues === 'function') crypto.getRandomValues(bytes)
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256)
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
 }

@@ -2,7 +2,7 @@
 export const ClientErrorCode = {
   /** No reply within the request's timeout. */
   TIMEOUT: 'TIMEOUT',
-  /** The connection dropped while the request was in flight. */
+  /** The connection dropped while the request was in flight: a retry with the same key (`err.key`) is safe. */
   DISCONNECTED: 'DISCONNECTED',
   /** `client.close()` was called, a close code the client does not reconnect after, or `maxAttempts` ran out. */
   CLOSED: 'CLOSED',
@@ -31,13 +31,16 @@ export class RealtimeClientError extends Error {
   readonly status: number | undefined
   /** The close code that ended the connection, when one did. */
   readonly closeCode: number | undefined
+  /** The idempotency key of the request this rejects: `request(type, data, { key: err.key })` retries it safely. */
+  readonly key: string | undefined
 
-  constructor (code: string, message: string, extra: { details?: unknown, status?: number, closeCode?: number } = {}) {
+  constructor (code: string, message: string, extra: { details?: unknown, status?: number, closeCode?: number, key?: string } = {}) {
     super(message)
     this.name = 'RealtimeClientError'
     this.code = code
     this.details = extra.details
     this.status = extra.status
     this.closeCode = extra.closeCode
+    this.key = extra.key
   }
 }

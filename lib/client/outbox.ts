@@ -7,12 +7,34 @@ export interface Queued {
   id: string | undefined
 }
 
-interface Pending {
+/** How a request is sent again: its frame (same id, same key) and whether it may be. */
+export interface Resend {
+  frame: string
+  /** The idempotency key the frame carries. */
+  key: string | undefined
+  /** Sent again after a disconnect, `REQUEST_IN_PROGRESS` or `STORE_UNAVAILABLE`, instead of rejected. */
+  retry: boolean
+}
+
+interface Pending extends Resend {
   resolve: (data: unknown) => void
   reject: (err: RealtimeClientError) => void
   timer: ReturnType<typeof setTimeout> | undefined
   /** Written to a socket: lost if that socket drops. */
   inFlight: boolean
+  /** Answers `REQUEST_IN_PROGRESS` or `STORE_UNAVAILABLE` retried so far. */
+  tries: number
+  /** The wait before the next of those retries. */
+  retryTimer: ReturnType<typeof setTimeout> | undefined
+}
+
+/** Retries of one request after `REQUEST_IN_PROGRESS` or `STORE_UNAVAILABLE`, at most (its timeout bounds them too). */
+export const MAX_RETRIES = 5
+
+/** The error `err` as the rejection of a request with idempotency key `key` (`err.key`). */
+function withKey (err: RealtimeClientError, key: string | undefined): RealtimeClientError {
+  if (key === undefined || err.key === key) return err
+  return new RealtimeClientError(err.code, err.message, { details: err.details, status: err.status, closeCode: err.closeCode, key })
 }
 
 /**
@@ -50,14 +72,34 @@ export class Outbox {
   }
 
   /** Starts waiting for the reply to request `id`; rejects with TIMEOUT after `timeout` ms (0, Infinity: never). */
-  expect (id: string, type: string, timeout: number): Promise<unknown> {
+  expect (id: string, type: string, timeout: number, resend: Resend = { frame: '', key: undefined, retry: false }): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const timer = deadline(timeout, () => {
         this.forget(id)
-        reject(new RealtimeClientError(ClientErrorCode.TIMEOUT, `no reply to ${type} within ${timeout} ms`))
+        reject(new RealtimeClientError(ClientErrorCode.TIMEOUT, `no reply to ${type} within ${timeout} ms`, { key: resend.key }))
       })
-      this.pending.set(id, { resolve, reject, timer, inFlight: false })
+      this.pending.set(id, { ...resend, resolve, reject, timer, inFlight: false, tries: 0, retryTimer: undefined })
     })
+  }
+
+  /**
+   * The server asked to retry request `id` later (`REQUEST_IN_PROGRESS`, `STORE_UNAVAILABLE`): when it may be retried
+   * and has retries left, `send(frame, id)` runs after `delay(try)` ms and this returns true; else false (settle it).
+   */
+  retryLater (id: string, delay: (attempt: number) => number, send: (frame: string, id: string) => void): boolean {
+    const entry = this.pending.get(id)
+    if (entry === undefined || !entry.retry || entry.tries >= MAX_RETRIES) return false
+    entry.inFlight = false
+    entry.retryTimer = setTimeout(() => {
+      entry.retryTimer = undefined
+      if (this.pending.get(id) === entry) send(entry.frame, id)
+    }, delay(++entry.tries))
+    return true
+  }
+
+  /** Queues a frame that was accepted already (a request sent again), past `maxQueue`. */
+  requeue (frame: string, id: string): void {
+    this.queue.push({ frame, id })
   }
 
   /** The request's frame went out on the current socket. */
@@ -71,6 +113,7 @@ export class Outbox {
     const entry = this.pending.get(id)
     if (entry === undefined) return
     clearTimeout(entry.timer)
+    clearTimeout(entry.retryTimer)
     this.pending.delete(id)
     const i = this.queue.findIndex((q) => q.id === id)
     if (i !== -1) this.queue.splice(i, 1)
@@ -86,19 +129,31 @@ export class Outbox {
     const entry = this.pending.get(id)
     if (entry === undefined) return
     clearTimeout(entry.timer)
+    clearTimeout(entry.retryTimer)
     this.pending.delete(id)
-    if ('error' in outcome) entry.reject(outcome.error)
+    if ('error' in outcome) entry.reject(withKey(outcome.error, entry.key))
     else entry.resolve(outcome.data)
   }
 
-  /** The socket dropped: what was written to it will get no reply. Queued requests keep waiting. */
+  /**
+   * The socket dropped: what was written to it will get no reply. A request that may be retried goes back to the
+   * head of the queue (in the order of the calls), to be sent again with its key; the others are rejected with
+   * `err` (and their key). Queued requests keep waiting.
+   */
   failInFlight (err: RealtimeClientError): void {
+    const again: Queued[] = []
     for (const [id, entry] of this.pending) {
       if (!entry.inFlight) continue
+      entry.inFlight = false
+      if (entry.retry) {
+        again.push({ frame: entry.frame, id })
+        continue
+      }
       clearTimeout(entry.timer)
       this.pending.delete(id)
-      entry.reject(err)
+      entry.reject(withKey(err, entry.key))
     }
+    if (again.length > 0) this.queue = [...again, ...this.queue]
   }
 
   /** The client gave up: every request is rejected with `err`, queued frames are dropped. */
@@ -108,7 +163,8 @@ export class Outbox {
     this.queue = []
     for (const entry of entries) {
       clearTimeout(entry.timer)
-      entry.reject(err)
+      clearTimeout(entry.retryTimer)
+      entry.reject(withKey(err, entry.key))
     }
   }
 }
