@@ -54,6 +54,12 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   /** Resets the attempt count once the connection stayed open `backoff.stableAfter` ms. */
   private stableTimer: ReturnType<typeof setTimeout> | undefined
   private diagnosis: AbortController | undefined
+  /** The client itself; `onReconnect` gets a view of it (Object.create) whose frames go out while the rest wait. */
+  private readonly root: RealtimeClient<R> = this
+  /** The socket whose `onReconnect` runs: until it is over, what is sent (but by the hook's view) is queued. */
+  private holding: WebSocketLike | undefined
+  /** Set on the hook's view only: the socket its frames go out on at once. */
+  private readonly direct: WebSocketLike | undefined
 
   constructor (url: string, options: ClientOptions<R> = {}) {
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
@@ -101,7 +107,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     const next = token ?? await this.options.getToken?.()
     if (next === undefined) throw new RealtimeClientError(ClientErrorCode.NO_TOKEN, 'refreshToken needs a token or getToken')
     const reply = await this.call('auth.refresh', { token: next }, undefined) as { exp: number | null }
-    this.token = next
+    this.root.token = next
     return reply
   }
 
@@ -143,6 +149,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
 
   /** Closes for good: no reconnect, every timer cleared, what waits rejected with `CLOSED`. */
   close (code: number = CloseCode.NORMAL, reason = ''): void {
+    if (this.root !== this) return this.root.close(code, reason)
     if (!isSendableCloseCode(code)) throw new RangeError(`close code ${code}: use 1000 or 3000-4999`)
     if (this.currentState === 'closed') return
     const { ws, ready } = this
@@ -164,10 +171,10 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     return await reply
   }
 
-  /** Sends now when the socket is open, else queues. */
+  /** Sends now when the socket is open (and no `onReconnect` runs but the caller's own), else queues. */
   private transmit (frame: string, id: string | undefined): void {
     if (this.currentState === 'closed') throw new RealtimeClientError(ClientErrorCode.CLOSED, 'the client is closed')
-    if (!this.ready || this.ws?.readyState !== OPEN) return this.outbox.enqueue(frame, id)
+    if (!this.canSend() || this.ws === undefined) return this.outbox.enqueue(frame, id)
     this.ws.send(frame)
     if (id !== undefined) this.outbox.sent(id)
   }
@@ -175,9 +182,14 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   /** Sends a request again (same frame, id and key): now when the socket is open, else queued (past `maxQueue`: it was accepted already). */
   private resend (frame: string, id: string): void {
     if (this.isClosed()) return
-    if (!this.ready || this.ws?.readyState !== OPEN) return this.outbox.requeue(frame, id)
+    if (!this.root.canSend() || this.ws === undefined) return this.outbox.requeue(frame, id)
     this.ws.send(frame)
     this.outbox.sent(id)
+  }
+
+  /** The socket is open, and this is not a frame from elsewhere while `onReconnect` runs (it waits for the hook). */
+  private canSend (): boolean {
+    return this.ready && this.ws?.readyState === OPEN && (this.holding === undefined || this.direct === this.holding)
   }
 
   private emit (type: string, data: unknown): void {
@@ -231,12 +243,19 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.background(this.rejoin(ws, hook))
   }
 
-  /** Runs `onReconnect` (re-join rooms there), then sends what was queued while away, in order. */
+  /**
+   * Runs `onReconnect` (re-join rooms there), then sends what was queued while away, in order. The hook gets a view
+   * of the client whose frames go out at once; what the rest of the app sends meanwhile is queued behind the queue.
+   */
   private async rejoin (ws: WebSocketLike, hook: NonNullable<ClientOptions<R>['onReconnect']>): Promise<void> {
+    this.holding = ws
+    const view = Object.create(this, { direct: { value: ws } }) as RealtimeClient<R>
     try {
-      if (this.ws === ws && this.ready) await hook(this)
+      if (this.ws === ws && this.ready) await hook(view)
     } catch (err) {
       this.emit('error', err instanceof RealtimeClientError ? err : new RealtimeClientError(ClientErrorCode.RECONNECT_HOOK_FAILED, String(err)))
+    } finally {
+      if (this.holding === ws) this.holding = undefined
     }
     this.flush(ws)
   }

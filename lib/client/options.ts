@@ -38,8 +38,9 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
   /** Messages kept while disconnected; past it `send` throws `QUEUE_FULL`. @default 100 */
   maxQueue?: number
   /**
-   * Runs after each reconnect, before the messages queued while away are sent: re-join rooms here. What is sent
-   * while it runs goes out at once (its own requests must).
+   * Runs after each reconnect, before the messages queued while away are sent: re-join rooms here. What it sends
+   * through the client it is given goes out at once (its own requests must); what the rest of the app sends while
+   * it runs is queued behind the queue made while away, and all of it leaves once the hook is over, in call order.
    */
   onReconnect?: (client: RealtimeClient<R>) => unknown
   /**
