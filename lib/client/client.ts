@@ -305,6 +305,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.link.stop()
     clearTimeout(this.stableTimer)
     this.stableTimer = undefined
+    this.positions.closed(Date.now())
     this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply: a retry with the same key (err.key) is safe', { closeCode: code }))
     if (this.isClosed()) return
     this.emit('close', { code, reason })

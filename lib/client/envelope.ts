@@ -1,4 +1,5 @@
 import { RealtimeClientError } from './errors.js'
+import { isOffset } from './positions.js'
 
 /** What a frame from the server means to the client. */
 export type Incoming =
@@ -36,7 +37,8 @@ export function decodeIncoming (raw: unknown): Incoming | undefined {
     case 'error': return { kind: 'error', id, error: errorOf(message.error) }
     default:
       // A history room's event carries its room and offset.
-      return typeof message.room === 'string' && typeof message.offset === 'number'
+      // An offset that is no integer in [0, 2^53 - 1] (1e300, -1, 1.5, "7") is not one: the event is delivered unnumbered.
+      return typeof message.room === 'string' && isOffset(message.offset)
         ? { kind: 'event', type: message.type, data: message.data, room: message.room, offset: message.offset }
         : { kind: 'event', type: message.type, data: message.data }
   }
