@@ -27,6 +27,7 @@ const OPEN = 1
 const PING = '{"type":"ping"}'
 /** The server's answers that mean "nothing ran yet, or the first run is not over: ask again with the same key". */
 const RETRY_LATER: ReadonlySet<string> = new Set(['REQUEST_IN_PROGRESS', 'STORE_UNAVAILABLE'])
+const PRESENCE: ReadonlySet<string> = new Set(['rt.presence', 'rt.presence.diff', 'rt.presence.left'])
 const LIFECYCLE: ReadonlySet<string> = new Set<keyof LifecycleEvents>(['open', 'close', 'reconnecting', 'offline', 'error', 'binary', 'recovery'])
 
 /**
@@ -289,7 +290,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
           if (recovery !== undefined) this.emit('recovery', recovery)
           return
         }
-        if (incoming.type === 'rt.presence' || incoming.type === 'rt.presence.diff') return this.presenceViews.receive(incoming.type, incoming.data)
+        if (PRESENCE.has(incoming.type)) return this.presenceViews.receive(incoming.type, incoming.data)
         if (LIFECYCLE.has(incoming.type)) return
         if (incoming.offset !== undefined && this.options.recovery &&
           !this.positions.accept(incoming.room as string, incoming.offset, (gap) => { this.emit('recovery', gap) })) return
