@@ -51,6 +51,10 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   private everOpened = false
   private attempt = 0
   private token: string | undefined
+  /** A token given to `refreshToken` whose answer has not come: the next connect uses it (before `getToken`). */
+  private freshToken: string | undefined
+  /** The deadline of a `getToken` call (`connectTimeout`). */
+  private tokenTimer: ReturnType<typeof setTimeout> | undefined
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
   /** Resets the attempt count once the connection stayed open `backoff.stableAfter` ms. */
   private stableTimer: ReturnType<typeof setTimeout> | undefined
@@ -102,13 +106,24 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   /**
    * Renews the session over the open socket (`auth.refresh`) with `token`, or one from `getToken`; later
    * reconnects use it too. Resolves with the new expiry (seconds since the epoch); rejects with `INVALID_TOKEN`
-   * or `TOKEN_EXPIRED`, and the old expiry stands.
+   * or `TOKEN_EXPIRED`, and the old expiry stands. A refresh cut off by a close (a 4401 racing it: `DISCONNECTED`) is
+   * not lost: the reconnect uses its token, even without `getToken`.
    */
   async refreshToken (token?: string): Promise<{ exp: number | null }> {
     const next = token ?? await this.options.getToken?.()
     if (next === undefined) throw new RealtimeClientError(ClientErrorCode.NO_TOKEN, 'refreshToken needs a token or getToken')
-    const reply = await this.call('auth.refresh', { token: next }, undefined) as { exp: number | null }
-    this.root.token = next
+    const root = this.root
+    // Until the answer, the token waits to be used: a close that races the refresh (4401) reconnects with it.
+    root.freshToken = next
+    let reply: { exp: number | null }
+    try {
+      reply = await this.call('auth.refresh', { token: next }, undefined) as { exp: number | null }
+    } catch (err) {
+      if (root.freshToken === next && (err as RealtimeClientError).code !== ClientErrorCode.DISCONNECTED) root.freshToken = undefined
+      throw err
+    }
+    root.token = next
+    if (root.freshToken === next) root.freshToken = undefined
     return reply
   }
 
@@ -198,11 +213,17 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   }
 
   private async connect (): Promise<void> {
-    if (this.options.getToken !== undefined) {
+    if (this.freshToken !== undefined) {
+      this.token = this.freshToken
+      this.freshToken = undefined
+    } else if (this.options.getToken !== undefined) {
       try {
-        this.token = await this.options.getToken()
+        this.token = await this.fetchToken(this.options.getToken)
       } catch (err) {
-        return this.schedule(`getToken failed: ${(err as Error).message}`)
+        if (this.isClosed()) return
+        const why = `getToken failed: ${(err as Error)?.message ?? String(err)}`
+        this.emit('error', new RealtimeClientError(ClientErrorCode.GET_TOKEN_FAILED, why))
+        return this.schedule(why)
       }
     }
     if (this.isClosed()) return
@@ -221,6 +242,16 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
       close: (code, reason) => { this.background(this.handleClose(code, reason)) }
     })
     this.link.connecting(() => { this.abandon('connect timeout') })
+  }
+
+  /** `getToken()`, bounded by `connectTimeout` (a promise that never settles would stall the client for good). */
+  private async fetchToken (getToken: () => string | Promise<string>): Promise<string> {
+    const { connectTimeout } = this.options
+    return await new Promise<string>((resolve, reject) => {
+      this.tokenTimer = deadline(connectTimeout, () => { reject(new Error(`no token within ${connectTimeout} ms`)) })
+      const settle = (): void => { clearTimeout(this.tokenTimer); this.tokenTimer = undefined }
+      Promise.resolve().then(getToken).then((token) => { settle(); resolve(token) }, (err: unknown) => { settle(); reject(err) })
+    })
   }
 
   private handleOpen (ws: WebSocketLike): void {
@@ -254,7 +285,8 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     try {
       if (this.ws === ws && this.ready) await hook(view)
     } catch (err) {
-      this.emit('error', err instanceof RealtimeClientError ? err : new RealtimeClientError(ClientErrorCode.RECONNECT_HOOK_FAILED, String(err)))
+      // After close() the hook's requests fail with CLOSED: the app asked for it, nothing to report.
+      if (!this.isClosed()) this.emit('error', err instanceof RealtimeClientError ? err : new RealtimeClientError(ClientErrorCode.RECONNECT_HOOK_FAILED, String(err)))
     } finally {
       if (this.holding === ws) this.holding = undefined
     }
@@ -310,7 +342,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply: a retry with the same key (err.key) is safe', { closeCode: code }))
     if (this.isClosed()) return
     this.emit('close', { code, reason })
-    const canRenew = this.options.getToken !== undefined
+    const canRenew = this.options.getToken !== undefined || this.freshToken !== undefined
     if (wasOpen) {
       if (shouldReconnect(code, canRenew)) return this.schedule(`closed with ${code}`)
       const why = `closed by the server with ${code}${reason === '' ? '' : ` (${reason})`}`
@@ -368,7 +400,8 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.ready = false
     clearTimeout(this.reconnectTimer)
     clearTimeout(this.stableTimer)
-    this.reconnectTimer = this.stableTimer = undefined
+    clearTimeout(this.tokenTimer)
+    this.reconnectTimer = this.stableTimer = this.tokenTimer = undefined
     this.link.stop()
     this.diagnosis?.abort()
     this.detach?.()

@@ -12,6 +12,8 @@ export const ClientErrorCode = {
   NO_TOKEN: 'NO_TOKEN',
   /** `onReconnect` threw or rejected (the queue is sent anyway). */
   RECONNECT_HOOK_FAILED: 'RECONNECT_HOOK_FAILED',
+  /** `getToken` threw, rejected, or did not settle within `connectTimeout`: a failed attempt, retried with backoff. */
+  GET_TOKEN_FAILED: 'GET_TOKEN_FAILED',
   /** A handshake refusal whose answer carried no code of its own. */
   REFUSED: 'REFUSED'
 } as const

@@ -12,6 +12,8 @@ export interface ScriptedSocket {
   /** The frames this connection sent, parsed (a frame that is not JSON is kept as its text). */
   readonly frames: any[]
   readonly ws: WebSocket
+  /** The subprotocols the client offered (`bearer.<token>`, `realtime.v1`). */
+  readonly protocols: string[]
   /** Sends an object as JSON, or a string as it is. */
   send: (frame: unknown) => void
   /** Answers a request frame with `{ type: 'reply', id, data }`. */
@@ -48,11 +50,12 @@ export class ScriptedServer {
     })
     await once(wss, 'listening')
     const server = new ScriptedServer(wss, `ws://127.0.0.1:${(wss.address() as AddressInfo).port}/chat`)
-    wss.on('connection', (ws) => {
+    wss.on('connection', (ws, request) => {
       const socket: ScriptedSocket = {
         index: server.sockets.length,
         frames: [],
         ws,
+        protocols: String(request.headers['sec-websocket-protocol'] ?? '').split(',').map((p) => p.trim()).filter((p) => p !== ''),
         send: (frame) => { if (ws.readyState === ws.OPEN) ws.send(typeof frame === 'string' ? frame : JSON.stringify(frame)) },
         reply: (request, data) => { socket.send({ type: 'reply', id: request.id, data }) },
         close: (code, reason) => { ws.close(code, reason) }
