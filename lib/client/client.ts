@@ -13,9 +13,10 @@ import { deadline } from './timer.js'
 import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData, MessageType, ReplyData, WebSocketConstructor, WebSocketLike } from './types.js'
 
 /**
- * The client's life (`state`):
+ * The client's life (`state`; the README's "The client's states" draws it):
  *
  *   connecting ──open──▶ open ──abnormal close, dead link──▶ reconnecting ──backoff, new socket──▶ open …
+ *   (the attempt count starts again only once a connection stayed open backoff.stableAfter)
  *       │                  └──final close code (1000, 1008, 4401 without getToken…)──▶ closed
  *       └─ an attempt fails before open ─▶ diagnosis over HTTP ─┬─ network, 426, 429, 5xx, TOKEN_EXPIRED ─▶ reconnecting
  *                                                               └─ other 4xx (401, 403) ─▶ closed
