@@ -31,7 +31,7 @@ test('retry: the link cut while the handler runs; the request is sent again with
   assert.deepEqual(h.seen.notes, ['slow'])
 })
 
-test('without retry: DISCONNECTED carries the key, and a retry with it gets the first answer', { timeout: 15000 }, async (t) => {
+test('without retry: DISCONNECTED carries the request\'s own key, and a retry with it gets the first answer', { timeout: 15000 }, async (t) => {
   const h = await serveChat()
   t.after(() => h.close())
   const proxy = new LinkProxy({ host: '127.0.0.1', port: h.port })
@@ -40,13 +40,16 @@ test('without retry: DISCONNECTED carries the key, and a retry with it gets the 
   const c = typedClient(`ws://127.0.0.1:${proxy.port}/chat`)
   t.after(() => { c.close() })
   await opened(c)
-  const reply = c.request('slow', 300)
+  const reply = c.request('slow', 300, { key: 'order-0123456789abcdef' })
+  const unkeyed = c.request('echo', { text: 'no key' })
   await waitFor(() => h.seen.notes.includes('slow'), 3000, 'the handler started')
   await proxy.cut()
   const err = await reply.then(() => undefined, (e: RealtimeClientError) => e)
   assert.equal(err?.code, 'DISCONNECTED')
-  assert.match(err?.key ?? '', KEY)
-  assert.match(err?.message ?? '', /same key/)
+  assert.equal(err?.key, 'order-0123456789abcdef')
+  assert.match(err?.message ?? '', /its key \(err\.key\) is safe/)
+  // A request without retry or key carries none: nothing says a retry of it would be safe.
+  await assert.rejects(unkeyed, (e: RealtimeClientError) => e.code === 'DISCONNECTED' && e.key === undefined && /may have run/.test(e.message))
   await proxy.restore()
   await opened(c)
   assert.equal(await c.request('slow', 300, { key: err?.key }), 1)
@@ -69,13 +72,13 @@ test('retried requests go again first after the reconnect, in call order, same i
   const first = c.request('slow', 1)
   const echo = c.request('echo', { text: 'not retried' })
   const third = c.request('slow', 3)
-  await assert.rejects(echo, (err: RealtimeClientError) => err.code === 'DISCONNECTED' && KEY.test(err.key ?? ''))
+  await assert.rejects(echo, (err: RealtimeClientError) => err.code === 'DISCONNECTED' && err.key === undefined)
   c.send('note', 'queued while away')
   assert.equal(await first, null)
   assert.equal(await third, null)
   const [before, after] = server.sockets.map((s) => s.frames.filter((f) => f.type !== 'ping')) as [any[], any[]]
   assert.deepEqual(after.map((f) => f.data), [1, 3, 'queued while away'])
-  for (const f of before) assert.match(f.key, KEY)
+  assert.deepEqual(before.map((f) => f.type === 'slow' ? KEY.test(f.key) : f.key), [true, undefined, true])
   assert.deepEqual(after.slice(0, 2).map((f) => [f.id, f.key]), [before[0], before[2]].map((f) => [f.id, f.key]))
   assert.equal(after[2].key, undefined)
 })
@@ -98,5 +101,6 @@ test('REQUEST_IN_PROGRESS and STORE_UNAVAILABLE: asked again later with the same
   const keys = server.frames.filter(({ frame }) => frame.type === 'slow').map(({ frame }) => frame.key)
   assert.equal(keys.length, 3)
   assert.equal(new Set(keys).size, 1)
-  await assert.rejects(c.request('slow', 2), (err: RealtimeClientError) => err.code === 'REQUEST_IN_PROGRESS' && KEY.test(err.key ?? ''))
+  const key = 'mine-0123456789abcdef'
+  await assert.rejects(c.request('slow', 2, { key }), (err: RealtimeClientError) => err.code === 'REQUEST_IN_PROGRESS' && err.key === key)
 })

@@ -90,17 +90,20 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   }
 
   /**
-   * Sends with a fresh id and an idempotency key (`key`, or a random one), and resolves with the reply's data.
-   * Rejects with the server's error (`code`, `message`, `details`), `TIMEOUT` (counted from this call),
-   * `DISCONNECTED` when the connection drops before the reply, or the reason the client gave up; every rejection
-   * carries the key (`err.key`), with which a retry is safe. With `retry` (or the client's `retry` option naming the
-   * type), a disconnect, `REQUEST_IN_PROGRESS` and `STORE_UNAVAILABLE` are retried with the same key instead.
+   * Sends with a fresh id and resolves with the reply's data. Rejects with the server's error (`code`, `message`,
+   * `details`), `TIMEOUT` (counted from this call), `DISCONNECTED` when the connection drops before the reply, or
+   * the reason the client gave up. With `retry` (or the client's `retry` option naming the type) the request carries
+   * an idempotency key (a random UUID), the same on every try, and a disconnect, `REQUEST_IN_PROGRESS` and
+   * `STORE_UNAVAILABLE` are retried with it instead; `key` sends one of the app's own (another request's `err.key`).
+   * A rejection of a keyed request carries the key (`err.key`): a retry with it runs the handler at most once.
    */
   async request<K extends MessageType<R>> (type: K, data: MessageData<R, K>, options: RequestOptions = {}): Promise<ReplyData<R, K>> {
-    const key = options.key ?? newKey()
-    if (typeof key !== 'string' || !KEY_PATTERN.test(key)) throw new TypeError('an idempotency key is 16-64 characters of A-Z a-z 0-9 _ -')
     const { retry: byType } = this.options
     const retry = options.retry ?? (byType === true || (Array.isArray(byType) && byType.includes(type)))
+    // A key only where a retry is meant: a keyed request waits for the server's key store (Redis) before it runs,
+    // and is refused (STORE_UNAVAILABLE) while the store is down, where a request without one runs as ever.
+    const key = options.key ?? (retry ? newKey() : undefined)
+    if (key !== undefined && (typeof key !== 'string' || !KEY_PATTERN.test(key))) throw new TypeError('an idempotency key is 16-64 characters of A-Z a-z 0-9 _ -')
     return await this.call(type, data, options.timeout, key, retry) as ReplyData<R, K>
   }
 
@@ -202,6 +205,15 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     if (!this.root.canSend() || this.ws === undefined) return this.outbox.requeue(frame, id)
     this.ws.send(frame)
     this.outbox.sent(id)
+  }
+
+  /**
+   * The wait before retry `n` of a request the server asked to retry later: the reconnect backoff's ceiling for `n`,
+   * with half of it fixed (a store that refuses at once would otherwise be asked again at once, ten times).
+   */
+  private retryDelay (n: number): number {
+    const ceiling = backoffDelay(n, this.options.backoff, () => 1)
+    return Math.floor(ceiling / 2 + Math.random() * ceiling / 2)
   }
 
   /** The socket is open, and this is not a frame from elsewhere while `onReconnect` runs (it waits for the hook). */
@@ -309,9 +321,9 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
       case 'reply': return this.outbox.settle(incoming.id, { data: incoming.data })
       case 'error':
         if (incoming.id !== undefined && this.outbox.has(incoming.id)) {
-          const later = RETRY_LATER.has(incoming.error.code) &&
-            this.outbox.retryLater(incoming.id, (n) => backoffDelay(n, this.options.backoff), (frame, id) => { this.resend(frame, id) })
-          if (!later) this.outbox.settle(incoming.id, { error: incoming.error })
+          const { id, error } = incoming
+          const later = RETRY_LATER.has(error.code) && this.outbox.retryLater(id, (n) => this.retryDelay(n), (frame) => { this.resend(frame, id) })
+          if (!later) this.outbox.settle(id, { error })
           return
         }
         return this.emit('error', incoming.error)
@@ -340,7 +352,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     clearTimeout(this.stableTimer)
     this.stableTimer = undefined
     this.positions.closed(Date.now())
-    this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply: a retry with the same key (err.key) is safe', { closeCode: code }))
+    this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply: the request may have run', { closeCode: code }))
     if (this.isClosed()) return
     this.emit('close', { code, reason })
     const canRenew = this.options.getToken !== undefined || this.freshToken !== undefined

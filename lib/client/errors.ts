@@ -2,7 +2,7 @@
 export const ClientErrorCode = {
   /** No reply within the request's timeout. */
   TIMEOUT: 'TIMEOUT',
-  /** The connection dropped while the request was in flight: a retry with the same key (`err.key`) is safe. */
+  /** The connection dropped while the request was in flight: it may have run (retry it with `err.key`, if it had one). */
   DISCONNECTED: 'DISCONNECTED',
   /** `client.close()` was called, a close code the client does not reconnect after, or `maxAttempts` ran out. */
   CLOSED: 'CLOSED',

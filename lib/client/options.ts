@@ -44,10 +44,12 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
    */
   onReconnect?: (client: RealtimeClient<R>) => unknown
   /**
-   * Which requests are retried with their idempotency key (the same on every try) instead of rejected: after a
-   * disconnect (sent again after the reconnect and `onReconnect`, in call order), and after `REQUEST_IN_PROGRESS` or
-   * `STORE_UNAVAILABLE` (after a backoff, 5 times at most); the request's timeout bounds it all. `true`: every
-   * request; a list: the requests of these types. A request's own `retry` option wins. @default false
+   * Which requests carry an idempotency key (a random UUID, the same on every try) and are retried with it instead
+   * of rejected: after a disconnect (sent again after the reconnect and `onReconnect`, in call order), and after
+   * `REQUEST_IN_PROGRESS` or `STORE_UNAVAILABLE` (after a backoff, 10 times at most); the request's timeout bounds it
+   * all. `true`: every request; a list: the requests of these types. A request's own `retry` option wins. A keyed
+   * request waits for the server's key store and is refused while it is down (Redis): opt in where exactly-once
+   * matters more than that. @default false
    */
   retry?: boolean | string[]
   /**
@@ -61,7 +63,10 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
 export interface RequestOptions {
   /** ms, counted from the call, queued time included (0: none). @default the client's `requestTimeout` */
   timeout?: number
-  /** The idempotency key (16-64 characters of A-Z a-z 0-9 _ -): another request's `err.key` to retry it. @default a random UUID */
+  /**
+   * The idempotency key (16-64 characters of A-Z a-z 0-9 _ -): another request's `err.key` to retry it.
+   * @default a random UUID with `retry`, else none
+   */
   key?: string
   /** Retry this request with its key after a disconnect, `REQUEST_IN_PROGRESS` and `STORE_UNAVAILABLE`. @default the client's `retry` */
   retry?: boolean

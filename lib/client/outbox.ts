@@ -29,12 +29,13 @@ interface Pending extends Resend {
 }
 
 /** Retries of one request after `REQUEST_IN_PROGRESS` or `STORE_UNAVAILABLE`, at most (its timeout bounds them too). */
-export const MAX_RETRIES = 5
+export const MAX_RETRIES = 10
 
 /** The error `err` as the rejection of a request with idempotency key `key` (`err.key`). */
 function withKey (err: RealtimeClientError, key: string | undefined): RealtimeClientError {
   if (key === undefined || err.key === key) return err
-  return new RealtimeClientError(err.code, err.message, { details: err.details, status: err.status, closeCode: err.closeCode, key })
+  const message = err.code === ClientErrorCode.DISCONNECTED ? `${err.message}; a retry with its key (err.key) is safe` : err.message
+  return new RealtimeClientError(err.code, message, { details: err.details, status: err.status, closeCode: err.closeCode, key })
 }
 
 /**
