@@ -42,3 +42,24 @@ test('what is sent while onReconnect awaits leaves after it and after the queue 
   const second = server.sockets[1]?.frames.filter((f) => f.type !== 'ping').map((f) => typeof f.data === 'string' ? `${String(f.type)}:${f.data}` : f.type)
   assert.deepEqual(second, ['join:lobby', 'note:hook', 'note:queued-1', 'note:queued-2', 'note:during-1', 'echo', 'note:during-3'])
 })
+
+test('onReconnect awaiting a request sent through the client itself: it waits for the hook, and its TIMEOUT says so', { timeout: 10000 }, async (t) => {
+  const server = await ScriptedServer.start({
+    frame: (socket, frame) => {
+      if (frame.type === 'note' && frame.data === 'bye') return socket.close(1012)
+      answer(socket, frame)
+    }
+  })
+  t.after(async () => { await server.stop() })
+  const errors: string[] = []
+  const c = typedClient(server.url, { onReconnect: async () => { await c.request('join', 'lobby', { timeout: 300 }) } })
+  t.after(() => { c.close() })
+  c.on('error', (err) => { errors.push(`${err.code}: ${err.message}`) })
+  await opened(c)
+  c.send('note', 'bye')
+  await waitFor(() => errors.length > 0, 3000, 'the hook failed')
+  assert.match(errors[0] ?? '', /^TIMEOUT: .*inside the hook, send through the client it is given/)
+  // The timed-out join left the queue with its TIMEOUT: nothing of it reaches the server late.
+  assert.equal(c.state, 'open')
+  assert.equal(server.sockets[1]?.frames.some((f) => f.type === 'join'), false)
+})

@@ -194,7 +194,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   /** Sends now when the socket is open (and no `onReconnect` runs but the caller's own), else queues. */
   private transmit (frame: string, id: string | undefined): void {
     if (this.currentState === 'closed') throw new RealtimeClientError(ClientErrorCode.CLOSED, 'the client is closed')
-    if (!this.canSend() || this.ws === undefined) return this.outbox.enqueue(frame, id)
+    if (!this.canSend() || this.ws === undefined) return this.outbox.enqueue(frame, id, this.ready && this.holding !== undefined)
     this.ws.send(frame)
     if (id !== undefined) this.outbox.sent(id)
   }

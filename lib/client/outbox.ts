@@ -22,6 +22,8 @@ interface Pending extends Resend {
   timer: ReturnType<typeof setTimeout> | undefined
   /** Written to a socket: lost if that socket drops. */
   inFlight: boolean
+  /** Queued while `onReconnect` ran (sent through the client itself, not the one the hook was given). */
+  held: boolean
   /** Answers `REQUEST_IN_PROGRESS` or `STORE_UNAVAILABLE` retried so far. */
   tries: number
   /** The wait before the next of those retries. */
@@ -57,12 +59,14 @@ export class Outbox {
     return `${++this.seq}`
   }
 
-  /** Keeps a frame for the next socket; throws QUEUE_FULL past `maxQueue`. */
-  enqueue (frame: string, id?: string): void {
+  /** Keeps a frame for the next socket (or for the end of onReconnect: `held`); throws QUEUE_FULL past `maxQueue`. */
+  enqueue (frame: string, id?: string, held = false): void {
     if (this.queue.length >= this.maxQueue) {
       throw new RealtimeClientError(ClientErrorCode.QUEUE_FULL, `${this.maxQueue} messages already wait for the connection`)
     }
     this.queue.push({ frame, id })
+    const entry = id === undefined ? undefined : this.pending.get(id)
+    if (entry !== undefined) entry.held = held
   }
 
   /** Takes every queued frame, oldest first. */
@@ -76,10 +80,12 @@ export class Outbox {
   expect (id: string, type: string, timeout: number, resend: Resend = { frame: '', key: undefined, retry: false }): Promise<unknown> {
     return new Promise((resolve, reject) => {
       const timer = deadline(timeout, () => {
+        // Awaited by onReconnect itself, such a request would wait for the hook to end: say where to send it.
+        const hint = this.pending.get(id)?.held === true ? ' (it waited for onReconnect to finish: inside the hook, send through the client it is given)' : ''
         this.forget(id)
-        reject(new RealtimeClientError(ClientErrorCode.TIMEOUT, `no reply to ${type} within ${timeout} ms`, { key: resend.key }))
+        reject(new RealtimeClientError(ClientErrorCode.TIMEOUT, `no reply to ${type} within ${timeout} ms${hint}`, { key: resend.key }))
       })
-      this.pending.set(id, { ...resend, resolve, reject, timer, inFlight: false, tries: 0, retryTimer: undefined })
+      this.pending.set(id, { ...resend, resolve, reject, timer, inFlight: false, held: false, tries: 0, retryTimer: undefined })
     })
   }
 
