@@ -136,9 +136,17 @@ function historyMessages (): { resume: JsonSchema, position: JsonSchema } {
 const PRESENCE_EPOCH = { type: 'string', description: 'changes whenever the room\'s list was lost: versions compare only within one epoch' }
 const MEMBERS = { type: 'object', description: 'member key → `{ data }`', additionalProperties: { type: 'object', properties: { data: {} } } }
 
-/** `rt.presence` and `rt.presence.diff`: the reserved messages of presence rooms (see the README's Presence). */
-function presenceMessages (): { snapshot: JsonSchema, diff: JsonSchema } {
+/** `rt.presence`, `rt.presence.diff` and `rt.presence.left`: the reserved messages of presence rooms (see the README's Presence). */
+function presenceMessages (): { snapshot: JsonSchema, diff: JsonSchema, left: JsonSchema } {
   return {
+    left: {
+      name: 'rt.presence.left',
+      title: 'rt.presence.left',
+      summary: 'The connection left a presence room: no more snapshots or diffs of it follow until it joins again; drop its list.',
+      payload: envelope('rt.presence.left', {
+        data: { type: 'object', required: ['room'], properties: { room: { type: 'string' } } }
+      }, ['data'])
+    },
     snapshot: {
       name: 'rt.presence',
       title: 'rt.presence',
@@ -231,9 +239,10 @@ export function buildAsyncApi (routes: readonly DocumentedRoute[], options: Asyn
       addOperation('send', 'rt.position', addMessage('rt.position', position))
     }
     if (features.presence === true) {
-      const { snapshot, diff } = presenceMessages()
+      const { snapshot, diff, left } = presenceMessages()
       addOperation('send', 'rt.presence', addMessage('rt.presence', snapshot))
       addOperation('send', 'rt.presence.diff', addMessage('rt.presence.diff', diff))
+      addOperation('send', 'rt.presence.left', addMessage('rt.presence.left', left))
     }
     if (route.definition.binary !== undefined) {
       const binaryRef = addMessage('binary', { name: 'binary', title: 'binary frame', summary: 'A binary frame, handed to the route\'s binary handler as it is.', contentType: 'application/octet-stream', payload: { type: 'string', format: 'binary' } })

@@ -145,3 +145,40 @@ test('item 4 (client side): a snapshot older than the view (same epoch) is ignor
   assert.deepEqual([...view.members.keys()].sort(), ['a', 'c', 'd'])
   assert.deepEqual(seen, ['join:b', 'leave:b', 'join:c', 'join:d'])
 })
+
+test('a presence room left: rt.presence.left drops the view (150 rooms joined and left keep none), a listened one is emptied', { timeout: 20000 }, async (t) => {
+  const h = await presenceApp({ leaveDelay: 0 }, { limits: { rate: 10_000 } })
+  const c = createClient<any>(`${h.wsBase}/rt?user=bob`, { WebSocket: WebSocket as never })
+  const alice = await presenceClient(h, 'alice')
+  t.after(async () => { c.close(); alice.destroy(); await h.close() })
+  const views = (): number => (c as unknown as { presenceViews: { size: number } }).presenceViews.size
+  await alice.call('join', { room: 'p:kept', data: null })
+  const seen = events(c, 'p:kept')
+  await c.request('join', { room: 'p:kept' })
+  await waitFor(() => c.presence('p:kept').members.size === 2, 3000, 'the snapshot')
+  for (let i = 0; i < 150; i++) {
+    await c.request('join', { room: `p:${i}` })
+    await c.request('leave', { room: `p:${i}` })
+  }
+  await c.request('leave', { room: 'p:kept' })
+  await waitFor(() => c.presence('p:kept').members.size === 0, 3000, 'the view emptied')
+  assert.equal(views(), 1)
+  assert.deepEqual(seen, ['sync:alice,bob'])
+  // Joined again: a fresh snapshot, taken as the first one.
+  await c.request('join', { room: 'p:kept' })
+  await waitFor(() => seen.length === 2, 3000, 'the new snapshot')
+  assert.deepEqual(seen, ['sync:alice,bob', 'sync:alice,bob'])
+})
+
+test('hostile versions are ignored: v that is no safe integer >= 0', () => {
+  const views = new PresenceViews()
+  views.receive('rt.presence', { room: 'r', v: 2, members: { a: { data: null } } })
+  for (const v of [1e300, -1, 2.5, '9', Number.NaN]) {
+    views.receive('rt.presence', { room: 'r', v, members: {} })
+    views.receive('rt.presence.diff', { room: 'r', v, joins: { ghost: { data: null } }, leaves: ['a'], updates: {} })
+  }
+  assert.deepEqual([...views.get('r').members.keys()], ['a'])
+  assert.equal(views.get('r').v, 2)
+  views.receive('rt.presence.diff', { room: 'r', v: 3, joins: { b: { data: null } }, leaves: [], updates: {} })
+  assert.deepEqual([...views.get('r').members.keys()], ['a', 'b'])
+})

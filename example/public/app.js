@@ -107,9 +107,10 @@ function scheduleRenewal (exp) {
   }, delay)
 }
 
-async function joinRoom (room) {
+// `client`: in onReconnect, the client the hook was given (what the rest of the page sends waits for the hook).
+async function joinRoom (room, client = state.client) {
   watchPresence(room)
-  await state.client.request('room.join', { room })
+  await client.request('room.join', { room })
   state.rooms.add(room)
   renderRooms()
   renderPresence()
@@ -129,7 +130,7 @@ function start (session) {
       scheduleRenewal(fresh.exp)
       return fresh.token
     },
-    onReconnect: async () => { for (const room of state.rooms) await joinRoom(room) }
+    onReconnect: async (hooked) => { for (const room of state.rooms) await joinRoom(room, hooked) }
   })
   state.client = client
   client.on('open', () => {

@@ -1,20 +1,22 @@
 import { diagnose } from './diagnose.js'
-import { decodeIncoming, encodeOutgoing } from './envelope.js'
+import { decodeIncoming, encodeOutgoing, KEY_PATTERN, newKey } from './envelope.js'
 import { ClientErrorCode, RealtimeClientError } from './errors.js'
 import { Listeners } from './listeners.js'
 import { Liveness } from './liveness.js'
-import { resolveOptions, type ClientOptions, type ResolvedOptions } from './options.js'
+import { resolveOptions, type ClientOptions, type RequestOptions, type ResolvedOptions } from './options.js'
 import { Outbox } from './outbox.js'
 import { Positions, type RoomPosition } from './positions.js'
 import { PresenceViews, type PresenceView } from './presence.js'
 import { backoffDelay, CloseCode, isSendableCloseCode, shouldReconnect } from './reconnect.js'
 import { handshakeOf, listen } from './socket.js'
+import { deadline } from './timer.js'
 import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData, MessageType, ReplyData, WebSocketConstructor, WebSocketLike } from './types.js'
 
 /**
- * The client's life (`state`):
+ * The client's life (`state`; the README's "The client's states" draws it):
  *
  *   connecting ──open──▶ open ──abnormal close, dead link──▶ reconnecting ──backoff, new socket──▶ open …
+ *   (the attempt count starts again only once a connection stayed open backoff.stableAfter)
  *       │                  └──final close code (1000, 1008, 4401 without getToken…)──▶ closed
  *       └─ an attempt fails before open ─▶ diagnosis over HTTP ─┬─ network, 426, 429, 5xx, TOKEN_EXPIRED ─▶ reconnecting
  *                                                               └─ other 4xx (401, 403) ─▶ closed
@@ -24,6 +26,9 @@ export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed'
 
 const OPEN = 1
 const PING = '{"type":"ping"}'
+/** The server's answers that mean "nothing ran yet, or the first run is not over: ask again with the same key". */
+const RETRY_LATER: ReadonlySet<string> = new Set(['REQUEST_IN_PROGRESS', 'STORE_UNAVAILABLE'])
+const PRESENCE: ReadonlySet<string> = new Set(['rt.presence', 'rt.presence.diff', 'rt.presence.left'])
 const LIFECYCLE: ReadonlySet<string> = new Set<keyof LifecycleEvents>(['open', 'close', 'reconnecting', 'offline', 'error', 'binary', 'recovery'])
 
 /**
@@ -47,8 +52,20 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   private everOpened = false
   private attempt = 0
   private token: string | undefined
+  /** A token given to `refreshToken` whose answer has not come: the next connect uses it (before `getToken`). */
+  private freshToken: string | undefined
+  /** The deadline of a `getToken` call (`connectTimeout`). */
+  private tokenTimer: ReturnType<typeof setTimeout> | undefined
   private reconnectTimer: ReturnType<typeof setTimeout> | undefined
+  /** Resets the attempt count once the connection stayed open `backoff.stableAfter` ms. */
+  private stableTimer: ReturnType<typeof setTimeout> | undefined
   private diagnosis: AbortController | undefined
+  /** The client itself; `onReconnect` gets a view of it (Object.create) whose frames go out while the rest wait. */
+  private readonly root: RealtimeClient<R> = this
+  /** The socket whose `onReconnect` runs: until it is over, what is sent (but by the hook's view) is queued. */
+  private holding: WebSocketLike | undefined
+  /** Set on the hook's view only: the socket its frames go out on at once. */
+  private readonly direct: WebSocketLike | undefined
 
   constructor (url: string, options: ClientOptions<R> = {}) {
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
@@ -75,22 +92,42 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   /**
    * Sends with a fresh id and resolves with the reply's data. Rejects with the server's error (`code`, `message`,
    * `details`), `TIMEOUT` (counted from this call), `DISCONNECTED` when the connection drops before the reply, or
-   * the reason the client gave up.
+   * the reason the client gave up. With `retry` (or the client's `retry` option naming the type) the request carries
+   * an idempotency key (a random UUID), the same on every try, and a disconnect, `REQUEST_IN_PROGRESS` and
+   * `STORE_UNAVAILABLE` are retried with it instead; `key` sends one of the app's own (another request's `err.key`).
+   * A rejection of a keyed request carries the key (`err.key`): a retry with it runs the handler at most once.
    */
-  async request<K extends MessageType<R>> (type: K, data: MessageData<R, K>, options: { timeout?: number } = {}): Promise<ReplyData<R, K>> {
-    return await this.call(type, data, options.timeout) as ReplyData<R, K>
+  async request<K extends MessageType<R>> (type: K, data: MessageData<R, K>, options: RequestOptions = {}): Promise<ReplyData<R, K>> {
+    const { retry: byType } = this.options
+    const retry = options.retry ?? (byType === true || (Array.isArray(byType) && byType.includes(type)))
+    // A key only where a retry is meant: a keyed request waits for the server's key store (Redis) before it runs,
+    // and is refused (STORE_UNAVAILABLE) while the store is down, where a request without one runs as ever.
+    const key = options.key ?? (retry ? newKey() : undefined)
+    if (key !== undefined && (typeof key !== 'string' || !KEY_PATTERN.test(key))) throw new TypeError('an idempotency key is 16-64 characters of A-Z a-z 0-9 _ -')
+    return await this.call(type, data, options.timeout, key, retry) as ReplyData<R, K>
   }
 
   /**
    * Renews the session over the open socket (`auth.refresh`) with `token`, or one from `getToken`; later
    * reconnects use it too. Resolves with the new expiry (seconds since the epoch); rejects with `INVALID_TOKEN`
-   * or `TOKEN_EXPIRED`, and the old expiry stands.
+   * or `TOKEN_EXPIRED`, and the old expiry stands. A refresh cut off by a close (a 4401 racing it: `DISCONNECTED`) is
+   * not lost: the reconnect uses its token, even without `getToken`.
    */
   async refreshToken (token?: string): Promise<{ exp: number | null }> {
     const next = token ?? await this.options.getToken?.()
     if (next === undefined) throw new RealtimeClientError(ClientErrorCode.NO_TOKEN, 'refreshToken needs a token or getToken')
-    const reply = await this.call('auth.refresh', { token: next }, undefined) as { exp: number | null }
-    this.token = next
+    const root = this.root
+    // Until the answer, the token waits to be used: a close that races the refresh (4401) reconnects with it.
+    root.freshToken = next
+    let reply: { exp: number | null }
+    try {
+      reply = await this.call('auth.refresh', { token: next }, undefined) as { exp: number | null }
+    } catch (err) {
+      if (root.freshToken === next && (err as RealtimeClientError).code !== ClientErrorCode.DISCONNECTED) root.freshToken = undefined
+      throw err
+    }
+    root.token = next
+    if (root.freshToken === next) root.freshToken = undefined
     return reply
   }
 
@@ -132,6 +169,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
 
   /** Closes for good: no reconnect, every timer cleared, what waits rejected with `CLOSED`. */
   close (code: number = CloseCode.NORMAL, reason = ''): void {
+    if (this.root !== this) return this.root.close(code, reason)
     if (!isSendableCloseCode(code)) throw new RangeError(`close code ${code}: use 1000 or 3000-4999`)
     if (this.currentState === 'closed') return
     const { ws, ready } = this
@@ -140,11 +178,12 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     if (ready) this.emit('close', { code, reason })
   }
 
-  private async call (type: string, data: unknown, timeout = this.options.requestTimeout): Promise<unknown> {
+  private async call (type: string, data: unknown, timeout = this.options.requestTimeout, key?: string, retry = false): Promise<unknown> {
     const id = this.outbox.nextId()
-    const reply = this.outbox.expect(id, type, timeout)
+    const frame = encodeOutgoing(type, data, id, key)
+    const reply = this.outbox.expect(id, type, timeout, { frame, key, retry })
     try {
-      this.transmit(encodeOutgoing(type, data, id), id)
+      this.transmit(frame, id)
     } catch (err) {
       this.outbox.forget(id)
       throw err
@@ -152,12 +191,34 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     return await reply
   }
 
-  /** Sends now when the socket is open, else queues. */
+  /** Sends now when the socket is open (and no `onReconnect` runs but the caller's own), else queues. */
   private transmit (frame: string, id: string | undefined): void {
     if (this.currentState === 'closed') throw new RealtimeClientError(ClientErrorCode.CLOSED, 'the client is closed')
-    if (!this.ready || this.ws?.readyState !== OPEN) return this.outbox.enqueue(frame, id)
+    if (!this.canSend() || this.ws === undefined) return this.outbox.enqueue(frame, id, this.ready && this.holding !== undefined)
     this.ws.send(frame)
     if (id !== undefined) this.outbox.sent(id)
+  }
+
+  /** Sends a request again (same frame, id and key): now when the socket is open, else queued (past `maxQueue`: it was accepted already). */
+  private resend (frame: string, id: string): void {
+    if (this.isClosed()) return
+    if (!this.root.canSend() || this.ws === undefined) return this.outbox.requeue(frame, id)
+    this.ws.send(frame)
+    this.outbox.sent(id)
+  }
+
+  /**
+   * The wait before retry `n` of a request the server asked to retry later: the reconnect backoff's ceiling for `n`,
+   * with half of it fixed (a store that refuses at once would otherwise be asked again at once, ten times).
+   */
+  private retryDelay (n: number): number {
+    const ceiling = backoffDelay(n, this.options.backoff, () => 1)
+    return Math.floor(ceiling / 2 + Math.random() * ceiling / 2)
+  }
+
+  /** The socket is open, and this is not a frame from elsewhere while `onReconnect` runs (it waits for the hook). */
+  private canSend (): boolean {
+    return this.ready && this.ws?.readyState === OPEN && (this.holding === undefined || this.direct === this.holding)
   }
 
   private emit (type: string, data: unknown): void {
@@ -165,11 +226,17 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   }
 
   private async connect (): Promise<void> {
-    if (this.options.getToken !== undefined) {
+    if (this.freshToken !== undefined) {
+      this.token = this.freshToken
+      this.freshToken = undefined
+    } else if (this.options.getToken !== undefined) {
       try {
-        this.token = await this.options.getToken()
+        this.token = await this.fetchToken(this.options.getToken)
       } catch (err) {
-        return this.schedule(`getToken failed: ${(err as Error).message}`)
+        if (this.isClosed()) return
+        const why = `getToken failed: ${(err as Error)?.message ?? String(err)}`
+        this.emit('error', new RealtimeClientError(ClientErrorCode.GET_TOKEN_FAILED, why))
+        return this.schedule(why)
       }
     }
     if (this.isClosed()) return
@@ -190,10 +257,23 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.link.connecting(() => { this.abandon('connect timeout') })
   }
 
+  /** `getToken()`, bounded by `connectTimeout` (a promise that never settles would stall the client for good). */
+  private async fetchToken (getToken: () => string | Promise<string>): Promise<string> {
+    const { connectTimeout } = this.options
+    return await new Promise<string>((resolve, reject) => {
+      this.tokenTimer = deadline(connectTimeout, () => { reject(new Error(`no token within ${connectTimeout} ms`)) })
+      const settle = (): void => { clearTimeout(this.tokenTimer); this.tokenTimer = undefined }
+      Promise.resolve().then(getToken).then((token) => { settle(); resolve(token) }, (err: unknown) => { settle(); reject(err) })
+    })
+  }
+
   private handleOpen (ws: WebSocketLike): void {
     const reconnected = this.everOpened
     this.ready = this.everOpened = true
-    this.attempt = 0
+    // A connection that the server closes at once is no success: the count (and the backoff) goes on until it stayed.
+    const { stableAfter } = this.options.backoff
+    if (stableAfter === 0) this.attempt = 0
+    else this.stableTimer = deadline(stableAfter, () => { this.stableTimer = undefined; this.attempt = 0 })
     this.currentState = 'open'
     this.link.opened(() => { ws.send(PING) }, () => { this.abandon('ping timeout') })
     // First frame of the connection, before onReconnect's joins and the queue: the server holds the positions.
@@ -208,12 +288,20 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.background(this.rejoin(ws, hook))
   }
 
-  /** Runs `onReconnect` (re-join rooms there), then sends what was queued while away, in order. */
+  /**
+   * Runs `onReconnect` (re-join rooms there), then sends what was queued while away, in order. The hook gets a view
+   * of the client whose frames go out at once; what the rest of the app sends meanwhile is queued behind the queue.
+   */
   private async rejoin (ws: WebSocketLike, hook: NonNullable<ClientOptions<R>['onReconnect']>): Promise<void> {
+    this.holding = ws
+    const view = Object.create(this, { direct: { value: ws } }) as RealtimeClient<R>
     try {
-      if (this.ws === ws && this.ready) await hook(this)
+      if (this.ws === ws && this.ready) await hook(view)
     } catch (err) {
-      this.emit('error', err instanceof RealtimeClientError ? err : new RealtimeClientError(ClientErrorCode.RECONNECT_HOOK_FAILED, String(err)))
+      // After close() the hook's requests fail with CLOSED: the app asked for it, nothing to report.
+      if (!this.isClosed()) this.emit('error', err instanceof RealtimeClientError ? err : new RealtimeClientError(ClientErrorCode.RECONNECT_HOOK_FAILED, String(err)))
+    } finally {
+      if (this.holding === ws) this.holding = undefined
     }
     this.flush(ws)
   }
@@ -225,12 +313,19 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   }
 
   private handleMessage (raw: unknown): void {
+    // Any frame proves the link alive, not only the pong (which may wait behind events on a slow link).
+    this.link.alive()
     const incoming = decodeIncoming(raw)
     switch (incoming?.kind) {
-      case 'pong': return this.link.pong()
+      case 'pong': return
       case 'reply': return this.outbox.settle(incoming.id, { data: incoming.data })
       case 'error':
-        if (incoming.id !== undefined && this.outbox.has(incoming.id)) return this.outbox.settle(incoming.id, { error: incoming.error })
+        if (incoming.id !== undefined && this.outbox.has(incoming.id)) {
+          const { id, error } = incoming
+          const later = RETRY_LATER.has(error.code) && this.outbox.retryLater(id, (n) => this.retryDelay(n), (frame) => { this.resend(frame, id) })
+          if (!later) this.outbox.settle(id, { error })
+          return
+        }
         return this.emit('error', incoming.error)
       case 'binary': return this.emit('binary', incoming.data)
       case 'event':
@@ -240,7 +335,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
           if (recovery !== undefined) this.emit('recovery', recovery)
           return
         }
-        if (incoming.type === 'rt.presence' || incoming.type === 'rt.presence.diff') return this.presenceViews.receive(incoming.type, incoming.data)
+        if (PRESENCE.has(incoming.type)) return this.presenceViews.receive(incoming.type, incoming.data)
         if (LIFECYCLE.has(incoming.type)) return
         if (incoming.offset !== undefined && this.options.recovery &&
           !this.positions.accept(incoming.room as string, incoming.offset, (gap) => { this.emit('recovery', gap) })) return
@@ -254,10 +349,13 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.detach?.()
     this.detach = undefined
     this.link.stop()
-    this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply', { closeCode: code }))
+    clearTimeout(this.stableTimer)
+    this.stableTimer = undefined
+    this.positions.closed(Date.now())
+    this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply: the request may have run', { closeCode: code }))
     if (this.isClosed()) return
     this.emit('close', { code, reason })
-    const canRenew = this.options.getToken !== undefined
+    const canRenew = this.options.getToken !== undefined || this.freshToken !== undefined
     if (wasOpen) {
       if (shouldReconnect(code, canRenew)) return this.schedule(`closed with ${code}`)
       const why = `closed by the server with ${code}${reason === '' ? '' : ` (${reason})`}`
@@ -314,7 +412,9 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.currentState = 'closed'
     this.ready = false
     clearTimeout(this.reconnectTimer)
-    this.reconnectTimer = undefined
+    clearTimeout(this.stableTimer)
+    clearTimeout(this.tokenTimer)
+    this.reconnectTimer = this.stableTimer = this.tokenTimer = undefined
     this.link.stop()
     this.diagnosis?.abort()
     this.detach?.()

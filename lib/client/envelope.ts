@@ -1,4 +1,5 @@
 import { RealtimeClientError } from './errors.js'
+import { isOffset } from './positions.js'
 
 /** What a frame from the server means to the client. */
 export type Incoming =
@@ -36,13 +37,28 @@ export function decodeIncoming (raw: unknown): Incoming | undefined {
     case 'error': return { kind: 'error', id, error: errorOf(message.error) }
     default:
       // A history room's event carries its room and offset.
-      return typeof message.room === 'string' && typeof message.offset === 'number'
+      // An offset that is no integer in [0, 2^53 - 1] (1e300, -1, 1.5, "7") is not one: the event is delivered unnumbered.
+      return typeof message.room === 'string' && isOffset(message.offset)
         ? { kind: 'event', type: message.type, data: message.data, room: message.room, offset: message.offset }
         : { kind: 'event', type: message.type, data: message.data }
   }
 }
 
-/** A frame for the server: `{ type, data, id? }`. */
-export function encodeOutgoing (type: string, data: unknown, id?: string): string {
-  return JSON.stringify(id === undefined ? { type, data } : { type, data, id })
+/** A frame for the server: `{ type, data, id?, key? }`. */
+export function encodeOutgoing (type: string, data: unknown, id?: string, key?: string): string {
+  if (id === undefined) return JSON.stringify({ type, data })
+  return JSON.stringify(key === undefined ? { type, data, id } : { type, data, id, key })
+}
+
+/** What an idempotency key may be (the server's rule). */
+export const KEY_PATTERN = /^[A-Za-z0-9_-]{16,64}$/
+
+/** A fresh idempotency key: a random UUID (36 characters), or 32 random characters where randomUUID is missing. */
+export function newKey (): string {
+  const crypto = (globalThis as { crypto?: { randomUUID?: () => string, getRandomValues?: (a: Uint8Array) => Uint8Array } }).crypto
+  if (typeof crypto?.randomUUID === 'function') return crypto.randomUUID()
+  const bytes = new Uint8Array(16)
+  if (typeof crypto?.getRandomValues === 'function') crypto.getRandomValues(bytes)
+  else for (let i = 0; i < bytes.length; i++) bytes[i] = Math.floor(Math.random() * 256)
+  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
 }

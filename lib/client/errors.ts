@@ -2,7 +2,7 @@
 export const ClientErrorCode = {
   /** No reply within the request's timeout. */
   TIMEOUT: 'TIMEOUT',
-  /** The connection dropped while the request was in flight. */
+  /** The connection dropped while the request was in flight: it may have run (retry it with `err.key`, if it had one). */
   DISCONNECTED: 'DISCONNECTED',
   /** `client.close()` was called, a close code the client does not reconnect after, or `maxAttempts` ran out. */
   CLOSED: 'CLOSED',
@@ -12,6 +12,8 @@ export const ClientErrorCode = {
   NO_TOKEN: 'NO_TOKEN',
   /** `onReconnect` threw or rejected (the queue is sent anyway). */
   RECONNECT_HOOK_FAILED: 'RECONNECT_HOOK_FAILED',
+  /** `getToken` threw, rejected, or did not settle within `connectTimeout`: a failed attempt, retried with backoff. */
+  GET_TOKEN_FAILED: 'GET_TOKEN_FAILED',
   /** A handshake refusal whose answer carried no code of its own. */
   REFUSED: 'REFUSED'
 } as const
@@ -31,13 +33,16 @@ export class RealtimeClientError extends Error {
   readonly status: number | undefined
   /** The close code that ended the connection, when one did. */
   readonly closeCode: number | undefined
+  /** The idempotency key of the request this rejects: `request(type, data, { key: err.key })` retries it safely. */
+  readonly key: string | undefined
 
-  constructor (code: string, message: string, extra: { details?: unknown, status?: number, closeCode?: number } = {}) {
+  constructor (code: string, message: string, extra: { details?: unknown, status?: number, closeCode?: number, key?: string } = {}) {
     super(message)
     this.name = 'RealtimeClientError'
     this.code = code
     this.details = extra.details
     this.status = extra.status
     this.closeCode = extra.closeCode
+    this.key = extra.key
   }
 }

@@ -2,6 +2,13 @@
 export class Listeners {
   private readonly byType = new Map<string, Set<(data: any) => void>>()
 
+  /** Listeners of every type. */
+  get size (): number {
+    let n = 0
+    for (const set of this.byType.values()) n += set.size
+    return n
+  }
+
   add (type: string, listener: (data: any) => void): void {
     let set = this.byType.get(type)
     if (set === undefined) this.byType.set(type, set = new Set())

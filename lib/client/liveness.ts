@@ -1,8 +1,8 @@
-import { deadline } from './timer.js'
+import { clampDelay, deadline } from './timer.js'
 
 /**
  * The timers that find a dead link: a deadline for the socket to open (browsers have none of their own and a
- * black-holed connect can hang for minutes), and the app-level ping whose pong must come within `pingTimeout`.
+ * black-holed connect can hang for minutes), and the app-level ping after which a frame (its pong or any other) must come within `pingTimeout`.
  * `stop()` clears them all.
  */
 export class Liveness {
@@ -30,11 +30,14 @@ export class Liveness {
       if (this.pongTimer !== undefined) return
       this.pongTimer = deadline(pingTimeout, onDead)
       ping()
-    }, pingInterval)
+    }, clampDelay(pingInterval))
   }
 
-  /** A pong arrived: the link is alive. */
-  pong (): void {
+  /**
+   * A frame arrived, of any kind: the link is alive. A pong queued behind events on a throttled link, or an error
+   * in its place (a rate-limited ping is answered with `RATE_LIMITED`, without id), proves it as well as the pong.
+   */
+  alive (): void {
     clearTimeout(this.pongTimer)
     this.pongTimer = undefined
   }

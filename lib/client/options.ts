@@ -1,4 +1,4 @@
-import type { BackoffOptions } from './reconnect.js'
+import { resolveBackoff, type BackoffOptions } from './reconnect.js'
 import type { AnyRoute, WebSocketConstructor } from './types.js'
 import type { RealtimeClient } from './client.js'
 
@@ -19,7 +19,11 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
   WebSocket?: WebSocketConstructor
   /** `fetch`, to learn why a handshake was refused. @default globalThis.fetch */
   fetch?: typeof fetch
-  /** Reconnect delays, exponential with full jitter. @default { base: 500, cap: 30000 } */
+  /**
+   * Reconnect delays, exponential with full jitter; the count starts again once a connection stayed open
+   * `stableAfter` ms. `base` and `cap` must be > 0 (the constructor throws RangeError). Every delay and timeout is
+   * clamped to 2^31 - 1 ms. @default { base: 500, cap: 30000, stableAfter: 5000 }
+   */
   backoff?: BackoffOptions
   /** Reconnect attempts in a row before giving up. @default Infinity */
   maxAttempts?: number
@@ -34,10 +38,20 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
   /** Messages kept while disconnected; past it `send` throws `QUEUE_FULL`. @default 100 */
   maxQueue?: number
   /**
-   * Runs after each reconnect, before the messages queued while away are sent: re-join rooms here. What is sent
-   * while it runs goes out at once (its own requests must).
+   * Runs after each reconnect, before the messages queued while away are sent: re-join rooms here. What it sends
+   * through the client it is given goes out at once (its own requests must); what the rest of the app sends while
+   * it runs is queued behind the queue made while away, and all of it leaves once the hook is over, in call order.
    */
   onReconnect?: (client: RealtimeClient<R>) => unknown
+  /**
+   * Which requests carry an idempotency key (a random UUID, the same on every try) and are retried with it instead
+   * of rejected: after a disconnect (sent again after the reconnect and `onReconnect`, in call order), and after
+   * `REQUEST_IN_PROGRESS` or `STORE_UNAVAILABLE` (after a backoff, 10 times at most); the request's timeout bounds it
+   * all. `true`: every request; a list: the requests of these types. A request's own `retry` option wins. A keyed
+   * request waits for the server's key store and is refused while it is down (Redis): opt in where exactly-once
+   * matters more than that. @default false
+   */
+  retry?: boolean | string[]
   /**
    * Track positions in history rooms, send them (`rt.resume`) first after a reconnect, and drop events already
    * delivered. @default true
@@ -45,13 +59,27 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
   recovery?: boolean
 }
 
-type Defaulted = 'tokenSource' | 'protocol' | 'maxAttempts' | 'connectTimeout' | 'pingInterval' | 'pingTimeout' | 'requestTimeout' | 'maxQueue' | 'recovery'
+/** Options of `client.request()`. */
+export interface RequestOptions {
+  /** ms, counted from the call, queued time included (0: none). @default the client's `requestTimeout` */
+  timeout?: number
+  /**
+   * The idempotency key (16-64 characters of A-Z a-z 0-9 _ -): another request's `err.key` to retry it.
+   * @default a random UUID with `retry`, else none
+   */
+  key?: string
+  /** Retry this request with its key after a disconnect, `REQUEST_IN_PROGRESS` and `STORE_UNAVAILABLE`. @default the client's `retry` */
+  retry?: boolean
+}
+
+type Defaulted = 'backoff' | 'tokenSource' | 'protocol' | 'maxAttempts' | 'connectTimeout' | 'pingInterval' | 'pingTimeout' | 'requestTimeout' | 'maxQueue' | 'recovery'
 /** The options with every default applied. */
-export type ResolvedOptions<R extends AnyRoute> = ClientOptions<R> & Required<Pick<ClientOptions<R>, Defaulted>>
+export type ResolvedOptions<R extends AnyRoute> = Omit<ClientOptions<R>, 'backoff'> & Required<Pick<ClientOptions<R>, Defaulted>> & { backoff: Required<BackoffOptions> }
 
 export function resolveOptions<R extends AnyRoute> (options: ClientOptions<R>): ResolvedOptions<R> {
   return {
     ...options,
+    backoff: resolveBackoff(options.backoff),
     tokenSource: options.tokenSource ?? 'protocol',
     protocol: options.protocol ?? 'realtime.v1',
     maxAttempts: options.maxAttempts ?? Infinity,

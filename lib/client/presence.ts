@@ -1,4 +1,5 @@
 import { Listeners } from './listeners.js'
+import { isOffset } from './positions.js'
 
 /** A member of a presence room as the client's events carry it. */
 export interface PresenceMember {
@@ -71,6 +72,17 @@ export class PresenceView {
     return this
   }
 
+  /** @internal Whether the app listens to the view (then it is kept across a leave of the room). */
+  get listened (): boolean {
+    return this.listeners.size > 0
+  }
+
+  /** @internal The room was left: the list is forgotten (no events: the app left); the next join starts it again. */
+  reset (): void {
+    this.map.clear()
+    this.version = this.era = undefined
+  }
+
   /** @internal An `rt.presence` frame's data. */
   snapshot (v: number, members: unknown, epoch?: string): void {
     const first = this.version === undefined
@@ -137,10 +149,24 @@ export class PresenceViews {
     return view
   }
 
-  /** @internal An `rt.presence` or `rt.presence.diff` frame's data; anything malformed is ignored. */
+  /** Rooms with a view. */
+  get size (): number {
+    return this.views.size
+  }
+
+  /**
+   * @internal An `rt.presence`, `rt.presence.diff` or `rt.presence.left` frame's data; anything malformed (a `v`
+   * that is no integer in [0, 2^53 - 1]) is ignored. A left room's view is dropped, or emptied while listened to.
+   */
   receive (type: string, data: unknown): void {
     const d = data as { room?: unknown, v?: unknown, epoch?: unknown, members?: unknown, joins?: unknown, leaves?: unknown, updates?: unknown } | null
-    if (typeof d?.room !== 'string' || typeof d.v !== 'number') return
+    if (type === 'rt.presence.left') {
+      const view = typeof d?.room === 'string' ? this.views.get(d.room) : undefined
+      view?.reset()
+      if (view !== undefined && !view.listened) this.views.delete(view.room)
+      return
+    }
+    if (typeof d?.room !== 'string' || !isOffset(d.v)) return
     const epoch = typeof d.epoch === 'string' ? d.epoch : undefined
     if (type === 'rt.presence') this.get(d.room).snapshot(d.v, d.members, epoch)
     else this.get(d.room).diff(d.v, d.joins, d.leaves, d.updates, epoch)

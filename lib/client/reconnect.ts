@@ -1,3 +1,5 @@
+import { clampDelay } from './timer.js'
+
 /**
  * When to reconnect, and how soon. Close codes the client acts on: the server's own are `CloseCode` of
  * lib/protocol/codes.ts; the client cannot import server code, so they are repeated here and test/client.test.ts
@@ -66,14 +68,32 @@ export function isSendableCloseCode (code: number): boolean {
 export interface BackoffOptions {
   /** The first delay's ceiling in ms. @default 500 */
   base?: number
-  /** No delay is longer, in ms. @default 30000 */
+  /** No delay is longer, in ms (nor longer than 2^31 - 1 ms, what setTimeout can hold). @default 30000 */
   cap?: number
+  /**
+   * How long (ms) a connection must stay open before the attempt count starts again from 1: a server that accepts
+   * and closes at once (1011, 4408, 1001…) is backed off from ever longer and reaches `maxAttempts`. 0 resets on
+   * every open. @default 5000
+   */
+  stableAfter?: number
 }
 
-/** The delay before reconnect attempt `attempt` (1, 2, …): a random point in [0, min(cap, base · 2^(attempt-1))]. */
+/** `backoff` with its defaults; throws RangeError for a `base` or `cap` that is not > 0, a `stableAfter` below 0. */
+export function resolveBackoff (options: BackoffOptions = {}): Required<BackoffOptions> {
+  const { base = 500, cap = 30_000, stableAfter = 5000 } = options
+  if (typeof base !== 'number' || !(base > 0)) throw new RangeError(`backoff.base must be a number > 0 (ms), not ${String(base)}`)
+  if (typeof cap !== 'number' || !(cap > 0)) throw new RangeError(`backoff.cap must be a number > 0 (ms), not ${String(cap)}`)
+  if (typeof stableAfter !== 'number' || !(stableAfter >= 0)) throw new RangeError(`backoff.stableAfter must be a number >= 0 (ms), not ${String(stableAfter)}`)
+  return { base, cap, stableAfter }
+}
+
+/**
+ * The delay before reconnect attempt `attempt` (1, 2, …): a random point in [0, min(cap, base · 2^(attempt-1))],
+ * never over 2^31 - 1 ms.
+ */
 export function backoffDelay (attempt: number, options: BackoffOptions = {}, random: () => number = Math.random): number {
   const base = options.base ?? 500
   const cap = options.cap ?? 30_000
   const ceiling = Math.min(cap, base * 2 ** Math.min(Math.max(attempt, 1) - 1, 30))
-  return Math.floor(random() * ceiling)
+  return clampDelay(Math.floor(random() * ceiling))
 }

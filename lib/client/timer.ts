@@ -1,5 +1,11 @@
 /** The longest delay setTimeout honours (a longer one fires at once, in browsers and on Node alike). */
-const MAX_DELAY = 2_147_483_647
+export const MAX_DELAY = 2_147_483_647
+
+/** A delay setTimeout and setInterval keep as given: within [0, 2^31 - 1] ms (NaN is 0). */
+export function clampDelay (ms: number): number {
+  if (!(ms > 0)) return 0
+  return Math.min(ms, MAX_DELAY)
+}
 
 /**
  * `setTimeout(fn, ms)` for the client's deadlines, where 0 or Infinity means "no deadline" (no timer at all) and a
@@ -7,5 +13,5 @@ const MAX_DELAY = 2_147_483_647
  */
 export function deadline (ms: number, fn: () => void): ReturnType<typeof setTimeout> | undefined {
   if (!(ms > 0) || ms === Infinity) return undefined
-  return setTimeout(fn, Math.min(ms, MAX_DELAY))
+  return setTimeout(fn, clampDelay(ms))
 }

@@ -125,7 +125,10 @@ export class RoomPresence implements PresenceHost {
     if (this.options.events) this.snapshotTo(life, [conn])
   }
 
-  /** The connection left the room (or closed): the key leaves when it was its last local connection. */
+  /**
+   * The connection left the room (or closed): the key leaves when it was its last local connection; an open one is
+   * told (`rt.presence.left`).
+   */
   left (conn: Connection<any, any>, room: string): void {
     const life = this.lives.get(room)
     life?.state.syncing.delete(conn)
@@ -144,6 +147,8 @@ export class RoomPresence implements PresenceHost {
       }
     }
     if (life !== undefined) this.settle(life)
+    // An explicit leave: the client drops its view of the room (it cannot tell a leave of a room without history).
+    if (conn.isOpen && this.options.events) conn.sendText(JSON.stringify({ type: 'rt.presence.left', data: { room } }))
   }
 
   /** `conn.presence(room).update(data)`. */

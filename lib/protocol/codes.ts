@@ -114,7 +114,7 @@ export const HandshakeCode = {
 export type HandshakeCodeName = keyof typeof HandshakeCode
 
 /** Message types the protocol itself uses; a route may not declare them. */
-export const RESERVED_TYPES: ReadonlySet<string> = new Set(['reply', 'error', 'ping', 'pong', 'auth.refresh', 'rt.resume', 'rt.position', 'rt.presence', 'rt.presence.diff'])
+export const RESERVED_TYPES: ReadonlySet<string> = new Set(['reply', 'error', 'ping', 'pong', 'auth.refresh', 'rt.resume', 'rt.position', 'rt.presence', 'rt.presence.diff', 'rt.presence.left'])
 
 /**
  * Throw it from a handler to send the client an error envelope with your own code: a business error, logged at

@@ -25,6 +25,8 @@ export function chatRoute (app: FastifyInstance, seen: Seen = { notes: [], close
       hang: { schema: Type.Integer(), handler: async (ms) => { await new Promise((resolve) => setTimeout(resolve, ms)); return ms } },
       kick: { schema: Type.Integer(), handler: (code, conn) => { conn.close(code, 'kicked') } },
       join: { schema: Type.String(), handler: (room, conn) => { conn.join(room); seen.notes.push(`join:${room}`); return room } },
+      // Counts its runs in `seen.notes` ('slow'), takes `ms`, and answers with the runs so far.
+      slow: { schema: Type.Integer(), handler: async (ms) => { seen.notes.push('slow'); await new Promise((resolve) => setTimeout(resolve, ms)); return seen.notes.filter((n) => n === 'slow').length } },
       whoami: { schema: Type.Null(), handler: (_, conn) => (conn.user as { sub?: string } | undefined)?.sub ?? null }
     },
     events: { news: Type.Object({ headline: Type.String() }) },

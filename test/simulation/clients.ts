@@ -55,8 +55,9 @@ export class SimClient {
       pingInterval: 0,
       requestTimeout: REQUEST_TIMEOUT,
       maxQueue: 1000,
-      onReconnect: async () => {
-        await Promise.all([...this.rooms].map(async ([room, data]) => { await this.join(room, data).catch(() => {}) }))
+      // The joins go through the client the hook is given: what is sent through this.client waits for the hook.
+      onReconnect: async (client) => {
+        await Promise.all([...this.rooms].map(async ([room, data]) => { await this.join(room, data, client).catch(() => {}) }))
       }
     })
     this.client.on('said', (d) => { this.delivered.push({ t: Date.now() - this.t0, n: d.n }) })
@@ -73,10 +74,10 @@ export class SimClient {
     this.client.on('offline', () => {})
   }
 
-  async join (room: string, data: number): Promise<void> {
+  async join (room: string, data: number, client: RealtimeClient<SimRoute> = this.client): Promise<void> {
     this.pendingJoins++
     try {
-      await this.client.request('join', { room, data })
+      await client.request('join', { room, data })
     } finally {
       this.pendingJoins--
     }
