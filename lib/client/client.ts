@@ -28,6 +28,12 @@ const OPEN = 1
 const PING = '{"type":"ping"}'
 /** The server's answers that mean "nothing ran yet, or the first run is not over: ask again with the same key". */
 const RETRY_LATER: ReadonlySet<string> = new Set(['REQUEST_IN_PROGRESS', 'STORE_UNAVAILABLE'])
+/**
+ * The longest the diagnosis of a failed connect may delay the next attempt (ms). It is best effort: no answer in
+ * time means "the network", which is retried. A fetch can hang on a connection reset at accept (seen with Node's
+ * undici through a proxy dropping links): the reconnect must not wait `connectTimeout` for it.
+ */
+const DIAGNOSIS_TIMEOUT = 3000
 const PRESENCE: ReadonlySet<string> = new Set(['rt.presence', 'rt.presence.diff', 'rt.presence.left'])
 const LIFECYCLE: ReadonlySet<string> = new Set<keyof LifecycleEvents>(['open', 'close', 'reconnecting', 'offline', 'error', 'binary', 'recovery'])
 
@@ -370,7 +376,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
       protocol: this.options.protocol,
       fetch: this.options.fetch ?? globalThis.fetch?.bind(globalThis),
       controller,
-      timeout: this.options.connectTimeout
+      timeout: Math.min(this.options.connectTimeout, DIAGNOSIS_TIMEOUT)
     })
     this.diagnosis = undefined
     if (this.isClosed()) return
