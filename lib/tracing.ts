@@ -66,14 +66,39 @@ export interface FanoutTraceContext {
   error?: unknown
 }
 
-/** `fastify-realtime:handshake`; channels are global by name, so a subscriber needs nothing from this module. */
-export const handshakeChannel = diagnostics.tracingChannel<unknown, HandshakeTraceContext>(TracingChannelName.HANDSHAKE)
-/** `fastify-realtime:message`. */
-export const messageChannel = diagnostics.tracingChannel<unknown, MessageTraceContext>(TracingChannelName.MESSAGE)
-/** `fastify-realtime:fanout`. */
-export const fanoutChannel = diagnostics.tracingChannel<unknown, FanoutTraceContext>(TracingChannelName.FANOUT)
+/** One event of a tracing channel, as the plugin uses it. */
+interface TraceEvent<C> {
+  readonly hasSubscribers: boolean
+  publish: (message: C) => void
+}
 
-type AnyTracingChannel = diagnostics.TracingChannel<unknown, any>
+/**
+ * The part of Node's `TracingChannel` the plugin uses, typed here rather than through @types/node's generics: their
+ * order and constraints changed between @types/node 20 (`<Store, Context>`) and 24+ (`<Context extends object,
+ * Store>`), and the package's declarations must compile against both.
+ */
+export interface RealtimeTracingChannel<C> {
+  readonly start: TraceEvent<C> & { runStores: <T, A extends unknown[]>(context: C, fn: (...args: A) => T, thisArg?: unknown, ...args: A) => T }
+  readonly end: TraceEvent<C>
+  readonly asyncStart: TraceEvent<C>
+  readonly asyncEnd: TraceEvent<C>
+  readonly error: TraceEvent<C>
+  tracePromise: <T>(fn: () => Promise<T>, context: C) => Promise<T>
+  traceSync: <T, A extends unknown[]>(fn: (...args: A) => T, context: C, thisArg?: unknown, ...args: A) => T
+}
+
+function tracingChannel<C> (name: string): RealtimeTracingChannel<C> {
+  return diagnostics.tracingChannel(name) as unknown as RealtimeTracingChannel<C>
+}
+
+/** `fastify-realtime:handshake`; channels are global by name, so a subscriber needs nothing from this module. */
+export const handshakeChannel = tracingChannel<HandshakeTraceContext>(TracingChannelName.HANDSHAKE)
+/** `fastify-realtime:message`. */
+export const messageChannel = tracingChannel<MessageTraceContext>(TracingChannelName.MESSAGE)
+/** `fastify-realtime:fanout`. */
+export const fanoutChannel = tracingChannel<FanoutTraceContext>(TracingChannelName.FANOUT)
+
+type AnyTracingChannel = RealtimeTracingChannel<any>
 
 /** `TracingChannel#hasSubscribers` (Node 20.13+), spelled out for earlier Node 20 releases. */
 export function traced (channel: AnyTracingChannel): boolean {
@@ -97,13 +122,13 @@ export interface TracedOperation {
  * through `run` and its continuations.
  */
 export function traceOperation<C extends { result?: unknown, error?: unknown }> (
-  channel: diagnostics.TracingChannel<unknown, C>, context: C, operation: TracedOperation
+  channel: RealtimeTracingChannel<C>, context: C, operation: TracedOperation
 ): unknown {
   return channel.start.runStores(context, runTraced, undefined, channel, context, operation)
 }
 
 function runTraced<C extends { result?: unknown, error?: unknown }> (
-  channel: diagnostics.TracingChannel<unknown, C>, context: C, operation: TracedOperation
+  channel: RealtimeTracingChannel<C>, context: C, operation: TracedOperation
 ): unknown {
   let result: unknown
   try {
