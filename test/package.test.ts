@@ -87,6 +87,30 @@ test('the package: a license, no install script, exports that resolve, source ma
   }
 })
 
+/**
+ * The declarations an app compiles through the entry points (the files `import … from './x.js'` reaches from each
+ * entry's types) name no type whose shape changes between versions of a dependency the app picks: no ioredis type
+ * (ioredis 6's declarations import `redis-errors`, which has none: a strict build fails with TS7016) and no
+ * `TracingChannel<…>` (@types/node 24+ swapped its type parameters: TypeScript 7 with @types/node 26 failed).
+ */
+test('the public declarations reach neither ioredis\'s types nor @types/node\'s TracingChannel generics', { timeout: 30_000 }, async () => {
+  const manifest = JSON.parse(await readFile(join(installed, 'package.json'), 'utf8')) as { exports: Record<string, { types?: string } | string> }
+  const entries = Object.values(manifest.exports).flatMap((e) => typeof e === 'object' && e.types !== undefined ? [join(installed, e.types)] : [])
+  assert.ok(entries.length >= 4, 'the entries with types')
+  const seen = new Set<string>()
+  const queue = [...entries]
+  while (queue.length > 0) {
+    const file = queue.pop() as string
+    if (seen.has(file)) continue
+    seen.add(file)
+    const text = await readFile(file, 'utf8')
+    assert.doesNotMatch(text, /from ['"]ioredis['"]/, `${file} imports ioredis's types`)
+    assert.doesNotMatch(text, /\bTracingChannel</, `${file} names TracingChannel's type parameters`)
+    for (const [, spec] of text.matchAll(/(?:from|import\() ?['"](\.{1,2}\/[^'"]+)\.js['"]/g)) queue.push(join(file, '..', `${spec as string}.d.ts`))
+  }
+  assert.ok(seen.size > 10, `${seen.size} declaration files reached`)
+})
+
 test('the README\'s quick start and client snippet compile strictly and run with plain node', { timeout: 150_000 }, async (t) => {
   await writeFile(join(app, 'quickstart.ts'), await readmeBlock('## Quick start'))
   // The client snippet types itself from the example's route, which comes along with its import renamed.

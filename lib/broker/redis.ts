@@ -10,11 +10,25 @@ import { RedisIdempotencyStore } from '../idempotency/redis.js'
 import { hashTag, unescapeName } from '../redis-tag.js'
 import { settleWithin, withDeadline } from '../deadline.js'
 
+/**
+ * An ioredis client, `new Redis(…)` or `new Cluster(…)`, typed by shape: the package's declarations name no ioredis
+ * type, so an app's strict build never compiles ioredis's own declarations through them (those of ioredis 6 import
+ * `redis-errors`, which has none: TS7016), and ioredis 5 and 6 both fit.
+ */
+export interface IoredisClient {
+  duplicate: (...args: any[]) => unknown
+  readonly status: string
+}
+
+/** A Redis Cluster node as ioredis takes it: `'host:port'`, a port, or `{ host, port }`. */
+export type RedisClusterNode = string | number | { host?: string, port?: number }
+
 /** Where the broker's Redis is: a URL, the app's own client (a `Redis` or a `Cluster`), or a Redis Cluster's nodes. */
 export type RedisConnectionOptions =
   | { url: string, client?: never, cluster?: never }
-  | { client: Redis | Cluster, url?: never, cluster?: never }
-  | { cluster: { nodes: ClusterNode[], options?: ClusterOptions }, url?: never, client?: never }
+  | { client: IoredisClient, url?: never, cluster?: never }
+  /** `options`: ioredis's `ClusterOptions`. */
+  | { cluster: { nodes: RedisClusterNode[], options?: Record<string, any> }, url?: never, client?: never }
 
 /** Options of `redisBroker()`. */
 export type RedisBrokerOptions = RedisConnectionOptions & {
@@ -305,14 +319,17 @@ function connect (options: RedisConnectionOptions, pubOptions: RedisOptions, sub
     return { ...base, enableOfflineQueue, lazyConnect, shardedSubscribers: subscriber && sharded, redisOptions: { ...base.redisOptions, ...perNode } }
   }
   if (options.cluster !== undefined) {
-    const { nodes, options: base } = options.cluster
+    const nodes = options.cluster.nodes as ClusterNode[]
+    const base = options.cluster.options as ClusterOptions | undefined
     return { pub: new Cluster(nodes, { ...clusterOptions(pubOptions, base), ...AT_MOST_ONCE }), sub: new Cluster(nodes, clusterOptions(subOptions, base, true)), cluster: true }
   }
-  if (options.client instanceof Cluster) {
-    return { pub: options.client.duplicate([], { ...clusterOptions(pubOptions), ...AT_MOST_ONCE }), sub: options.client.duplicate([], clusterOptions(subOptions, {}, true)), cluster: true }
+  const client = options.client as Redis | Cluster | undefined
+  if (client instanceof Cluster) {
+    return { pub: client.duplicate([], { ...clusterOptions(pubOptions), ...AT_MOST_ONCE }), sub: client.duplicate([], clusterOptions(subOptions, {}, true)), cluster: true }
   }
-  if (options.client !== undefined) return { pub: options.client.duplicate(pubOptions), sub: options.client.duplicate(subOptions), cluster: false }
-  return { pub: new Redis(options.url, pubOptions), sub: new Redis(options.url, subOptions), cluster: false }
+  if (client !== undefined) return { pub: client.duplicate(pubOptions), sub: client.duplicate(subOptions), cluster: false }
+  const url = options.url as string
+  return { pub: new Redis(url, pubOptions), sub: new Redis(url, subOptions), cluster: false }
 }
 
 /**
