@@ -141,6 +141,47 @@ test('the README\'s quick start and client snippet compile strictly and run with
   assert.equal(stdout, 'node: hello, 1 here\n')
 })
 
+/**
+ * The versions an app may pick: the oldest TypeScript fastify 5 compiles with (5.4: NoInfer) with @types/node 20 and
+ * ioredis 5, and the latest TypeScript with the latest @types/node and ioredis 6. The quick start and a file using
+ * every entry compile strictly, without skipLibCheck, against each.
+ */
+const MATRIX = [
+  ['typescript@5.4', '@types/node@20', 'ioredis@5'],
+  ['typescript@latest', '@types/node@latest', 'ioredis@6']
+]
+for (const versions of MATRIX) {
+  test(`types compile with ${versions.join(', ')}`, { timeout: 240_000 }, async () => {
+    const dir = join(app, `matrix-${versions[0]?.replace(/\W/g, '') ?? ''}`)
+    await mkdir(dir, { recursive: true })
+    await writeFile(join(dir, 'package.json'), JSON.stringify({ name: 'matrix', private: true, type: 'module' }))
+    const tarball = (await readdir(app)).find((f) => f.endsWith('.tgz')) as string
+    await run(npm, ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', join(app, tarball), 'fastify@5', '@fastify/jwt@10',
+      '@sinclair/typebox@0.34', 'ws@8', 'prom-client@15', ...versions], { cwd: dir, timeout: 180_000 })
+    await writeFile(join(dir, 'quickstart.ts'), await readmeBlock('## Quick start'))
+    await writeFile(join(dir, 'entries.ts'), [
+      "import Fastify from 'fastify'",
+      "import WebSocket from 'ws'",
+      "import { Registry } from 'prom-client'",
+      "import realtime, { type RealtimeOptions } from 'fastify-realtime'",
+      "import { redisBroker } from 'fastify-realtime/redis'",
+      "import { realtimeMetrics } from 'fastify-realtime/metrics'",
+      "import { createClient } from 'fastify-realtime/client'",
+      'const options: RealtimeOptions = { auth: false, broker: redisBroker({ url: \'redis://127.0.0.1:6379\' }), metrics: realtimeMetrics({ registry: new Registry() }) }',
+      'const app = Fastify()',
+      'await app.register(realtime, options)',
+      "const echo = app.realtimeRoute({ url: '/echo', messages: {} })",
+      "createClient<typeof echo>('ws://127.0.0.1:1/echo', { WebSocket }).close()"
+    ].join('\n'))
+    try {
+      await run(process.execPath, [join(dir, 'node_modules/typescript/bin/tsc'), '--strict', '--module', 'nodenext', '--target', 'es2022', '--types', 'node',
+        '--noEmit', 'quickstart.ts', 'entries.ts'], { cwd: dir })
+    } catch (err) {
+      assert.fail(`tsc (${versions.join(', ')}) failed:\n${(err as { stdout?: string }).stdout ?? String(err)}`)
+    }
+  })
+}
+
 test('CommonJS: require() of every entry, and a CommonJS TypeScript project', { timeout: 150_000 }, async () => {
   const dir = join(app, 'cjs')
   await mkdir(dir, { recursive: true })
