@@ -74,6 +74,8 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** Heartbeat: true when the peer answered or sent anything since the last sweep. */
   alive = true
+  /** @internal Heartbeat: pinged by the last sweep and not yet ponged (only such a pong is a round trip to time). */
+  pinged = false
   /** Rejected messages in a row. */
   violations = 0
   /** The close code the server chose, kept when it had to terminate the socket before the handshake ended. */

@@ -67,7 +67,10 @@ export class Heartbeat {
         continue
       }
       conn.alive = false
-      if (conn.socket.readyState === WebSocket.OPEN) conn.socket.ping()
+      if (conn.socket.readyState === WebSocket.OPEN) {
+        conn.pinged = true
+        conn.socket.ping()
+      }
     }
   }
 }

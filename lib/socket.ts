@@ -36,6 +36,9 @@ function socketOnMessage (this: WebSocket, data: Buffer | ArrayBuffer | Buffer[]
 function socketOnPong (this: WebSocket): void {
   const { ctx, conn } = (this as RealtimeSocket)[kState]
   conn.alive = true
+  // Only the answer to the heartbeat's ping is a round trip: an unsolicited pong (a peer may send any) is not timed.
+  if (!conn.pinged) return
+  conn.pinged = false
   const meter = ctx.registry.meter
   // The heartbeat pings every connection in one sweep: the round trip runs from that sweep to this pong.
   if (meter !== undefined && meter.pingedAt > 0) meter.pingRtt.observe((performance.now() - meter.pingedAt) / 1000)

@@ -343,3 +343,17 @@ test('presence diffs: each change of a member list this instance received, count
   await waitFor(() => h.app.realtime.stats().presenceDiffs === 4, 3000, 'four presence diffs')
   assert.match(await registry.metrics(), new RegExp(`\\n${M}presence_diffs_total 4\\n`))
 })
+
+test('heartbeat: unsolicited pongs are not timed as round trips', { timeout: 10000 }, async (t) => {
+  const { h } = await meteredApp({ heartbeat: { interval: 200 } })
+  t.after(() => h.close())
+  const c = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'alice' } })
+  t.after(() => { c.destroy() })
+  await new Promise((resolve) => setTimeout(resolve, 250))
+  for (let i = 0; i < 200; i++) c.ws.pong()
+  assert.equal((await c.request('echo', 'after')).data, 'after')
+  const series = await scrape(`${h.httpBase}/metrics`)
+  const timed = series.get(`${M}ping_rtt_seconds_count`) ?? 0
+  // One round trip per sweep at most (an unsolicited pong may stand in for the answer to the sweep's ping).
+  assert.ok(timed <= 5, `${timed} pongs timed for a few sweeps`)
+})
