@@ -48,10 +48,11 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
 
 /** `type` is what the error answers, for metrics: a declared type (or `unknown` for a frame that had none). */
 function sendError (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, code: string, message: string, details?: unknown, type?: string): void {
-  bump(ctx.registry.counters.errors, code)
   const meter = conn.meter
+  // Counted once sent: a handler that fails after its client left sends nothing.
+  if (!conn.sendEnvelope(encodeError(id, code, message, details), meter?.error)) return
+  bump(ctx.registry.counters.errors, code)
   if (meter !== undefined) bump(meter.type(type ?? '').errors, code)
-  conn.sendEnvelope(encodeError(id, code, message, details), meter?.error)
 }
 
 /** A message the server refused: answered with an error envelope; too many in a row close the connection with 1008. */

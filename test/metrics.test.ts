@@ -22,7 +22,8 @@ const route = {
     slow: { schema: Type.Integer(), handler: async (ms: number) => { await sleep(ms); return ms } },
     boom: { schema: Type.Null(), handler: () => { throw new Error('handler bug') } },
     refuse: { schema: Type.Null(), handler: () => { throw new RealtimeError('NOT_ALLOWED', 'no') } },
-    join: { schema: Type.String(), handler: (room: string, conn: any) => { conn.join(room); return room } }
+    join: { schema: Type.String(), handler: (room: string, conn: any) => { conn.join(room); return room } },
+    late: { schema: Type.Integer(), handler: async (ms: number) => { await sleep(ms); throw new RealtimeError('LATE', 'too late') } }
   },
   events: { blob: Type.Object({ text: Type.String() }), news: Type.String() }
 }
@@ -174,7 +175,7 @@ test('a scripted session: every metric has the value the session gave it', { tim
   assert.ok(stats.bytesOut > 16 * 1024 * blobs, 'bytes out count every frame')
   // Labels exist only for declared and reserved types and `unknown`.
   const types = new Set([...series.keys()].filter((k) => k.startsWith(`${M}messages_received_total`)).map((k) => /type="([^"]*)"/.exec(k)?.[1]))
-  assert.deepEqual([...types].sort(), ['auth.refresh', 'binary', 'blob', 'boom', 'echo', 'error', 'join', 'news', 'ping', 'pong', 'refuse', 'reply', 'slow', 'unknown'])
+  assert.deepEqual([...types].sort(), ['auth.refresh', 'binary', 'blob', 'boom', 'echo', 'error', 'join', 'late', 'news', 'ping', 'pong', 'refuse', 'reply', 'slow', 'unknown'])
 })
 
 test('heartbeat: the ping round trip of peers that answer; a peer that does not is terminated and counted', { timeout: 10000 }, async (t) => {
@@ -356,4 +357,20 @@ test('heartbeat: unsolicited pongs are not timed as round trips', { timeout: 100
   const timed = series.get(`${M}ping_rtt_seconds_count`) ?? 0
   // One round trip per sweep at most (an unsolicited pong may stand in for the answer to the sweep's ping).
   assert.ok(timed <= 5, `${timed} pongs timed for a few sweeps`)
+})
+
+test('errors_sent_total counts only error envelopes sent: not one for a client gone before its handler failed', { timeout: 10000 }, async (t) => {
+  const { h } = await meteredApp()
+  t.after(() => h.close())
+  const c = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'alice' } })
+  c.sendJson({ type: 'late', data: 150, id: 1 })
+  await new Promise((resolve) => setTimeout(resolve, 30))
+  c.destroy()
+  await new Promise((resolve) => setTimeout(resolve, 400))
+  const stay = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'bob' } })
+  t.after(() => { stay.destroy() })
+  assert.equal((await stay.request('late', 0)).error.code, 'LATE')
+  const series = await scrape(`${h.httpBase}/metrics`)
+  assert.equal(series.get(`${M}errors_sent_total{route="/rt",type="late",code="LATE"}`), 1, 'only the one that reached its client')
+  assert.deepEqual(h.app.realtime.stats().errors, { LATE: 1 })
 })
