@@ -212,6 +212,12 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     return this.write(text, Buffer.byteLength(text), TEXT, this.meter?.unknown)
   }
 
+  /** @internal A frame of the protocol's own (`rt.position`, `rt.presence`…), counted under its type when metrics are on. */
+  sendProtocol (text: string, type: string): boolean {
+    const meter = this.meter
+    return this.write(text, Buffer.byteLength(text), TEXT, meter === undefined ? undefined : meter.type(type))
+  }
+
   /** @internal An envelope of a known type (a reply, an error, a pong), counted under it when metrics are on. */
   sendEnvelope (text: string, slot: TypeMeter | undefined): boolean {
     if (this.write(text, Buffer.byteLength(text), TEXT, slot)) return true

@@ -65,7 +65,7 @@ export class RouteMeter {
   readonly binary: TypeMeter
 
   constructor (readonly route: string, declared: Iterable<string>, buckets: readonly number[]) {
-    for (const type of [...declared, 'ping', 'pong', 'auth.refresh', 'reply', 'error', 'binary', UNKNOWN]) {
+    for (const type of [...declared, 'ping', 'pong', 'auth.refresh', 'reply', 'error', 'binary', 'rt.resume', 'rt.position', 'rt.presence', 'rt.presence.diff', 'rt.presence.left', UNKNOWN]) {
       if (!this.types.has(type)) this.types.set(type, new TypeMeter(type, buckets))
     }
     this.unknown = this.types.get(UNKNOWN) as TypeMeter

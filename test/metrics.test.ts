@@ -175,7 +175,8 @@ test('a scripted session: every metric has the value the session gave it', { tim
   assert.ok(stats.bytesOut > 16 * 1024 * blobs, 'bytes out count every frame')
   // Labels exist only for declared and reserved types and `unknown`.
   const types = new Set([...series.keys()].filter((k) => k.startsWith(`${M}messages_received_total`)).map((k) => /type="([^"]*)"/.exec(k)?.[1]))
-  assert.deepEqual([...types].sort(), ['auth.refresh', 'binary', 'blob', 'boom', 'echo', 'error', 'join', 'late', 'news', 'ping', 'pong', 'refuse', 'reply', 'slow', 'unknown'])
+  assert.deepEqual([...types].sort(), ['auth.refresh', 'binary', 'blob', 'boom', 'echo', 'error', 'join', 'late', 'news', 'ping', 'pong', 'refuse', 'reply',
+    'rt.position', 'rt.presence', 'rt.presence.diff', 'rt.presence.left', 'rt.resume', 'slow', 'unknown'])
 })
 
 test('heartbeat: the ping round trip of peers that answer; a peer that does not is terminated and counted', { timeout: 10000 }, async (t) => {
@@ -373,4 +374,26 @@ test('errors_sent_total counts only error envelopes sent: not one for a client g
   const series = await scrape(`${h.httpBase}/metrics`)
   assert.equal(series.get(`${M}errors_sent_total{route="/rt",type="late",code="LATE"}`), 1, 'only the one that reached its client')
   assert.deepEqual(h.app.realtime.stats().errors, { LATE: 1 })
+})
+
+test('protocol frames (rt.position, rt.presence, rt.presence.left) are counted under their own type, not unknown', { timeout: 10000 }, async (t) => {
+  const { h } = await meteredApp({ history: { rooms: (room) => room === 'h' }, presence: { rooms: (room) => room === 'p' } })
+  t.after(() => h.close())
+  const c = await connect(`${h.wsBase}/rt`, { headers: { 'x-user': 'alice' } })
+  t.after(() => { c.destroy() })
+  c.sendJson({ type: 'join', data: 'h', id: 1 })
+  const seen = new Set<string>()
+  while (!seen.has('rt.position') || !seen.has('reply')) seen.add((await c.nextMessage()).type)
+  const conn = [...h.app.realtime.connections.values()][0]
+  assert.ok(conn !== undefined)
+  await conn.join('p', { presence: {} })
+  while (!seen.has('rt.presence')) seen.add((await c.nextMessage()).type)
+  conn.leave('p')
+  while (!seen.has('rt.presence.left')) seen.add((await c.nextMessage()).type)
+  const series = await scrape(`${h.httpBase}/metrics`)
+  const sent = (type: string): number | undefined => series.get(`${M}messages_sent_total{route="/rt",type="${type}"}`)
+  assert.equal(sent('rt.position'), 1)
+  assert.equal(sent('rt.presence'), 1)
+  assert.equal(sent('rt.presence.left'), 1)
+  assert.equal(sent('unknown'), 0)
 })

@@ -253,7 +253,7 @@ export class RoomHistory {
       life.state.positionless.delete(conn)
       if (this.host.members(room) === undefined) this.lives.end(room, life)
     }
-    if (conn.isOpen) conn.sendText(encodePosition(room, undefined, null))
+    if (conn.isOpen) conn.sendProtocol(encodePosition(room, undefined, null), 'rt.position')
   }
 
   private open (room: string): HistoryRoom {
@@ -311,7 +311,7 @@ export class RoomHistory {
     for (const conn of life.state.positionless) {
       if (life.state.syncing.has(conn)) continue
       life.state.positionless.delete(conn)
-      if (conn.isOpen && conn.rooms.has(life.room)) conn.sendText(text)
+      if (conn.isOpen && conn.rooms.has(life.room)) conn.sendProtocol(text, 'rt.position')
     }
   }
 
@@ -340,7 +340,7 @@ export class RoomHistory {
       const sync = syncing.get(conn)
       if (sync !== undefined && (sync.buffer !== undefined || sync.overflow)) continue
       if (sync !== undefined) syncing.delete(conn)
-      conn.sendText(text)
+      conn.sendProtocol(text, 'rt.position')
     }
   }
 
@@ -387,21 +387,21 @@ export class RoomHistory {
       const top = Math.max(read.top, sync?.overflow === true && sync.top > 0 ? sync.top : 0, held.at(-1)?.offset ?? 0)
       const limit: Recovery = { recovered: false, reason: 'limit' }
       bump(this.host.counters.recoveries, 'limit')
-      conn.sendText(encodePosition(room, read.epoch, top, limit))
+      conn.sendProtocol(encodePosition(room, read.epoch, top, limit), 'rt.position')
       Object.assign(result, limit, { offset: top })
       return result
     }
     if (recovery !== undefined) bump(this.host.counters.recoveries, recovery.recovered ? 'recovered' : recovery.reason)
     const recovered = recovery?.recovered === true
     let last = recovered ? (from as Position).offset : read.top
-    conn.sendText(encodePosition(room, read.epoch, last, recovery))
+    conn.sendProtocol(encodePosition(room, read.epoch, last, recovery), 'rt.position')
     if (recovered) {
       for (const entry of read.entries) conn.sendFrame(entry)
       last = read.top
     }
     for (const entry of held) {
       if (entry.offset <= last) continue
-      if (entry.offset !== last + 1) conn.sendText(encodePosition(room, read.epoch, entry.offset - 1, { recovered: false, reason: 'gap' }))
+      if (entry.offset !== last + 1) conn.sendProtocol(encodePosition(room, read.epoch, entry.offset - 1, { recovered: false, reason: 'gap' }), 'rt.position')
       conn.sendFrame(entry.frame)
       last = entry.offset
     }
@@ -414,7 +414,7 @@ export class RoomHistory {
     const recovery = { recovered: false, reason: 'unavailable' } as const
     if (conn.isOpen && conn.rooms.has(room)) {
       bump(this.host.counters.recoveries, 'unavailable')
-      conn.sendText(JSON.stringify({ type: 'rt.position', data: { room, offset: null, recovery } }))
+      conn.sendProtocol(JSON.stringify({ type: 'rt.position', data: { room, offset: null, recovery } }), 'rt.position')
       for (const entry of held) conn.sendFrame(entry.frame)
     }
     return { epoch: '', offset: 0, ...recovery }

@@ -148,7 +148,7 @@ export class RoomPresence implements PresenceHost {
     }
     if (life !== undefined) this.settle(life)
     // An explicit leave: the client drops its view of the room (it cannot tell a leave of a room without history).
-    if (conn.isOpen && this.options.events) conn.sendText(JSON.stringify({ type: 'rt.presence.left', data: { room } }))
+    if (conn.isOpen && this.options.events) conn.sendProtocol(JSON.stringify({ type: 'rt.presence.left', data: { room } }), 'rt.presence.left')
   }
 
   /** `conn.presence(room).update(data)`. */
@@ -207,7 +207,7 @@ export class RoomPresence implements PresenceHost {
         if (v <= sent[0] && (epoch === undefined || sent[1] === undefined || epoch === sent[1])) continue
         s.sent.delete(conn)
       }
-      conn.sendText(text)
+      conn.sendProtocol(text, 'rt.presence.diff')
     }
   }
 
@@ -289,7 +289,7 @@ export class RoomPresence implements PresenceHost {
         return
       }
       const text = encodeError(undefined, ErrorCode.PRESENCE_FULL, `presence: "${room}" has ${this.options.maxMembers} members`, { room })
-      for (const conn of local.conns) conn.sendText(text)
+      for (const conn of local.conns) conn.sendProtocol(text, 'error')
     })
   }
 
@@ -379,11 +379,11 @@ export class RoomPresence implements PresenceHost {
           if (snapshot === undefined && conn.isOpen && life.live) continue
           syncing.delete(conn)
           if (!conn.isOpen || !life.live) continue
-          if (text !== undefined) conn.sendText(text)
+          if (text !== undefined) conn.sendProtocol(text, 'rt.presence')
           let newest = snapshot?.v ?? 0
           for (const [v, epoch, diff] of held) {
             if (snapshot === undefined || (v > snapshot.v && (epoch === undefined || snapshot.epoch === undefined || epoch === snapshot.epoch))) {
-              conn.sendText(diff)
+              conn.sendProtocol(diff, 'rt.presence.diff')
               newest = Math.max(newest, v)
             }
           }
