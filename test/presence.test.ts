@@ -112,6 +112,10 @@ test('edge case 26 (data and limits): update delivered, data over maxDataBytes i
   await b.call('update', { room: 'p:lim', data: { typing: true } })
   const tooBig = await b.call('update', { room: 'p:lim', data: 'y'.repeat(40) })
   assert.equal(tooBig.error.code, 'VALIDATION_FAILED')
+  // An update of a room the connection never joined says what happened, not "invalid".
+  const elsewhere = await b.call('update', { room: 'p:other', data: 1 })
+  assert.equal(elsewhere.error.code, 'NOT_IN_ROOM')
+  assert.deepEqual(elsewhere.error.details, { room: 'p:other' })
 
   await c.call('join', { room: 'p:lim' })
   await waitFor(() => c.frames.some((f) => f.type === 'error') && c.snapshots('p:lim').length === 1)

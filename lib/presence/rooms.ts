@@ -156,7 +156,7 @@ export class RoomPresence implements PresenceHost {
     const key = this.keys.get(conn)?.get(room)
     const life = this.lives.get(room)
     const local = key === undefined ? undefined : life?.state.keys.get(key)
-    if (key === undefined || life === undefined || local === undefined) throw new RealtimeError(ErrorCode.VALIDATION_FAILED, `presence: the connection is not a member of "${room}"`)
+    if (key === undefined || life === undefined || local === undefined) throw new RealtimeError(ErrorCode.NOT_IN_ROOM, `presence: the connection is not a member of "${room}"`, { room })
     const text = this.encode(data)
     if (text === local.data) return
     local.data = text

@@ -25,6 +25,8 @@ export const ErrorCode = {
   INVALID_ROOM: 'INVALID_ROOM',
   /** `conn.join` past `limits.maxRoomsPerConnection`: leave a room first. */
   TOO_MANY_ROOMS: 'TOO_MANY_ROOMS',
+  /** `conn.presence(room).update()` for a room the connection is not a member of: join it first. */
+  NOT_IN_ROOM: 'NOT_IN_ROOM',
   /** A presence room already has `presence.maxMembers` members: this key is not listed (room delivery still works). */
   PRESENCE_FULL: 'PRESENCE_FULL',
   /** The handler failed unexpectedly; the server logged the details, the client gets none. */
