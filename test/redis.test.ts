@@ -328,5 +328,11 @@ redisTest('an unreachable Redis at start fails the registration with a clear err
   const url = await proxy.start()
   await proxy.cut()
   await assert.rejects(startApp({ realtime: { auth: false, broker: redisBroker({ url, prefix: uniquePrefix() }) } }),
-    /redis broker: cannot reach Redis at start .*is it running\?/)
+    /redis broker: cannot reach Redis at redis:\/\/127\.0\.0\.1:\d+ at start .*is it running\?/)
+  // It says where it tried, never with the password.
+  const secret = url.replace('redis://', 'redis://app:s3cret-pass@')
+  const err = await startApp({ realtime: { auth: false, broker: redisBroker({ url: secret, prefix: uniquePrefix() }) } }).then(() => undefined, (e: Error) => e)
+  assert.ok(err instanceof Error)
+  assert.match(err.message, /redis:\/\/app:\*\*\*@127\.0\.0\.1:\d+/)
+  assert.doesNotMatch(err.message, /s3cret-pass/)
 })

@@ -85,6 +85,21 @@ async function closeConnection (client: Client, until: number): Promise<void> {
   client.disconnect()
 }
 
+/** Where the broker tried to connect, for an error: the URL without its password, or the cluster's nodes. */
+function describeTarget (options: RedisConnectionOptions): string {
+  if (options.cluster !== undefined) {
+    return `the cluster nodes ${options.cluster.nodes.map((n) => typeof n === 'object' ? `${n.host ?? 'localhost'}:${n.port ?? 6379}` : String(n)).join(', ')}`
+  }
+  if (options.url === undefined) return 'the app\'s client\'s server'
+  try {
+    const url = new URL(options.url)
+    if (url.password !== '') url.password = '***'
+    return url.href
+  } catch {
+    return 'a URL that does not parse'
+  }
+}
+
 /**
  * Fan-outs across instances on Redis pub/sub. Each instance subscribes to a room's or user's channel only while it
  * has members there, and to one channel for broadcasts. A message carries the publisher's id (so it skips its own
@@ -210,7 +225,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
         pub.disconnect()
         sub.disconnect()
         presenceClient?.disconnect()
-        throw new Error(`redis broker: cannot reach Redis at start (${(err as Error).message}); is it running?`, { cause: err })
+        throw new Error(`redis broker: cannot reach Redis at ${describeTarget(options)} at start (${(err as Error).message}); is it running?`, { cause: err })
       }
       health.active = true
       presence.start(n)
