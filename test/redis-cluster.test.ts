@@ -70,7 +70,7 @@ async function instances (t: TestContext, size: number, broker: (prefix: string)
 }
 
 const onCluster = (prefix: string, extra: Partial<RedisBrokerOptions> = {}): RedisBrokerOptions =>
-  ({ cluster: { nodes: cluster.nodes, options: { slotsRefreshInterval: 500 } }, prefix, presenceTtl: 2, ...extra }) as RedisBrokerOptions
+  ({ cluster: { nodes: cluster.nodes, options: { slotsRefreshInterval: 500 } }, prefix, onlineTtl: 2, ...extra }) as RedisBrokerOptions
 
 /** Room names whose slots fall on three different masters. */
 async function roomsOnEveryShard (namePrefix = ''): Promise<string[]> {
@@ -141,7 +141,7 @@ redisTest('{ client: Cluster } duplicates the app\'s cluster client and leaves i
   const own = new Cluster(cluster.nodes, { lazyConnect: true })
   await own.connect()
   t.after(() => { own.disconnect() })
-  const { apps: [a, b], prefix } = await instances(t, 2, (p) => ({ client: own, prefix: p, sharded: false, presenceTtl: 2 }))
+  const { apps: [a, b], prefix } = await instances(t, 2, (p) => ({ client: own, prefix: p, sharded: false, onlineTtl: 2 }))
   assert.ok(a !== undefined && b !== undefined)
   const m1 = await member(t, a, 'alice', 'hall')
   const m2 = await member(t, b, 'bob', 'hall')
@@ -280,14 +280,14 @@ redisTest('room names of any characters ("}", "%", "{}", 200 unicode characters)
 
 redisTest('an instance just started on the cluster: members who join at once count in roomSize and online within a second', { timeout: 60000 }, async (t) => {
   const prefix = uniquePrefix()
-  const { apps: [observer] } = await instances(t, 1, () => onCluster(prefix, { presenceTtl: 30 }))
+  const { apps: [observer] } = await instances(t, 1, () => onCluster(prefix, { onlineTtl: 30 }))
   assert.ok(observer !== undefined)
   for (let round = 0; round < 3; round++) {
-    const { apps: [fresh] } = await instances(t, 1, () => onCluster(prefix, { presenceTtl: 30 }))
+    const { apps: [fresh] } = await instances(t, 1, () => onCluster(prefix, { onlineTtl: 30 }))
     assert.ok(fresh !== undefined)
     const rooms = await roomsOnEveryShard(`fresh-${round}-`)
     for (const room of rooms) await member(t, fresh, `user-${round}`, room)
-    // Not the refresh a third of presenceTtl later (10 s): the first writes themselves, or their retry (about a
+    // Not the refresh a third of onlineTtl later (10 s): the first writes themselves, or their retry (about a
     // second; two allowed for busy cores).
     for (const room of rooms) await eventually(async () => await observer.app.realtime.roomSize(room) === 1, `roomSize(${room}) in round ${round}`, 2000)
     await eventually(async () => await observer.app.realtime.online(`user-${round}`), `online(user-${round})`, 2000)

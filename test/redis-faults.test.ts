@@ -126,8 +126,8 @@ redisTest('a count written while Redis is away is counted as failed and repaired
     await proxy.cut()
   })
   // A presence TTL of 60 s: its refresh (every 20 s) cannot be what repairs the counts within this test.
-  apps.push(await historyApp({}, { broker: redisBroker({ url, prefix, presenceTtl: 60 }) }))
-  apps.push(await historyApp({}, { broker: redisBroker({ url: REDIS_URL, prefix, presenceTtl: 60 }) }))
+  apps.push(await historyApp({}, { broker: redisBroker({ url, prefix, onlineTtl: 60 }) }))
+  apps.push(await historyApp({}, { broker: redisBroker({ url: REDIS_URL, prefix, onlineTtl: 60 }) }))
   const [a, b] = apps as [TestApp, TestApp]
   const leaver = await client(a)
   clients.push(leaver)
@@ -176,7 +176,7 @@ async function busyPair (t: TestContext, prefix: string): Promise<{ apps: TestAp
     await Promise.all(apps.map(async (h) => { await h.close() }))
     for (const p of proxies) await p.cut()
   })
-  for (const proxy of proxies) apps.push(await historyApp({ ttl: 60_000 }, { broker: redisBroker({ url: await proxy.start(), prefix, presenceTtl: 60 }) }))
+  for (const proxy of proxies) apps.push(await historyApp({ ttl: 60_000 }, { broker: redisBroker({ url: await proxy.start(), prefix, onlineTtl: 60 }) }))
   for (const h of apps) {
     const c = await client(h)
     clients.push(c)

@@ -1,4 +1,4 @@
-import { after, before, type TestContext } from 'node:test'
+import { after, before, test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { fork } from 'node:child_process'
 import { Type } from '@sinclair/typebox'
@@ -32,7 +32,7 @@ async function cluster (t: TestContext, options: ClusterOptions): Promise<{ inst
   t.after(async () => { await Promise.all(instances.map(async (h) => { await h.close() })) })
   for (let i = 0; i < options.size; i++) {
     const loggerInstance = options.logger?.(i)
-    const broker = redisBroker({ url: REDIS_URL, presenceTtl: 2, ...options.broker?.(i), prefix } as RedisBrokerOptions)
+    const broker = redisBroker({ url: REDIS_URL, onlineTtl: 2, ...options.broker?.(i), prefix } as RedisBrokerOptions)
     instances.push(await startApp({
       jwt: false,
       fastify: loggerInstance === undefined ? undefined : { loggerInstance },
@@ -138,7 +138,7 @@ redisTest('each instance subscribes only to the rooms and users it has members f
 })
 
 redisTest('roomSize and online answer for the whole cluster, and forget an instance killed without closing', { timeout: 30000 }, async (t) => {
-  const { instances: [a, b, c], prefix } = await cluster(t, { size: 3, broker: () => ({ presenceTtl: 1 }) })
+  const { instances: [a, b, c], prefix } = await cluster(t, { size: 3, broker: () => ({ onlineTtl: 1 }) })
   await member(t, a, 'ann', 'hall')
   await member(t, b, 'ben', 'hall')
   await member(t, b, 'ann', 'hall')
@@ -186,7 +186,7 @@ redisTest('a Redis outage longer than ioredis\'s retry budget: local delivery go
   const logs = [captureLogger(), captureLogger()]
   const { instances: [a, b], prefix } = await cluster(t, {
     size: 2,
-    broker: () => ({ url: undefined, client: apps, presenceTtl: 60 }),
+    broker: () => ({ url: undefined, client: apps, onlineTtl: 60 }),
     logger: (i) => logs[i]?.logger
   })
   const errors = (i: number): string[] => logs[i]?.lines.filter((l) => l.level === 'error').map((l) => l.msg) ?? []
@@ -335,4 +335,20 @@ redisTest('an unreachable Redis at start fails the registration with a clear err
   assert.ok(err instanceof Error)
   assert.match(err.message, /redis:\/\/app:\*\*\*@127\.0\.0\.1:\d+/)
   assert.doesNotMatch(err.message, /s3cret-pass/)
+})
+
+test('the broker\'s presenceTtl is the deprecated name of onlineTtl: it still works, warns once, and both at once are refused', { timeout: 10000 }, async (t) => {
+  const warnings: Error[] = []
+  const onWarning = (w: Error): void => { warnings.push(w) }
+  process.on('warning', onWarning)
+  t.after(() => { process.off('warning', onWarning) })
+  const url = 'redis://127.0.0.1:1'
+  redisBroker({ url, onlineTtl: 5 })
+  redisBroker({ url, presenceTtl: 5 })
+  redisBroker({ url, presenceTtl: 6 })
+  await new Promise((resolve) => setImmediate(resolve))
+  const deprecations = warnings.filter((w) => (w as Error & { code?: string }).code === 'RT_DEP_PRESENCE_TTL')
+  assert.equal(deprecations.length, 1)
+  assert.match(deprecations[0]?.message ?? '', /onlineTtl/)
+  assert.throws(() => redisBroker({ url, onlineTtl: 5, presenceTtl: 5 }), /onlineTtl and its old name presenceTtl/)
 })

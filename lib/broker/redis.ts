@@ -47,9 +47,11 @@ export type RedisBrokerOptions = RedisConnectionOptions & {
   prefix?: string
   /**
    * Seconds a crashed instance's members still count in `roomSize` and `online`; each instance refreshes its own
-   * entries every third of it.
+   * entries every third of it. (Not the presence feature's `presence.ttl`.)
    * @default 30
    */
+  onlineTtl?: number
+  /** @deprecated the old name of `onlineTtl` (too close to `presence.ttl`); warns once. */
   presenceTtl?: number
   /**
    * Bytes of publishes sent and not yet answered by Redis past which further publishes fail (and are counted)
@@ -83,6 +85,20 @@ async function closeConnection (client: Client, until: number): Promise<void> {
     (client as unknown as { refreshSlotsCache: () => void }).refreshSlotsCache = () => {}
   }
   client.disconnect()
+}
+
+let warnedPresenceTtl = false
+
+/** `onlineTtl`, or its deprecated name `presenceTtl` (a warning, once per process); both at once is a mistake. */
+function onlineTtlOf (options: RedisBrokerOptions): number {
+  const { onlineTtl, presenceTtl } = options
+  if (presenceTtl === undefined) return onlineTtl ?? 30
+  if (onlineTtl !== undefined) throw new Error('redis broker: onlineTtl and its old name presenceTtl are both set; keep onlineTtl')
+  if (!warnedPresenceTtl) {
+    warnedPresenceTtl = true
+    process.emitWarning('redisBroker({ presenceTtl }) is deprecated: it is now onlineTtl (the presence feature has its own presence.ttl)', 'DeprecationWarning', 'RT_DEP_PRESENCE_TTL')
+  }
+  return presenceTtl
 }
 
 /** Where the broker tried to connect, for an error: the URL without its password, or the cluster's nodes. */
@@ -136,7 +152,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   let node: BrokerNode | undefined
   const health = new RedisHealth(() => node as BrokerNode)
   // A count that could not be written is counted (stats().brokerCountFailures) and written again (see RedisPresence).
-  const presence = new RedisPresence(pub, prefix, instanceId, (options.presenceTtl ?? 30) * 1000, names.tag, (err) => {
+  const presence = new RedisPresence(pub, prefix, instanceId, onlineTtlOf(options) * 1000, names.tag, (err) => {
     node?.countFailed?.()
     health.failed(err)
   })

@@ -8,7 +8,7 @@ import { connect } from './client.js'
 const [url, prefix, room, user, count] = process.argv.slice(2) as [string, string, string, string, string]
 const h = await startApp({
   jwt: false,
-  realtime: { auth: { authenticate: () => ({ sub: user }) }, broker: redisBroker({ url, prefix, presenceTtl: 1 }) },
+  realtime: { auth: { authenticate: () => ({ sub: user }) }, broker: redisBroker({ url, prefix, onlineTtl: 1 }) },
   setup: (app) => { app.realtimeRoute({ url: '/rt', messages: { join: { schema: Type.String(), handler: (r, conn) => { conn.join(r); return r } } } }) }
 })
 for (let i = 0; i < Number(count); i++) {
