@@ -83,18 +83,47 @@ function uniqueKey (taken: Record<string, unknown>, wanted: string): string {
 
 const ref = (...path: string[]): { $ref: string } => ({ $ref: '#/' + path.map((p) => p.replace(/~/g, '~0').replace(/\//g, '~1')).join('/') })
 
-/** `/rooms/:id` → `/rooms/{id}` with its parameters (an address may hold no query and no Fastify syntax). */
-function address (path: string): { address: string, parameters: string[] } {
-  const parameters: string[] = []
-  const out = path.split('/').map((segment) => {
-    if (segment.startsWith(':')) {
-      const name = segment.slice(1).replace(/\(.*$/, '')
-      parameters.push(name)
-      return `{${name}}`
+/** A path parameter of a channel: its name, and whether Fastify lets it be empty (`:id?`). */
+interface PathParameter { name: string, optional: boolean }
+
+/**
+ * Fastify's (find-my-way's) route syntax → an AsyncAPI address and its parameters, exactly: `/rooms/:id` →
+ * `/rooms/{id}`; several parameters in one segment, ended by `-` or `.` (`/:from-:to`, `/:name.:ext`); a regexp
+ * after the name (`:id(^\\d+)`), left out; `:id?`, optional; `::`, a literal colon; `*`, the `wildcard` parameter.
+ */
+function address (path: string): { address: string, parameters: PathParameter[] } {
+  const parameters: PathParameter[] = []
+  let out = ''
+  for (let i = 0; i < path.length;) {
+    const c = path[i] as string
+    if (c === ':' && path[i + 1] === ':') {
+      out += ':'
+      i += 2
+    } else if (c === ':') {
+      let j = i + 1
+      while (j < path.length && !'/-.(?:'.includes(path[j] as string)) j++
+      const name = path.slice(i + 1, j)
+      if (path[j] === '(') {
+        for (let depth = 0; j < path.length; j++) {
+          if (path[j] === '\\') { j++; continue }
+          if (path[j] === '(') depth++
+          else if (path[j] === ')' && --depth === 0) { j++; break }
+        }
+      }
+      const optional = path[j] === '?'
+      if (optional) j++
+      parameters.push({ name, optional })
+      out += `{${name}}`
+      i = j
+    } else if (c === '*') {
+      parameters.push({ name: 'wildcard', optional: true })
+      out += '{wildcard}'
+      i++
+    } else {
+      out += c
+      i++
     }
-    if (segment === '*') { parameters.push('wildcard'); return '{wildcard}' }
-    return segment
-  }).join('/')
+  }
   return { address: out, parameters }
 }
 
@@ -259,7 +288,7 @@ export function buildAsyncApi (routes: readonly DocumentedRoute[], options: Asyn
       address: channelAddress,
       title: route.path,
       description: channelDescription(route),
-      ...(parameters.length > 0 ? { parameters: Object.fromEntries(parameters.map((p) => [p, {}])) } : {}),
+      ...(parameters.length > 0 ? { parameters: Object.fromEntries(parameters.map((p) => [p.name, p.optional ? { description: 'May be empty.' } : {}])) } : {}),
       messages,
       bindings: { ws: channelBinding(route) }
     }

@@ -250,3 +250,23 @@ test('a reply that is not a schema fails at app.ready(), naming the route and th
   await assert.rejects(async () => { await instance.ready() }, { code: 'RT_ERR_ROUTE', message: /route \/r: message type "count": reply must be a schema/ })
   await instance.close().catch(() => {})
 })
+
+test('Fastify\'s path syntax maps to AsyncAPI addresses exactly: several parameters in a segment, regexps, optional, ::', { timeout: 60000 }, async (t) => {
+  const instance = await app(async (i) => {
+    for (const url of ['/files/:name.:ext', '/range/:from-:to', '/items/:id?', '/re/:id(^\\d+)', '/lit/a::b/:x']) {
+      i.realtimeRoute({ url, auth: false, messages: { echo: { schema: Type.Any(), handler: (d) => d } } })
+    }
+  })
+  t.after(() => instance.close())
+  await instance.ready()
+  const doc = instance.realtime.asyncapi({ info: INFO })
+  assert.deepEqual(await parserErrors(doc), [])
+  const channels = Object.values(doc.channels) as Array<{ address: string, parameters?: Record<string, unknown> }>
+  assert.deepEqual(channels.map((c) => [c.address, c.parameters]), [
+    ['/files/{name}.{ext}', { name: {}, ext: {} }],
+    ['/range/{from}-{to}', { from: {}, to: {} }],
+    ['/items/{id}', { id: { description: 'May be empty.' } }],
+    ['/re/{id}', { id: {} }],
+    ['/lit/a:b/{x}', { x: {} }]
+  ])
+})
