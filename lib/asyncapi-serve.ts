@@ -46,6 +46,11 @@ function checkPath (value: unknown, name: string): void {
   if (typeof value !== 'string' || !value.startsWith('/')) throw new RT_ERR_OPTIONS(`asyncapi.${name}: expected a path starting with /, got ${String(value)}`)
 }
 
+/** The protocol features the app turned on, whose reserved messages the document describes. */
+function featuresOf (ctx: RealtimeContext): { history: boolean, presence: boolean } {
+  return { history: ctx.options.history !== undefined, presence: ctx.options.presence?.events === true }
+}
+
 /**
  * Wires `app.realtime.asyncapi()` (usable from `onReady` on) and, with the option, the documentation routes. They
  * are plain GET routes: no realtime handshake, and hidden from @fastify/swagger. The document is built at
@@ -53,7 +58,7 @@ function checkPath (value: unknown, name: string): void {
  */
 export function setupAsyncApi (app: FastifyInstance, ctx: RealtimeContext, options: AsyncApiServeOptions | false | undefined): void {
   app.addHook('onReady', async function realtimeAsyncApiReady () {
-    ctx.registry.asyncapi = (o: AsyncApiOptions) => buildAsyncApi(documentedRoutes(ctx), o, { history: ctx.options.history !== undefined, presence: ctx.options.presence?.events === true })
+    ctx.registry.asyncapi = (o: AsyncApiOptions) => buildAsyncApi(documentedRoutes(ctx), o, featuresOf(ctx))
   })
   if (options === undefined || options === false) return
   if (typeof options !== 'object' || options === null) throw new RT_ERR_OPTIONS('asyncapi: expected an object or false')
@@ -67,7 +72,8 @@ export function setupAsyncApi (app: FastifyInstance, ctx: RealtimeContext, optio
   let base: AsyncApiDocument | undefined
   let yaml: { servers: string, text: string } | undefined
   app.addHook('onReady', async function realtimeAsyncApiBuild () {
-    base = buildAsyncApi(documentedRoutes(ctx), { info })
+    // The same features as app.realtime.asyncapi(): a client in another language learns recovery and presence here.
+    base = buildAsyncApi(documentedRoutes(ctx), { info }, featuresOf(ctx))
   })
   const documentFor = (request: FastifyRequest): AsyncApiDocument => {
     const servers = options.servers ?? { default: { host: request.host, protocol: request.protocol === 'https' ? 'wss' : 'ws' } }

@@ -27,6 +27,8 @@ test('the example\'s /asyncapi page lists its message types, events and handshak
     sections.map((s) => `${s.getAttribute('data-direction') ?? ''} ${s.getAttribute('data-type') ?? ''}`))
   assert.deepEqual(shown, [
     'receive room.join', 'receive room.leave', 'receive chat.send', 'receive typing', 'receive ping', 'receive auth.refresh',
+    // The example has history and presence: the page shows how a client recovers and follows the member list.
+    'receive rt.resume', 'send rt.position', 'send rt.presence', 'send rt.presence.diff', 'send rt.presence.left',
     'send chat.message', 'send error'
   ])
   // A message shows its data schema and its reply's.

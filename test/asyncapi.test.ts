@@ -270,3 +270,18 @@ test('Fastify\'s path syntax maps to AsyncAPI addresses exactly: several paramet
     ['/lit/a:b/{x}', { x: {} }]
   ])
 })
+
+test('the served document describes history and presence as app.realtime.asyncapi() does: rt.resume, rt.position, rt.presence, its diff and left', { timeout: 30000 }, async (t) => {
+  const instance = await app((a) => {
+    a.realtimeRoute({ url: '/chat', auth: false, messages: { echo: { schema: Type.Any(), handler: (d) => d } } })
+  }, { asyncapi: { info: INFO }, history: { rooms: () => true }, presence: { rooms: () => true } })
+  t.after(() => instance.close())
+  await instance.ready()
+  const served = (await instance.inject({ method: 'GET', url: '/asyncapi.json' })).json()
+  assert.deepEqual(await parserErrors(served), [])
+  const messages = Object.keys(served.channels.chat.messages as Record<string, unknown>)
+  for (const name of ['rt.resume', 'rt.position', 'rt.presence', 'rt.presence.diff', 'rt.presence.left']) assert.ok(messages.includes(name), `${name} in the served document`)
+  const { servers: _s, ...built } = instance.realtime.asyncapi({ info: INFO })
+  const { servers: _t, ...rest } = served
+  assert.deepEqual(rest, JSON.parse(JSON.stringify(built)), 'the same document as app.realtime.asyncapi()')
+})
