@@ -1,7 +1,8 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { spawn } from 'node:child_process'
-import { mkdir, rm, writeFile } from 'node:fs/promises'
+import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { gzipSync } from 'node:zlib'
 import { signRaw } from './helpers/jwt.js'
 import { connect } from './helpers/client.js'
 import { readmeBlock } from './helpers/readme.js'
@@ -69,4 +70,16 @@ test('the README\'s client snippet runs against the example', { timeout: 60000 }
   const exitCode = await new Promise((resolve) => child.on('exit', resolve))
   assert.equal(out, 'node: hello, 1 here\n')
   assert.equal(exitCode, 0, 'the client closed and let the process exit')
+})
+
+test('the client bundle\'s size in the README is the built one\'s (kB of 1000 bytes, within 0.3)', { timeout: 10000 }, async () => {
+  const readme = await readFile(new URL('README.md', root), 'utf8')
+  const quoted = /([\d.]+) KB minified, ([\d.]+) KB gzipped/.exec(readme)
+  assert.ok(quoted !== null, 'the README quotes the bundle\'s size')
+  const bundle = await readFile(new URL('dist/client/realtime-client.js', root))
+  const sizes = [bundle.length / 1000, gzipSync(bundle).length / 1000]
+  for (const [i, size] of sizes.entries()) {
+    const said = Number(quoted[i + 1])
+    assert.ok(Math.abs(said - size) <= 0.3, `the README says ${said} KB, the bundle is ${size.toFixed(1)} KB: update it`)
+  }
 })
