@@ -150,6 +150,17 @@ test('the memory store is bounded: by window, by keys per user, by bytes', { tim
   setTimeout(() => { store.complete('w', 'k', 'fp', 'rtrue').catch(() => {}) }, 20)
   await (waiting as { settled: Promise<void> }).settled
   assert.deepEqual(await store.claim('w', 'k', 'fp'), { kind: 'done', outcome: 'rtrue' })
+  // A claim whose request still runs is never pushed out for room (bytes or keys): a retry would run it again.
+  assert.equal((await store.claim('busy', 'k', 'fp')).kind, 'run')
+  for (let i = 0; i < 50; i++) {
+    await store.claim(`other-${i}`, 'k', 'fp')
+    await store.complete(`other-${i}`, 'k', 'fp', `r"${'z'.repeat(200)}"`)
+  }
+  for (let i = 0; i < 5; i++) {
+    await store.claim('busy', `more-${i}`, 'fp')
+    await store.complete('busy', `more-${i}`, 'fp', 'r1')
+  }
+  assert.equal((await store.claim('busy', 'k', 'fp')).kind, 'pending', 'the running claim is still held')
   store.close()
 })
 

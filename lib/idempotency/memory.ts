@@ -92,8 +92,12 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     if (scoped === undefined) this.scopes.set(entry.scope, scoped = new Map())
     scoped.set(entry.key, entry)
     if (scoped.size > this.options.maxKeys) {
-      const [oldest, old] = scoped.entries().next().value as [string, Entry]
-      this.remove(`${entry.scope}\n${oldest}`, old)
+      // The scope's oldest outcome goes (a pending claim stays, as in trim()).
+      for (const [oldest, old] of scoped) {
+        if (old.outcome === undefined) continue
+        this.remove(`${entry.scope}\n${oldest}`, old)
+        break
+      }
     }
     this.trim()
   }
@@ -124,10 +128,16 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
     }
   }
 
+  /**
+   * Over the byte budget, the oldest outcomes go. A pending claim is never pushed out for room: its request still
+   * runs, and a retry that found the key free would run it a second time (claims are few: one running request per
+   * connection, and each is freed by its `pendingTtl`).
+   */
   private trim (): void {
-    while (this.bytes > this.options.memoryBudget && this.all.size > 1) {
-      const [id, entry] = this.all.entries().next().value as [string, Entry]
-      this.remove(id, entry)
+    if (this.bytes <= this.options.memoryBudget) return
+    for (const [id, entry] of this.all) {
+      if (this.bytes <= this.options.memoryBudget) return
+      if (entry.outcome !== undefined) this.remove(id, entry)
     }
   }
 }
