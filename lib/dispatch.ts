@@ -75,16 +75,20 @@ function rateLimited (ctx: DispatchContext, conn: Connection<any, any>, data: Bu
   reject(ctx, conn, envelope?.id, ErrorCode.RATE_LIMITED, 'rate limit exceeded', undefined, type)
 }
 
+/** What a handler threw, as a keyed request's outcome: a RealtimeError's code, message and details, else INTERNAL. */
+function errorOutcomeOf (err: unknown): string {
+  return err instanceof RealtimeError ? errorOutcome(err.code, err.message, err.details) : errorOutcome(ErrorCode.INTERNAL, 'internal error')
+}
+
 /** Turns whatever a handler threw into an error envelope; only a RealtimeError's code and message reach the client. */
 function fail (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, type: string, err: unknown, keyed?: Keyed): void {
+  if (keyed !== undefined) record(keyed.idem, keyed.request, errorOutcomeOf(err))
   if (err instanceof RealtimeError) {
     conn.log.debug({ type, code: err.code }, 'handler refused a message')
-    if (keyed !== undefined) record(keyed.idem, keyed.request, errorOutcome(err.code, err.message, err.details))
     sendError(ctx, conn, id, err.code, err.message, err.details, type)
     return
   }
   conn.log.error({ err, type }, 'realtime handler failed')
-  if (keyed !== undefined) record(keyed.idem, keyed.request, errorOutcome(ErrorCode.INTERNAL, 'internal error'))
   sendError(ctx, conn, id, ErrorCode.INTERNAL, 'internal error', undefined, type)
 }
 
@@ -154,29 +158,20 @@ function bounded (ctx: DispatchContext, conn: Connection<any, any>, type: string
         return
       }
       conn.log.info({ type }, 'a realtime handler settled after its HANDLER_TIMEOUT')
-      if (keyed !== undefined) keepLate(keyed, value)
+      if (keyed === undefined) return
+      let data: string | undefined
+      try { data = JSON.stringify(value ?? null) } catch {}
+      record(keyed.idem, keyed.request, data === undefined ? errorOutcome(ErrorCode.INTERNAL, 'internal error') : replyOutcome(data))
     }, (err: unknown) => {
       if (!late) {
         clearTimeout(timer)
         reject(err)
         return
       }
-      if (err instanceof RealtimeError) {
-        if (keyed !== undefined) record(keyed.idem, keyed.request, errorOutcome(err.code, err.message, err.details))
-      } else {
-        conn.log.error({ err, type }, 'realtime handler failed after its HANDLER_TIMEOUT')
-        if (keyed !== undefined) record(keyed.idem, keyed.request, errorOutcome(ErrorCode.INTERNAL, 'internal error'))
-      }
+      if (!(err instanceof RealtimeError)) conn.log.error({ err, type }, 'realtime handler failed after its HANDLER_TIMEOUT')
+      if (keyed !== undefined) record(keyed.idem, keyed.request, errorOutcomeOf(err))
     })
   })
-}
-
-function keepLate (keyed: Keyed, value: unknown): void {
-  let data: string | undefined
-  try {
-    data = JSON.stringify(value ?? null)
-  } catch {}
-  record(keyed.idem, keyed.request, data === undefined ? errorOutcome(ErrorCode.INTERNAL, 'internal error') : replyOutcome(data))
 }
 
 /**

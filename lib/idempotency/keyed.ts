@@ -34,8 +34,11 @@ export type Decision =
   | { kind: 'replay', outcome: string }
   | { kind: 'refuse', code: 'REQUEST_IN_PROGRESS' | 'IDEMPOTENCY_KEY_REUSED' | 'STORE_UNAVAILABLE', message: string }
 
-async function sleep (ms: number): Promise<void> {
-  await new Promise((resolve) => setTimeout(resolve, ms))
+/** Waits `ms`, or less when `wake` settles first; the timer goes with the wait (nothing holds an app's close). */
+async function sleep (ms: number, wake?: Promise<void>): Promise<void> {
+  let timer: NodeJS.Timeout | undefined
+  await Promise.race([new Promise((resolve) => { timer = setTimeout(resolve, ms) }), wake])
+  clearTimeout(timer)
 }
 
 /**
@@ -62,7 +65,7 @@ export async function decide (idem: Idempotency, request: KeyedRequest, stillWan
     if (left <= 0 || !stillWanted()) {
       return { kind: 'refuse', code: 'REQUEST_IN_PROGRESS', message: 'the first request with this key is still running: retry with the same key later' }
     }
-    await (claim.settled !== undefined ? Promise.race([claim.settled, sleep(left)]) : sleep(Math.min(delay, left)))
+    await (claim.settled !== undefined ? sleep(left, claim.settled) : sleep(Math.min(delay, left)))
     delay = Math.min(delay * 2, 400)
   }
 }
