@@ -26,6 +26,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   private readonly all = new Map<string, Entry>()
   private readonly scopes = new Map<string, Map<string, Entry>>()
   private bytes = 0
+  private closed = false
 
   constructor (private readonly options: ResolvedIdempotency) {}
 
@@ -56,6 +57,8 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   }
 
   async complete (scope: string, key: string, fp: string, outcome: string): Promise<void> {
+    // A handler that settles after app.close(): nothing is kept for an instance that is gone.
+    if (this.closed) return
     const id = `${scope}\n${key}`
     let entry = this.all.get(id)
     if (entry === undefined || entry.fp !== fp) {
@@ -79,6 +82,7 @@ export class MemoryIdempotencyStore implements IdempotencyStore {
   }
 
   close (): void {
+    this.closed = true
     for (const entry of this.all.values()) entry.wake?.()
     this.all.clear()
     this.scopes.clear()
