@@ -186,6 +186,10 @@ redisTest('Redis: a retry on another instance gets the first outcome; the handle
   assert.equal(keys.length, 1)
   const ttl = await redis.pttl(keys[0] as string)
   assert.ok(ttl > 100_000 && ttl <= 120_000, `the outcome lives for the window: ${ttl}`)
+  // The README's hole, as it says: a key Redis lost is a key never seen, and the retry runs the handler again.
+  await redis.del(keys[0] as string)
+  onB.sendJson({ type: 'order', data: { item: 'tea', ms: 500 }, id: 4, key: KEY })
+  assert.deepEqual(await onB.nextMessage(), { type: 'reply', id: 4, data: { item: 'tea', run: 2 } })
 })
 
 redisTest('Redis: a stalled store refuses with STORE_UNAVAILABLE and runs nothing; a claim of a dead instance frees after pendingTtl', { timeout: 30000 }, async (t) => {
