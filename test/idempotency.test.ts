@@ -6,12 +6,13 @@ import { test, type TestContext } from 'node:test'
 import { Type } from '@sinclair/typebox'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, type TestClient } from './helpers/client.js'
-import { RedisProxy, redisTest, REDIS_URL, requireRedis, uniquePrefix } from './helpers/redis.js'
+import { RedisProxy, captureLogger, redisTest, REDIS_URL, requireRedis, uniquePrefix } from './helpers/redis.js'
 import { redisBroker } from '../lib/redis.js'
 import { RealtimeError, type RealtimeOptions } from '../lib/index.js'
 import { MemoryIdempotencyStore } from '../lib/idempotency/memory.js'
 import { RedisIdempotencyStore } from '../lib/idempotency/redis.js'
 import { resolveIdempotency } from '../lib/idempotency/store.js'
+import { Redis } from 'ioredis'
 import { decide, keyedRequest } from '../lib/idempotency/keyed.js'
 
 const KEY = 'k-0123456789abcdef'
@@ -220,4 +221,25 @@ redisTest('Redis: a stalled store refuses with STORE_UNAVAILABLE and runs nothin
   assert.equal(busy.kind === 'refuse' && busy.code, 'REQUEST_IN_PROGRESS')
   await sleep(1600)
   assert.deepEqual(await decide(idem, request, () => true), { kind: 'run' }, 'the dead claim expired')
+})
+
+redisTest('Redis cut: every keyed request is refused STORE_UNAVAILABLE at once, and the outage is logged once, not per request', { timeout: 15000 }, async (t) => {
+  const proxy = new RedisProxy()
+  const url = await proxy.start()
+  t.after(async () => { await proxy.stop() })
+  const redis = new Redis(url, { enableOfflineQueue: false, maxRetriesPerRequest: 0, retryStrategy: () => 50, lazyConnect: true })
+  t.after(() => { redis.disconnect() })
+  redis.on('error', () => {})
+  await redis.connect()
+  await proxy.cut()
+  const options = resolveIdempotency({}, 30000)
+  assert.ok(options !== undefined)
+  const { logger, lines } = captureLogger()
+  const idem = { store: new RedisIdempotencyStore(redis, uniquePrefix(), options), options, log: logger }
+  for (let i = 0; i < 20; i++) {
+    const decision = await decide(idem, keyedRequest('/rt', 'ada', `${KEY}-${i}`, 'order', {}), () => true)
+    assert.equal(decision.kind === 'refuse' && decision.code, 'STORE_UNAVAILABLE')
+  }
+  assert.equal(lines.filter((l) => l.level === 'warn').length, 1, 'one warning for the outage')
+  assert.equal(lines.filter((l) => l.level === 'debug').length, 19)
 })

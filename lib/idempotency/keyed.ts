@@ -12,7 +12,12 @@ export interface Idempotency {
   store: IdempotencyStore
   options: ResolvedIdempotency
   log: FastifyBaseLogger
+  /** Until when a store failure is logged at debug only: one warning per `QUIET_MS`, not one per refused request. */
+  quietUntil?: number
 }
+
+/** An outage of the store refuses every keyed request: it is told once in this long, the rest at debug. */
+const QUIET_MS = 10_000
 
 /** What a keyed request is, for its store entry: the scope its key lives in and its fingerprint. */
 export interface KeyedRequest {
@@ -53,7 +58,13 @@ export async function decide (idem: Idempotency, request: KeyedRequest, stillWan
     try {
       claim = await idem.store.claim(request.scope, request.key, request.fp)
     } catch (err) {
-      idem.log.warn({ err }, 'realtime: the idempotency store did not answer; the request was refused, nothing ran')
+      const now = performance.now()
+      if (now >= (idem.quietUntil ?? 0)) {
+        idem.quietUntil = now + QUIET_MS
+        idem.log.warn({ err }, 'realtime: the idempotency store did not answer; keyed requests are refused (STORE_UNAVAILABLE), nothing runs (told once per 10 s)')
+      } else {
+        idem.log.debug({ err }, 'realtime: the idempotency store did not answer; the request was refused')
+      }
       return { kind: 'refuse', code: 'STORE_UNAVAILABLE', message: 'the server could not check the request\'s key; nothing ran: retry with the same key' }
     }
     switch (claim.kind) {
