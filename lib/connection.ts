@@ -11,7 +11,7 @@ import type { Counters } from './stats.js'
 import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
 import type { RouteMeter, TypeMeter } from './meter.js'
-import type { ConnectionPresence, PresenceJoinOptions } from './presence/rooms.js'
+import type { ConnectionPresence, PresenceJoinOptions, PresenceOutcome } from './presence/rooms.js'
 
 /** The control lane's budget: messages a second, and at once (see `takeControlToken`). */
 const CONTROL_RATE = 2
@@ -20,7 +20,7 @@ const CONTROL_BURST = 10
 /** The registry as a connection sees it: rooms are indexed there. */
 export interface RoomIndex {
   /** Returns the history join's promise for a history room, undefined for any other. */
-  join: (conn: Connection<any, any>, room: string, options?: JoinOptions) => Promise<JoinPosition> | undefined
+  join: (conn: Connection<any, any>, room: string, options?: JoinOptions) => Promise<JoinResult> | undefined
   leave: (conn: Connection<any, any>, room: string) => void
   /** Presence rooms: checks the join's presence options before the room is joined (throws `VALIDATION_FAILED`). */
   checkJoin: (conn: Connection<any, any>, room: string, options?: JoinOptions) => void
@@ -37,6 +37,12 @@ export interface JoinOptions {
    */
   presence?: PresenceJoinOptions | false
 }
+
+/**
+ * What `conn.join()` resolves with: for a history room its position (`epoch`, `offset`, and whether the join
+ * recovered), for a presence room the `presence` outcome, both for a room that keeps both.
+ */
+export type JoinResult = (JoinPosition & { presence?: PresenceOutcome }) | { presence: PresenceOutcome, epoch?: undefined, offset?: undefined }
 
 const NO_ROOMS: ReadonlySet<string> = new Set()
 // One shared settled promise: joining a room without history makes none.
@@ -139,13 +145,14 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /**
    * Joins a room (idempotent). For a history room the promise resolves once `rt.position` and the replay of what
-   * the client missed are written, with the room's `{ epoch, offset }` and whether it recovered; it never rejects.
-   * For any other room (or a room already joined) it resolves with undefined; ignoring it is fine. Throws (before
+   * the client missed are written, with the room's `{ epoch, offset }` and whether it recovered; for a presence room
+   * once the store answered the member's entry, with `presence` (`'member'`, `'full'` past `maxMembers`, …); it
+   * never rejects. For any other room (or a room already joined) it resolves with undefined; ignoring it is fine. Throws (before
    * anything is joined) `INVALID_ROOM` for an empty name or one over `limits.maxRoomNameLength`, `TOO_MANY_ROOMS`
    * past `limits.maxRoomsPerConnection`, and `VALIDATION_FAILED` for bad presence options: a handler that does not
    * catch it answers the client with that code.
    */
-  join (room: string, options?: JoinOptions): Promise<JoinPosition | undefined> {
+  join (room: string, options?: JoinOptions): Promise<JoinResult | undefined> {
     if (!this.isOpen) return NO_POSITION
     this.roomSet ??= new Set()
     if (this.roomSet.has(room)) return NO_POSITION

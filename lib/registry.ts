@@ -9,12 +9,11 @@ import { bump, createCounters, type Counters, type RealtimeStats } from './stats
 import type { AsyncApiDocument, AsyncApiOptions } from './asyncapi.js'
 import { RT_ERR_ASYNCAPI_NOT_READY } from './errors.js'
 import type { RoomHistory } from './history/rooms.js'
-import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
 import type { InstanceMeter, RouteMeter, TypeMeter } from './meter.js'
-import type { JoinOptions } from './connection.js'
+import type { JoinOptions, JoinResult } from './connection.js'
 import { RealtimeError, ErrorCode } from './protocol/codes.js'
-import type { ConnectionPresence, PresenceHandle, RoomPresence } from './presence/rooms.js'
+import type { ConnectionPresence, PresenceHandle, PresenceOutcome, RoomPresence } from './presence/rooms.js'
 import { fanoutChannel, traced, type FanoutTraceContext } from './tracing.js'
 
 /** Who a fan-out skips: a connection or a connection id. */
@@ -146,16 +145,20 @@ export class Registry implements RealtimeRegistry {
     if (presence?.isPresenceRoom(room) === true) this.joining.set(conn, presence.member(conn, options?.presence))
   }
 
-  join (conn: Connection<any, any>, room: string, options?: JoinOptions): Promise<JoinPosition> | undefined {
+  join (conn: Connection<any, any>, room: string, options?: JoinOptions): Promise<JoinResult> | undefined {
     this.index(this.rooms, 'room', room, conn)
+    let presence: Promise<PresenceOutcome> | undefined
     if (this.joining.has(conn)) {
       const member = this.joining.get(conn)
       this.joining.delete(conn)
-      ;(this.roomPresence as RoomPresence).join(conn, room, member)
+      presence = (this.roomPresence as RoomPresence).join(conn, room, member)
     }
     const since = options?.since
     const policy = this.roomHistory?.policy(room)
-    return policy === undefined ? undefined : (this.roomHistory as RoomHistory).join(conn, room, policy, since)
+    const position = policy === undefined ? undefined : (this.roomHistory as RoomHistory).join(conn, room, policy, since)
+    if (presence === undefined) return position
+    if (position === undefined) return presence.then((outcome) => ({ presence: outcome }))
+    return Promise.all([position, presence]).then(([joined, outcome]) => ({ ...joined, presence: outcome }))
   }
 
   leave (conn: Connection<any, any>, room: string): void {

@@ -309,3 +309,24 @@ redisTest('item 13 (a re-sync racing joins): joins while the store re-syncs the 
     }
   }
 })
+
+redisTest('issue 22 item 10: conn.join says how presence went on Redis: member, full past maxMembers, unavailable while Redis stalls (entered once it answers)', { timeout: 40000 }, async (t) => {
+  const prefix = uniquePrefix()
+  await admin(t, prefix)
+  const proxy = new RedisProxy()
+  const url = await proxy.start()
+  t.after(async () => { proxy.resume(); await proxy.cut() })
+  const a = await instance(t, { ttl: 3000, leaveDelay: 0, maxMembers: 2 }, prefix, url)
+  const [alice, bob, carol, dave] = await clients(t, [[a, 'alice'], [a, 'bob'], [a, 'carol'], [a, 'dave']]) as [PresenceClient, PresenceClient, PresenceClient, PresenceClient]
+  assert.equal((await alice.call('join', { room: 'p:outcome' })).data, 'member')
+  assert.equal((await bob.call('join', { room: 'p:outcome' })).data, 'member')
+  assert.equal((await carol.call('join', { room: 'p:outcome' })).data, 'full')
+  assert.equal((await carol.call('join', { room: 'p:seen', watch: true })).data, 'watching')
+  proxy.stall()
+  const started = Date.now()
+  // The store call's deadline is ttl / 3 (at least 1 s): the handler hears `unavailable` then, not never.
+  assert.equal((await dave.call('join', { room: 'p:later' }, 10000)).data, 'unavailable')
+  assert.ok(Date.now() - started < 8000, `answered after ${Date.now() - started} ms`)
+  proxy.resume()
+  await eventually(async () => (await listOf(a, 'p:later').catch((): string[] => [])).includes('dave'), 15000, 'dave entered once Redis answers')
+})

@@ -102,8 +102,8 @@ test('edge case 26 (data and limits): update delivered, data over maxDataBytes i
   assert.equal(big.error.details[0].path, '/presence/data')
   await sleep(50)
   assert.equal(a.snapshots('p:lim').length, 0, 'not joined')
-  await a.call('join', { room: 'p:lim', data: 1 })
-  await b.call('join', { room: 'p:lim' })
+  assert.deepEqual(await a.call('join', { room: 'p:lim', data: 1 }), { type: 'reply', id: 2, data: 'member' })
+  assert.deepEqual(await b.call('join', { room: 'p:lim' }), { type: 'reply', id: 1, data: 'member' })
   await waitFor(() => a.events('p:lim').length === 1)
   assert.equal((await b.call('update', { room: 'p:lim', data: { typing: true } })).type, 'reply')
   await waitFor(() => a.events('p:lim').length === 2)
@@ -117,7 +117,9 @@ test('edge case 26 (data and limits): update delivered, data over maxDataBytes i
   assert.equal(elsewhere.error.code, 'NOT_IN_ROOM')
   assert.deepEqual(elsewhere.error.details, { room: 'p:other' })
 
-  await c.call('join', { room: 'p:lim' })
+  // The handler learns it from what conn.join resolves with; the client also gets the error envelope.
+  assert.deepEqual(await c.call('join', { room: 'p:lim' }), { type: 'reply', id: 1, data: 'full' })
+  assert.deepEqual(await c.call('join', { room: 'p:watch', watch: true }), { type: 'reply', id: 2, data: 'watching' })
   await waitFor(() => c.frames.some((f) => f.type === 'error') && c.snapshots('p:lim').length === 1)
   const full = c.frames.find((f) => f.type === 'error')
   assert.equal(full.error.code, 'PRESENCE_FULL')

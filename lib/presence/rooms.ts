@@ -15,6 +15,16 @@ export interface PresenceJoinOptions {
   data?: unknown
 }
 
+/**
+ * A presence room's answer in what `conn.join()` resolves with: `member` (the store holds the key), `watching`
+ * (`presence: false`), `full` (refused past `maxMembers`: the room is joined, the key is not in the list, and the
+ * client also gets a `PRESENCE_FULL` error envelope), `unavailable` (the store did not answer in time: the key is
+ * put there once it is reachable again), `left` (the connection left the room or closed before the store answered).
+ */
+export type PresenceOutcome = 'member' | 'watching' | 'full' | 'unavailable' | 'left'
+
+const WATCHING: Promise<PresenceOutcome> = Promise.resolve('watching')
+
 /** `conn.presence(room)`. */
 export interface ConnectionPresence {
   /** Replaces the member's data (every connection of the key shares it); `update` fires when it changed. */
@@ -118,11 +128,15 @@ export class RoomPresence implements PresenceHost {
     return { key, data: options?.data === undefined ? undefined : this.encode(options.data) }
   }
 
-  /** A connection was indexed in a presence room: enters its key if new here, then sends it the snapshot. */
-  join (conn: Connection<any, any>, room: string, member: { key: string, data: string | undefined } | undefined): void {
+  /**
+   * A connection was indexed in a presence room: enters its key if new here, then sends it the snapshot. Resolves
+   * with the outcome once the store answered (never rejects).
+   */
+  join (conn: Connection<any, any>, room: string, member: { key: string, data: string | undefined } | undefined): Promise<PresenceOutcome> {
     const life = this.lives.open(room)
-    if (member !== undefined) this.hold(life, conn, member.key, member.data)
+    const outcome = member === undefined ? WATCHING : this.hold(life, conn, member.key, member.data)
     if (this.options.events) this.snapshotTo(life, [conn])
+    return outcome
   }
 
   /**
@@ -250,31 +264,39 @@ export class RoomPresence implements PresenceHost {
     if (!done) this.log.warn({ timeout }, 'presence: the store did not finish its shutdown in time (its keys expire)')
   }
 
-  private hold (life: Life<RoomState>, conn: Connection<any, any>, key: string, data: string | undefined): void {
+  private async hold (life: Life<RoomState>, conn: Connection<any, any>, key: string, data: string | undefined): Promise<PresenceOutcome> {
     let keys = this.keys.get(conn)
     if (keys === undefined) this.keys.set(conn, keys = new Map())
     keys.set(life.room, key)
-    const local = life.state.keys.get(key)
+    let local = life.state.keys.get(key)
+    let outcome: PresenceOutcome = 'member'
     if (local === undefined) {
-      const fresh: LocalKey = { conns: new Set([conn]), data: data ?? 'null', entered: false, leaving: false, timer: undefined }
-      life.state.keys.set(key, fresh)
-      return this.enter(life, key, fresh)
+      local = { conns: new Set([conn]), data: data ?? 'null', entered: false, leaving: false, timer: undefined }
+      life.state.keys.set(key, local)
+      outcome = await this.enter(life, key, local)
+    } else {
+      clearTimeout(local.timer)
+      local.timer = undefined
+      local.conns.add(conn)
+      // Back before its leave ran: the leave is skipped (or, when it is under way, followed by an enter).
+      local.leaving = false
+      if (!local.entered) {
+        outcome = await this.enter(life, key, local)
+      } else if (data !== undefined && data !== local.data) {
+        local.data = data
+        const held = local
+        this.enqueue(life, async () => { if (held.entered) await this.call(this.store.update(life.room, key, data), 'update') })
+      }
     }
-    clearTimeout(local.timer)
-    local.timer = undefined
-    local.conns.add(conn)
-    // Back before its leave ran: the leave is skipped (or, when it is under way, followed by an enter).
-    local.leaving = false
-    if (!local.entered) return this.enter(life, key, local)
-    if (data !== undefined && data !== local.data) {
-      local.data = data
-      this.enqueue(life, async () => { if (local.entered) await this.call(this.store.update(life.room, key, data), 'update') })
-    }
+    return local.conns.has(conn) ? outcome : 'left'
   }
 
-  private enter (life: Life<RoomState>, key: string, local: LocalKey): void {
+  /** Enters the key in the store, in the room's queue: resolves with what the store said (never rejects). */
+  private async enter (life: Life<RoomState>, key: string, local: LocalKey): Promise<PresenceOutcome> {
     const room = life.room
-    this.enqueue(life, async () => {
+    let outcome: PresenceOutcome = 'left'
+    const ok = await this.enqueue(life, async () => {
+      if (local.entered) outcome = 'member'
       if (local.entered || local.leaving || local.conns.size === 0 || life.state.keys.get(key) !== local) return
       let result
       try {
@@ -286,11 +308,14 @@ export class RoomPresence implements PresenceHost {
       }
       if (result === 'ok') {
         local.entered = true
+        outcome = 'member'
         return
       }
+      outcome = 'full'
       const text = encodeError(undefined, ErrorCode.PRESENCE_FULL, `presence: "${room}" has ${this.options.maxMembers} members`, { room })
       for (const conn of local.conns) conn.sendProtocol(text, 'error')
     })
+    return ok ? outcome : 'unavailable'
   }
 
   /** The key's last local connection is gone for good: it leaves the store, and here once the store confirmed it. */

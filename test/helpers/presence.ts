@@ -24,8 +24,8 @@ export async function presenceApp (presence: Partial<PresenceOptions> = {}, real
           join: {
             schema: Type.Object({ room: Type.String(), key: Type.Optional(Type.String()), data: Type.Optional(Type.Unknown()), watch: Type.Optional(Type.Boolean()) }),
             handler: async ({ room, key, data, watch }, conn) => {
-              await conn.join(room, { presence: watch === true ? false : { key, data } })
-              return null
+              // The reply says how the join went for presence: member, watching, full, unavailable or left.
+              return (await conn.join(room, { presence: watch === true ? false : { key, data } }))?.presence ?? null
             }
           },
           leave: { schema: Type.Object({ room: Type.String() }), handler: ({ room }, conn) => { conn.leave(room); return null } },

@@ -101,7 +101,11 @@ typed.broadcast('chat.message', { from: 'a', text: 'b' })
 app.realtime.to('r').send('anything', { at: 'all' })
 // History rooms: a join's position, publish()'s, and the options.
 declare const someConn: Connection
-expectTypeOf(someConn.join('room')).resolves.toEqualTypeOf<import('../../lib/index.js').JoinPosition | undefined>()
+expectTypeOf(someConn.join('room')).resolves.toEqualTypeOf<import('../../lib/index.js').JoinResult | undefined>()
+// A history room's position narrows by its epoch; a presence room's outcome is one of five words.
+const joined = await someConn.join('room')
+if (joined?.epoch !== undefined) expectTypeOf(joined.offset).toEqualTypeOf<number>()
+expectTypeOf(joined?.presence).toEqualTypeOf<'member' | 'watching' | 'full' | 'unavailable' | 'left' | undefined>()
 someConn.join('room', { since: { epoch: 'aZkQpLmx', offset: 41 } }).catch(() => {})
 // @ts-expect-error since is a position
 someConn.join('room', { since: 41 }).catch(() => {})
