@@ -141,16 +141,36 @@ test('the README\'s quick start and client snippet compile strictly and run with
   assert.equal(stdout, 'node: hello, 1 here\n')
 })
 
+/** A CommonJS TypeScript app (its package.json says so): `import` compiles to `require()` of the ES module. */
+const COMMONJS_APP = `
+  import Fastify from 'fastify'
+  import { Type } from '@sinclair/typebox'
+  import realtime from 'fastify-realtime'
+  import { createClient } from 'fastify-realtime/client'
+  async function main (): Promise<void> {
+    const app = Fastify()
+    await app.register(realtime, { auth: false })
+    const route = app.realtimeRoute({ url: '/rt', messages: { echo: { schema: Type.String(), handler: (text) => text.toUpperCase() } }, events: { said: Type.String() } })
+    route.broadcast('said', 'typed')
+    await app.ready()
+    console.log('typescript', app.hasRoute({ method: 'GET', url: '/rt' }), typeof createClient<typeof route>)
+    await app.close()
+  }
+  void main()
+`
+
 /**
  * The versions an app may pick: the oldest TypeScript fastify 5 compiles with (5.4: NoInfer) with @types/node 20 and
- * ioredis 5, and the latest TypeScript with the latest @types/node and ioredis 6. The quick start and a file using
- * every entry compile strictly, without skipLibCheck, against each.
+ * ioredis 5, TypeScript 6.0 with the latest @types/node, and the latest TypeScript with the latest @types/node and
+ * ioredis 6. The quick start and a file using every entry compile strictly, without skipLibCheck, against each; a
+ * CommonJS TypeScript file too from 5.8 on (the first to let `module: nodenext` require an ES module).
  */
-const MATRIX = [
-  ['typescript@5.4', '@types/node@20', 'ioredis@5'],
-  ['typescript@latest', '@types/node@latest', 'ioredis@6']
+const MATRIX: Array<{ versions: string[], commonjs: boolean }> = [
+  { versions: ['typescript@5.4', '@types/node@20', 'ioredis@5'], commonjs: false },
+  { versions: ['typescript@~6.0', '@types/node@latest', 'ioredis@5'], commonjs: true },
+  { versions: ['typescript@latest', '@types/node@latest', 'ioredis@6'], commonjs: true }
 ]
-for (const versions of MATRIX) {
+for (const { versions, commonjs } of MATRIX) {
   test(`types compile with ${versions.join(', ')}`, { timeout: 240_000 }, async () => {
     const dir = join(app, `matrix-${versions[0]?.replace(/\W/g, '') ?? ''}`)
     await mkdir(dir, { recursive: true })
@@ -173,9 +193,16 @@ for (const versions of MATRIX) {
       "const echo = app.realtimeRoute({ url: '/echo', messages: {} })",
       "createClient<typeof echo>('ws://127.0.0.1:1/echo', { WebSocket }).close()"
     ].join('\n'))
+    const files = ['quickstart.ts', 'entries.ts']
+    if (commonjs) {
+      await mkdir(join(dir, 'cjs'), { recursive: true })
+      await writeFile(join(dir, 'cjs/package.json'), JSON.stringify({ type: 'commonjs' }))
+      await writeFile(join(dir, 'cjs/app.ts'), COMMONJS_APP)
+      files.push('cjs/app.ts')
+    }
     try {
       await run(process.execPath, [join(dir, 'node_modules/typescript/bin/tsc'), '--strict', '--module', 'nodenext', '--target', 'es2022', '--types', 'node',
-        '--noEmit', 'quickstart.ts', 'entries.ts'], { cwd: dir })
+        '--noEmit', ...files], { cwd: dir })
     } catch (err) {
       assert.fail(`tsc (${versions.join(', ')}) failed:\n${(err as { stdout?: string }).stdout ?? String(err)}`)
     }
@@ -195,24 +222,10 @@ test('CommonJS: require() of every entry, and a CommonJS TypeScript project', { 
     app.register(realtime, { auth: false }).after(() => { app.realtimeRoute({ url: '/rt', messages: {} }) })
     app.ready().then(() => { console.log('plain', typeof createClient, typeof redisBroker, app.hasRoute({ method: 'GET', url: '/rt' })); return app.close() })
   `)
-  await writeFile(join(dir, 'app.ts'), `
-    import Fastify from 'fastify'
-    import { Type } from '@sinclair/typebox'
-    import realtime from 'fastify-realtime'
-    async function main (): Promise<void> {
-      const app = Fastify()
-      await app.register(realtime, { auth: false })
-      const route = app.realtimeRoute({ url: '/rt', messages: { echo: { schema: Type.String(), handler: (text) => text.toUpperCase() } }, events: { said: Type.String() } })
-      route.broadcast('said', 'typed')
-      await app.ready()
-      console.log('typescript', app.hasRoute({ method: 'GET', url: '/rt' }))
-      await app.close()
-    }
-    void main()
-  `)
+  await writeFile(join(dir, 'app.ts'), COMMONJS_APP)
   const plain = await run(process.execPath, ['plain.cjs'], { cwd: dir, timeout: 20_000 })
   assert.equal(plain.stdout, 'plain function function true\n')
   await compile(dir, ['app.ts'])
   const typescript = await run(process.execPath, ['out/app.js'], { cwd: dir, timeout: 20_000 })
-  assert.equal(typescript.stdout, 'typescript true\n')
+  assert.equal(typescript.stdout, 'typescript true function\n')
 })
