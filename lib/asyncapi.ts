@@ -162,6 +162,25 @@ function historyMessages (): { resume: JsonSchema, position: JsonSchema } {
   }
 }
 
+const NUMBERED = {
+  room: { type: 'string', description: 'The history room the event was sent to (with `offset`).' },
+  offset: {
+    type: 'integer',
+    minimum: 1,
+    description: 'The event\'s offset in the room\'s stream, under the epoch of the room\'s last `rt.position` (events carry no epoch): keep the highest per room, and send it in `rt.resume` after a reconnect.'
+  }
+}
+
+/**
+ * An event's envelope. With history, an event sent to a room that keeps one carries the room and its offset; the
+ * same type sent anywhere else (a room without history, a user, everyone, one connection, `volatile`) carries
+ * neither: both optional, never one without the other.
+ */
+function eventPayload (type: string, data: JsonSchema, history: boolean): JsonSchema {
+  if (!history) return envelope(type, { data }, ['data'])
+  return { ...envelope(type, { data, ...NUMBERED }, ['data']), dependencies: { room: ['offset'], offset: ['room'] } }
+}
+
 const PRESENCE_EPOCH = { type: 'string', description: 'changes whenever the room\'s list was lost: versions compare only within one epoch' }
 const MEMBERS = { type: 'object', description: 'member key → `{ data }`', additionalProperties: { type: 'object', properties: { data: {} } } }
 
@@ -278,7 +297,8 @@ export function buildAsyncApi (routes: readonly DocumentedRoute[], options: Asyn
       addOperation('receive', 'binary', binaryRef)
     }
     for (const [type, event] of Object.entries(route.definition.events ?? {})) {
-      const eventRef = addMessage(`${type}.event`, { name: type, title: type, ...summaryOf(event), payload: envelope(type, { data: schema(event, type, 'out') }, ['data']) })
+      const payload = eventPayload(type, schema(event, type, 'out'), features.history === true)
+      const eventRef = addMessage(`${type}.event`, { name: type, title: type, ...summaryOf(event), payload })
       addOperation('send', type, eventRef)
     }
     addOperation('send', 'error', errorRef, undefined, { summary: 'An error that answers no message (a frame that is not an envelope, say): no `id`.' })
