@@ -136,26 +136,35 @@ function historyMessages (): { resume: JsonSchema, position: JsonSchema } {
       name: 'rt.resume',
       title: 'rt.resume',
       summary: 'The first frame after a reconnect: the positions the client holds, per room (no reply; kept until the room is joined).',
-      payload: envelope('rt.resume', { data: { type: 'object', required: ['rooms'], properties: { rooms: { type: 'object', additionalProperties: { type: 'object', required: ['epoch', 'offset'], properties: POSITION } } } } }, ['data'])
+      payload: envelope('rt.resume', { data: { type: 'object', required: ['rooms'], properties: { rooms: { type: 'object', description: 'room → the position the client holds; entries the server cannot use, and rooms past the first 256, are ignored', additionalProperties: { type: 'object', required: ['epoch', 'offset'], properties: { epoch: { ...POSITION.epoch, minLength: 1, maxLength: 16 }, offset: POSITION.offset } } } } } }, ['data'])
     },
     position: {
       name: 'rt.position',
       title: 'rt.position',
-      summary: 'Sent on every join of a history room (offset null on a leave); with `recovery` when the join resumed from a position, followed by the missed events.',
+      summary: 'Sent on every join of a history room, with `recovery` when the join resumed from a position (the missed events follow it); again with `recovered: false` when the member\'s stream lost continuity; `offset: null` on a leave.',
       payload: envelope('rt.position', {
         data: {
           type: 'object',
           required: ['room', 'offset'],
           properties: {
             room: { type: 'string' },
-            epoch: POSITION.epoch,
-            offset: { type: ['integer', 'null'], minimum: 0 },
+            epoch: { ...POSITION.epoch, description: `${POSITION.epoch.description}; present whenever \`offset\` is a number` },
+            offset: {
+              type: ['integer', 'null'],
+              minimum: 0,
+              description: 'The member\'s position in the room\'s stream: the last event it has. null: it has none (after a leave, or while the store does not answer, `unavailable`): forget the room\'s position.'
+            },
             recovery: {
-              type: 'object',
-              required: ['recovered'],
-              properties: { recovered: { type: 'boolean' }, missed: { type: 'integer', minimum: 0 }, reason: { type: 'string', enum: [...RECOVERY_REASONS] } }
+              description: 'Recovered: `missed` events follow. Not recovered: reload the room (a snapshot from the app), then go on from this position.',
+              oneOf: [
+                { type: 'object', required: ['recovered', 'missed'], properties: { recovered: { const: true }, missed: { type: 'integer', minimum: 0 } } },
+                { type: 'object', required: ['recovered', 'reason'], properties: { recovered: { const: false }, reason: { type: 'string', enum: [...RECOVERY_REASONS] } } }
+              ]
             }
-          }
+          },
+          if: { properties: { offset: { type: 'integer' } } },
+          then: { required: ['epoch'] },
+          else: { not: { required: ['epoch'] } }
         }
       }, ['data'])
     }
