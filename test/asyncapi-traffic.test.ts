@@ -6,7 +6,7 @@ import { buildExample } from '../example/app.js'
 import type { ChatRoute } from '../example/chat-route.js'
 import { createClient, type RealtimeClient, type RecoveryEvent } from '../lib/client/index.js'
 import type { AsyncApiDocument } from '../lib/index.js'
-import { ChannelChecker, Traffic, type CheckedFrame, type RecordingSocket } from './helpers/asyncapi-traffic.js'
+import { ChannelChecker, Traffic, type CheckedFrame, type RecordedFrame, type RecordingSocket } from './helpers/asyncapi-traffic.js'
 import { waitFor } from './helpers/client.js'
 
 async function login (base: string, name: string): Promise<string> {
@@ -174,4 +174,25 @@ test('every frame of the example\'s traffic, both ways, is exactly one message o
     'server chat.message numbered'
   ]
   assert.deepEqual(expected.filter((l) => counts[l] === undefined), [], 'every kind of frame was seen')
+})
+
+test('the served document refuses server frames of shapes the server never sends, so the check above can fail', { timeout: 30000 }, async (t) => {
+  const { app } = await buildExample({ logger: false })
+  t.after(() => app.close())
+  const checker = new ChannelChecker((await app.inject('/asyncapi.json')).json(), '/chat')
+  const server = (value: unknown): RecordedFrame => ({ socket: 1, direction: 'server', text: JSON.stringify(value) })
+  const event = { type: 'chat.message', data: { room: 'lobby', from: 'bob', text: 'hi', at: 1 } }
+  assert.equal(checker.check([server({ ...event, room: 'lobby', offset: 1 }), server(event)]).length, 2)
+  const refused: Array<[unknown, RegExp]> = [
+    [{ ...event, room: 'lobby' }, /matches 0 messages/],
+    [{ ...event, room: 'lobby', offset: 1, epoch: 'e' }, /\/epoch not described/],
+    [{ type: 'rt.position', data: { room: 'lobby', offset: 3 } }, /matches 0 messages/],
+    [{ type: 'rt.position', data: { room: 'lobby', epoch: 'e', offset: null } }, /matches 0 messages/],
+    [{ type: 'rt.position', data: { room: 'lobby', epoch: 'e', offset: 3, recovery: { recovered: true, reason: 'epoch' } } }, /matches 0 messages/],
+    [{ type: 'rt.position', data: { room: 'lobby', epoch: 'e', offset: 3, recovery: { recovered: false, reason: 'lost' } } }, /matches 0 messages/],
+    [{ type: 'rt.presence.diff', data: { room: 'lobby', v: 2, joins: {}, leaves: [] } }, /matches 0 messages/],
+    [{ type: 'reply', id: 'x', data: null }, /answers no frame the client sent/],
+    [{ type: 'reply', data: null }, /matches 0 messages/]
+  ]
+  for (const [value, why] of refused) assert.throws(() => checker.check([server(value)]), why, JSON.stringify(value))
 })

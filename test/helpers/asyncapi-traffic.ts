@@ -89,6 +89,7 @@ export interface CheckedFrame {
 export class ChannelChecker {
   private readonly ajv = new Ajv({ allErrors: true })
   private readonly operations: Operation[]
+  private readonly unasked: Message[]
   private readonly sent: Message[]
   private readonly cache = new Map<string, Message>()
 
@@ -105,9 +106,10 @@ export class ChannelChecker {
         messages: (op.messages as Array<{ $ref: string }>).map((m) => this.message(m.$ref)),
         replies: ((op.reply as { messages?: Array<{ $ref: string }> } | undefined)?.messages ?? []).map((m) => this.message(m.$ref))
       }))
-    // Everything the server may send on the channel unasked: the send operations' messages and, for a frame with no
-    // id to correlate (a pong to an id-less ping), the replies.
-    this.sent = unique([...this.operations.filter((o) => o.action === 'send').flatMap((o) => o.messages), ...this.operations.flatMap((o) => o.replies)])
+    // What the server sends unasked (the send operations' messages) and, for a frame with no id to correlate (a pong
+    // to an id-less ping), the replies as well.
+    this.unasked = unique(this.operations.filter((o) => o.action === 'send').flatMap((o) => o.messages))
+    this.sent = unique([...this.unasked, ...this.operations.flatMap((o) => o.replies)])
   }
 
   /**
@@ -138,8 +140,10 @@ export class ChannelChecker {
         }
         return { frame, value, message: this.one(where, value, matched, receive.flatMap((o) => o.messages)) }
       }
+      if (id !== undefined && !asked.has(id)) throw new Error(`${where}: its id answers no frame the client sent`)
       const operation = id === undefined ? undefined : asked.get(id)
-      const candidates = operation !== undefined ? operation.replies : this.sent
+      // A frame answering a type no operation receives (an unknown type) is one the server sends unasked: an error.
+      const candidates = operation !== undefined ? operation.replies : id !== undefined ? this.unasked : this.sent
       return { frame, value, message: this.one(where, value, candidates.filter((m) => m.validate(value) === true), candidates) }
     })
   }
