@@ -15,7 +15,7 @@ async function login (base: string, name: string): Promise<string> {
 }
 
 /** What a checked frame shows: its direction and type, with the shape that matters for the protocol's own messages. */
-function label ({ frame, value }: CheckedFrame): string {
+function label ({ frame, value, message }: CheckedFrame): string {
   const data = value.data as Record<string, any> | undefined
   let shape = ''
   if (value.type === 'rt.position') {
@@ -25,6 +25,8 @@ function label ({ frame, value }: CheckedFrame): string {
     shape = ` ${String((value.error as { code: string }).code)}${value.id === undefined ? ' no id' : ''}`
   } else if (value.type === 'pong' || value.type === 'ping') {
     shape = value.id === undefined ? ' no id' : ' with id'
+  } else if (value.type === 'reply') {
+    shape = ` (${String(message?.split('/').pop())})`
   } else if (value.type === 'chat.message') {
     shape = typeof value.offset === 'number' ? ' numbered' : ''
   } else if (value.type === 'rt.presence.diff') {
@@ -152,6 +154,15 @@ test('every frame of the example\'s traffic, both ways, is exactly one message o
   await dave.next((v) => v.id === 1)
   await waitFor(() => a.presence('lobby').members.has('dave') && !a.presence('lobby').members.has('carol'), 10000, 'carol\'s leave and dave\'s join')
 
+  // Erin resumes from before the 101 events the app published (the room keeps 100): not recovered (trimmed).
+  const before = await example.app.realtime.history('lobby').position()
+  for (let i = 0; i < 101; i++) await example.app.realtime.to('lobby').publish('chat.message', { room: 'lobby', from: 'app', text: `n${i}`, at: i })
+  const erin = await raw(await login(base, 'erin'))
+  erin.ws.send(JSON.stringify({ type: 'rt.resume', data: { rooms: { lobby: before } } }))
+  erin.ws.send(JSON.stringify({ type: 'room.join', id: 1, data: { room: 'lobby' } }))
+  assert.deepEqual((await erin.next((v) => v.type === 'rt.position')).data.recovery, { recovered: false, reason: 'trimmed' })
+  await erin.next((v) => v.id === 1)
+
   // The document as a client in another language gets it: over HTTP from the running example.
   const res = await fetch(`http://${base}/asyncapi.json`)
   assert.equal(res.status, 200)
@@ -165,11 +176,12 @@ test('every frame of the example\'s traffic, both ways, is exactly one message o
     'client room.join', 'client chat.send', 'client chat.send keyed', 'client typing', 'client room.leave', 'client rt.resume',
     'client ping no id', 'client ping with id', 'client auth.refresh',
     'client (not JSON) (refused)', 'client chat.edit (refused)', 'client chat.send (refused)',
-    'server reply', 'server reply replayed', 'server pong no id', 'server pong with id',
+    'server reply (room.join.reply)', 'server reply (chat.send.reply)', 'server reply (room.leave.reply)', 'server reply (auth.refresh.reply)',
+    'server reply (chat.send.reply) replayed', 'server pong no id', 'server pong with id',
     'server error BAD_JSON no id', 'server error UNKNOWN_TYPE', 'server error VALIDATION_FAILED', 'server error NOT_IN_ROOM',
     'server error NOT_IN_ROOM replayed', 'server error INVALID_TOKEN', 'server error TOKEN_EXPIRED',
     'server rt.position join', 'server rt.position recovered', 'server rt.position not recovered (epoch)',
-    'server rt.position not recovered (invalid)', 'server rt.position offset null',
+    'server rt.position not recovered (invalid)', 'server rt.position not recovered (trimmed)', 'server rt.position offset null',
     'server rt.presence', 'server rt.presence.diff joins', 'server rt.presence.diff updates', 'server rt.presence.diff leaves', 'server rt.presence.left',
     'server chat.message numbered'
   ]
