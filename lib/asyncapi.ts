@@ -191,7 +191,7 @@ function eventPayload (type: string, data: JsonSchema, history: boolean): JsonSc
 }
 
 const PRESENCE_EPOCH = { type: 'string', description: 'changes whenever the room\'s list was lost: versions compare only within one epoch' }
-const MEMBERS = { type: 'object', description: 'member key → `{ data }`', additionalProperties: { type: 'object', properties: { data: {} } } }
+const MEMBERS = { type: 'object', description: 'member key → `{ data }`', additionalProperties: { type: 'object', required: ['data'], properties: { data: {} } } }
 
 /** `rt.presence`, `rt.presence.diff` and `rt.presence.left`: the reserved messages of presence rooms (see the README's Presence). */
 function presenceMessages (): { snapshot: JsonSchema, diff: JsonSchema, left: JsonSchema } {
@@ -310,7 +310,9 @@ export function buildAsyncApi (routes: readonly DocumentedRoute[], options: Asyn
       const eventRef = addMessage(`${type}.event`, { name: type, title: type, ...summaryOf(event), payload })
       addOperation('send', type, eventRef)
     }
-    addOperation('send', 'error', errorRef, undefined, { summary: 'An error that answers no message (a frame that is not an envelope, say): no `id`.' })
+    addOperation('send', 'error', errorRef, undefined, {
+      summary: 'An error that answers no message of an operation: a frame that is no valid envelope, or of a type the route does not know (with its `id` when one could be read), a refused binary frame, or `PRESENCE_FULL` (`details.room`).'
+    })
 
     const { address: channelAddress, parameters } = address(route.path)
     channels[channelId] = {
