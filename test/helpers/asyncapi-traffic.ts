@@ -1,7 +1,8 @@
 // Recorded WebSocket traffic checked against an AsyncAPI 3 document, frame by frame, as a client written in another
 // language from the document alone would read it: a client frame is a message of one of the channel's `receive`
 // operations; a server frame is a reply of the operation its `id` answers (the document's correlationId), else a
-// message of a `send` operation. Payloads are JSON Schema draft-07 (AsyncAPI's default schema format), checked by ajv.
+// message of a `send` operation. Payloads are JSON Schema draft-07 (AsyncAPI's default schema format), checked by ajv
+// (major 6, the one installed at the top of node_modules; it implements draft-07 in full, if/then/else included).
 import WebSocket, { type ClientOptions } from 'ws'
 import Ajv, { type ValidateFunction } from 'ajv'
 import type { AsyncApiDocument } from '../../lib/index.js'
@@ -72,7 +73,6 @@ interface Message {
 }
 
 interface Operation {
-  name: string
   action: 'send' | 'receive'
   messages: Message[]
   replies: Message[]
@@ -100,8 +100,7 @@ export class ChannelChecker {
     this.ajv.addSchema(document as object, 'asyncapi')
     this.operations = Object.entries(document.operations)
       .filter(([, op]) => (op.channel as { $ref: string }).$ref === channelRef)
-      .map(([name, op]) => ({
-        name,
+      .map(([, op]) => ({
         action: op.action as 'send' | 'receive',
         messages: (op.messages as Array<{ $ref: string }>).map((m) => this.message(m.$ref)),
         replies: ((op.reply as { messages?: Array<{ $ref: string }> } | undefined)?.messages ?? []).map((m) => this.message(m.$ref))
