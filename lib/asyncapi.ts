@@ -136,34 +136,62 @@ function historyMessages (): { resume: JsonSchema, position: JsonSchema } {
       name: 'rt.resume',
       title: 'rt.resume',
       summary: 'The first frame after a reconnect: the positions the client holds, per room (no reply; kept until the room is joined).',
-      payload: envelope('rt.resume', { data: { type: 'object', required: ['rooms'], properties: { rooms: { type: 'object', additionalProperties: { type: 'object', required: ['epoch', 'offset'], properties: POSITION } } } } }, ['data'])
+      payload: envelope('rt.resume', { data: { type: 'object', required: ['rooms'], properties: { rooms: { type: 'object', description: 'room → the position the client holds; entries the server cannot use, and rooms past the first 256, are ignored', additionalProperties: { type: 'object', required: ['epoch', 'offset'], properties: { epoch: { ...POSITION.epoch, minLength: 1, maxLength: 16 }, offset: POSITION.offset } } } } } }, ['data'])
     },
     position: {
       name: 'rt.position',
       title: 'rt.position',
-      summary: 'Sent on every join of a history room (offset null on a leave); with `recovery` when the join resumed from a position, followed by the missed events.',
+      summary: 'Sent on every join of a history room, with `recovery` when the join resumed from a position (the missed events follow it); again with `recovered: false` when the member\'s stream lost continuity; `offset: null` on a leave.',
       payload: envelope('rt.position', {
         data: {
           type: 'object',
           required: ['room', 'offset'],
           properties: {
             room: { type: 'string' },
-            epoch: POSITION.epoch,
-            offset: { type: ['integer', 'null'], minimum: 0 },
+            epoch: { ...POSITION.epoch, description: `${POSITION.epoch.description}; present whenever \`offset\` is a number` },
+            offset: {
+              type: ['integer', 'null'],
+              minimum: 0,
+              description: 'The member\'s position in the room\'s stream: the last event it has. null: it has none (after a leave, or while the store does not answer, `unavailable`): forget the room\'s position.'
+            },
             recovery: {
-              type: 'object',
-              required: ['recovered'],
-              properties: { recovered: { type: 'boolean' }, missed: { type: 'integer', minimum: 0 }, reason: { type: 'string', enum: [...RECOVERY_REASONS] } }
+              description: 'Recovered: `missed` events follow. Not recovered: reload the room (a snapshot from the app), then go on from this position.',
+              oneOf: [
+                { type: 'object', required: ['recovered', 'missed'], properties: { recovered: { const: true }, missed: { type: 'integer', minimum: 0 } } },
+                { type: 'object', required: ['recovered', 'reason'], properties: { recovered: { const: false }, reason: { type: 'string', enum: [...RECOVERY_REASONS] } } }
+              ]
             }
-          }
+          },
+          if: { properties: { offset: { type: 'integer' } } },
+          then: { required: ['epoch'] },
+          else: { not: { required: ['epoch'] } }
         }
       }, ['data'])
     }
   }
 }
 
+const NUMBERED = {
+  room: { type: 'string', description: 'The history room the event was sent to (with `offset`).' },
+  offset: {
+    type: 'integer',
+    minimum: 1,
+    description: 'The event\'s offset in the room\'s stream, under the epoch of the room\'s last `rt.position` (events carry no epoch): keep the highest per room, and send it in `rt.resume` after a reconnect.'
+  }
+}
+
+/**
+ * An event's envelope. With history, an event sent to a room that keeps one carries the room and its offset; the
+ * same type sent anywhere else (a room without history, a user, everyone, one connection, `volatile`) carries
+ * neither: both optional, never one without the other.
+ */
+function eventPayload (type: string, data: JsonSchema, history: boolean): JsonSchema {
+  if (!history) return envelope(type, { data }, ['data'])
+  return { ...envelope(type, { data, ...NUMBERED }, ['data']), dependencies: { room: ['offset'], offset: ['room'] } }
+}
+
 const PRESENCE_EPOCH = { type: 'string', description: 'changes whenever the room\'s list was lost: versions compare only within one epoch' }
-const MEMBERS = { type: 'object', description: 'member key → `{ data }`', additionalProperties: { type: 'object', properties: { data: {} } } }
+const MEMBERS = { type: 'object', description: 'member key → `{ data }`', additionalProperties: { type: 'object', required: ['data'], properties: { data: {} } } }
 
 /** `rt.presence`, `rt.presence.diff` and `rt.presence.left`: the reserved messages of presence rooms (see the README's Presence). */
 function presenceMessages (): { snapshot: JsonSchema, diff: JsonSchema, left: JsonSchema } {
@@ -278,10 +306,13 @@ export function buildAsyncApi (routes: readonly DocumentedRoute[], options: Asyn
       addOperation('receive', 'binary', binaryRef)
     }
     for (const [type, event] of Object.entries(route.definition.events ?? {})) {
-      const eventRef = addMessage(`${type}.event`, { name: type, title: type, ...summaryOf(event), payload: envelope(type, { data: schema(event, type, 'out') }, ['data']) })
+      const payload = eventPayload(type, schema(event, type, 'out'), features.history === true)
+      const eventRef = addMessage(`${type}.event`, { name: type, title: type, ...summaryOf(event), payload })
       addOperation('send', type, eventRef)
     }
-    addOperation('send', 'error', errorRef, undefined, { summary: 'An error that answers no message (a frame that is not an envelope, say): no `id`.' })
+    addOperation('send', 'error', errorRef, undefined, {
+      summary: 'An error that answers no message of an operation: a frame that is no valid envelope, or of a type the route does not know (with its `id` when one could be read), a refused binary frame, or `PRESENCE_FULL` (`details.room`).'
+    })
 
     const { address: channelAddress, parameters } = address(route.path)
     channels[channelId] = {

@@ -113,6 +113,7 @@ test('a route with every option gives a document the parser accepts, with what t
   assert.deepEqual(event.payload.properties.data.properties.at, { type: 'string', format: 'date-time' })
   assert.deepEqual(event.payload.properties.data.properties.role, { type: 'string', pattern: '^(admin|member)$' })
   assert.deepEqual(rooms.messages['tick.event'].payload.properties.data, { type: 'null' })
+  assert.deepEqual(Object.keys(event.payload.properties), ['type', 'data'], 'without history, no event is numbered')
   assert.equal(rooms.messages.binary.contentType, 'application/octet-stream')
 
   // Operations: receive with a reply (the reply, then the error), send per event, the reserved types.
@@ -273,7 +274,7 @@ test('Fastify\'s path syntax maps to AsyncAPI addresses exactly: several paramet
 
 test('the served document describes history and presence as app.realtime.asyncapi() does: rt.resume, rt.position, rt.presence, its diff and left', { timeout: 30000 }, async (t) => {
   const instance = await app((a) => {
-    a.realtimeRoute({ url: '/chat', auth: false, messages: { echo: { schema: Type.Any(), handler: (d) => d } } })
+    a.realtimeRoute({ url: '/chat', auth: false, messages: { echo: { schema: Type.Any(), handler: (d) => d } }, events: { said: Type.String() } })
   }, { asyncapi: { info: INFO }, history: { rooms: () => true }, presence: { rooms: () => true } })
   t.after(() => instance.close())
   await instance.ready()
@@ -281,6 +282,11 @@ test('the served document describes history and presence as app.realtime.asyncap
   assert.deepEqual(await parserErrors(served), [])
   const messages = Object.keys(served.channels.chat.messages as Record<string, unknown>)
   for (const name of ['rt.resume', 'rt.position', 'rt.presence', 'rt.presence.diff', 'rt.presence.left']) assert.ok(messages.includes(name), `${name} in the served document`)
+  // An event may go to a history room (numbered: room and offset, both or neither) or anywhere else (neither).
+  const said = served.channels.chat.messages['said.event'].payload
+  assert.deepEqual(Object.keys(said.properties), ['type', 'data', 'room', 'offset'])
+  assert.deepEqual(said.required, ['type', 'data'])
+  assert.deepEqual(said.dependencies, { room: ['offset'], offset: ['room'] })
   const { servers: _s, ...built } = instance.realtime.asyncapi({ info: INFO })
   const { servers: _t, ...rest } = served
   assert.deepEqual(rest, JSON.parse(JSON.stringify(built)), 'the same document as app.realtime.asyncapi()')
