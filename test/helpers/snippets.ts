@@ -1,7 +1,8 @@
 // The fenced code blocks of the README and docs/, and how each ```ts block becomes a file to compile.
 //
 // A block may be preceded by a marker the reader does not see, an HTML comment on the line before its fence:
-//   <!-- snippet: file=quickstart.ts -->   saved under that name (other blocks import it); else <page>.L<line>.ts
+//   <!-- snippet: file=quickstart.ts -->   saved under that name (other blocks import it); else <page>.L<line>.ts,
+//                                          the page's line of its fence: tsc's line k of it is the page's line+k
 //   <!-- snippet: prelude=server -->       a fragment: the names test/fixtures/docs-preludes/server.ts exports are
 //                                          imported first (the prelude declares `app`, `conn`… for it)
 //   <!-- snippet: run -->                  after compiling, run with plain node: it must exit 0 by itself
@@ -83,7 +84,8 @@ export async function snippetFiles (root: URL): Promise<SnippetFile[]> {
       let source = block.code
       if (block.marker?.prelude !== undefined) {
         const prelude = await readFile(new URL(`${block.marker.prelude}.ts`, PRELUDES), 'utf8')
-        source = `import { ${preludeExports(prelude).join(', ')} } from './${block.marker.prelude}.js'\n${source}`
+        // On the block's first line, so that line k of the file is line k of the block (tsc's line numbers).
+        source = `import { ${preludeExports(prelude).join(', ')} } from './${block.marker.prelude}.js'; ${source}`
       }
       // Every snippet is a module (top-level await, its own scope), whether or not it imports anything.
       files.push({ name, source: `${source}\nexport {}\n`, block })
