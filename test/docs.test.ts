@@ -133,3 +133,13 @@ test('every code block has a language; every snippet marker is known, sits on a 
   }
   assert.ok(ts >= 15, `${ts} ts blocks`)
 })
+
+test('the README is a short front door: what it is, the set-up commands, Install, the quick start and its client, the map', { timeout: 10000 }, () => {
+  const readme = all.get('README.md') as string
+  assert.deepEqual([...prose(readme).matchAll(/^#{1,6} .+$/gm)].map((m) => m[0]),
+    ['# fastify-realtime', '## Install', '## Quick start', '### A client', '## Documentation'])
+  const [first] = codeBlocks('README.md', readme)
+  assert.equal(first?.lang, 'sh', 'the set-up commands come first')
+  assert.match(first.code, /^npm install && npm run example +#.*\nnpm test +#.*$/)
+  assert.ok(readme.split('\n').length <= 150, `${readme.split('\n').length} lines: the rest belongs in docs/`)
+})
