@@ -393,15 +393,17 @@ test('a predicate policy overrides the numbers per room; the memory budget trims
   assert.deepEqual((await resumeJoin(h, clients, 'h:old', { epoch: old.epoch, offset: 0 })).before[0].data.recovery, { recovered: false, reason: 'trimmed' })
 })
 
-test('the README documents every history option and every recovery reason', async () => {
+test('the docs document every history option (the reference) and every recovery reason (delivery guarantees)', async () => {
   const { readFile } = await import('node:fs/promises')
-  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
+  const { docsPage } = await import('./helpers/readme.js')
+  const reference = await docsPage('reference')
+  const guarantees = await docsPage('delivery-guarantees')
   const source = await readFile(new URL('../lib/history/options.ts', import.meta.url), 'utf8')
   for (const name of ['HistoryPolicy', 'HistoryOptions']) {
     const start = source.indexOf(`export interface ${name} `)
     const block = source.slice(start, source.indexOf('\n}\n', start))
-    for (const [, key] of block.matchAll(/^ {2}(\w+)\??:/gm)) assert.ok(readme.includes(`| \`history.${key as string}\` |`), `history.${key as string}`)
+    for (const [, key] of block.matchAll(/^ {2}(\w+)\??:/gm)) assert.ok(reference.includes(`| \`history.${key as string}\` |`), `history.${key as string}`)
   }
   assert.equal(RECOVERY_REASONS.length, 7)
-  for (const reason of RECOVERY_REASONS) assert.ok(readme.includes(`| \`${reason}\` |`), reason)
+  for (const reason of RECOVERY_REASONS) assert.ok(guarantees.includes(`| \`${reason}\` |`), reason)
 })

@@ -1,6 +1,6 @@
 // Issue 21, item 7: requests that happen once. A request with an idempotency key runs its handler once per key and
 // user; a retry (another connection, another instance sharing Redis, while the first still runs) gets the first
-// outcome. Every bound the README promises (window, per-user keys, bytes, outcome size, a stalled store) is forced.
+// outcome. Every bound docs/05-delivery-guarantees.md promises (window, per-user keys, bytes, outcome size, a stalled store) is forced.
 import assert from 'node:assert/strict'
 import { test, type TestContext } from 'node:test'
 import { Type } from '@sinclair/typebox'
@@ -187,7 +187,7 @@ redisTest('Redis: a retry on another instance gets the first outcome; the handle
   assert.equal(keys.length, 1)
   const ttl = await redis.pttl(keys[0] as string)
   assert.ok(ttl > 100_000 && ttl <= 120_000, `the outcome lives for the window: ${ttl}`)
-  // The README's hole, as it says: a key Redis lost is a key never seen, and the retry runs the handler again.
+  // The docs' hole, as they say: a key Redis lost is a key never seen, and the retry runs the handler again.
   await redis.del(keys[0] as string)
   onB.sendJson({ type: 'order', data: { item: 'tea', ms: 500 }, id: 4, key: KEY })
   assert.deepEqual(await onB.nextMessage(), { type: 'reply', id: 4, data: { item: 'tea', run: 2 } })

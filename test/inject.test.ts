@@ -1,4 +1,4 @@
-// Fastify's own way to test a WebSocket route, `app.injectWS`, against realtime routes, the way the README shows.
+// Fastify's own way to test a WebSocket route, `app.injectWS`, against realtime routes, the way docs/11-testing.md shows.
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { once } from 'node:events'

@@ -1,10 +1,11 @@
-// What a user meets: the packed package (`npm pack`) installed into a fresh app with its peers, the README's
-// snippets compiled with strict TypeScript (no skipLibCheck) and run with plain node, ES modules and CommonJS.
+// What a user meets: the packed package (`npm pack`) installed into a fresh app with its peers, every ```ts block of
+// the README and docs/ compiled with strict TypeScript (no skipLibCheck) and the runnable ones run with plain node,
+// ES modules and CommonJS. How blocks are marked: test/helpers/snippets.ts.
 import { after, before, test } from 'node:test'
 import assert from 'node:assert/strict'
 import { execFile, spawn } from 'node:child_process'
 import { existsSync } from 'node:fs'
-import { mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
+import { copyFile, mkdir, mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { promisify } from 'node:util'
@@ -12,13 +13,14 @@ import { fileURLToPath } from 'node:url'
 import { signRaw } from './helpers/jwt.js'
 import { connect } from './helpers/client.js'
 import { readmeBlock } from './helpers/readme.js'
+import { PRELUDES, snippetFiles, type SnippetFile } from './helpers/snippets.js'
 
 const run = promisify(execFile)
 const root = fileURLToPath(new URL('../', import.meta.url))
 const tsc = join(root, 'node_modules/typescript/bin/tsc')
 const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm'
 // The peers (and what the snippets import) at the versions this repository tests with.
-const PEERS = ['fastify', '@fastify/jwt', '@sinclair/typebox', 'ws', '@types/node', 'ioredis']
+const PEERS = ['fastify', '@fastify/jwt', '@sinclair/typebox', 'ws', '@types/node', 'ioredis', 'prom-client', 'close-with-grace', '@opentelemetry/api']
 
 let app: string
 let installed: string
@@ -44,7 +46,7 @@ after(async () => { if (app !== undefined) await rm(app, { recursive: true, forc
 /** Compiles files with the repository's TypeScript as a user's project would: strict, nodenext, no skipLibCheck. */
 async function compile (cwd: string, files: string[]): Promise<void> {
   try {
-    await run(process.execPath, [tsc, '--ignoreConfig', '--strict', '--module', 'nodenext', '--target', 'es2022', '--types', 'node', '--outDir', 'out', ...files], { cwd })
+    await run(process.execPath, [tsc, '--ignoreConfig', '--strict', '--module', 'nodenext', '--target', 'es2022', '--types', 'node', '--outDir', 'out', '--rootDir', '.', ...files], { cwd })
   } catch (err) {
     assert.fail(`tsc failed in ${cwd}:\n${(err as { stdout?: string }).stdout ?? String(err)}`)
   }
@@ -111,34 +113,72 @@ test('the public declarations reach neither ioredis\'s types nor @types/node\'s 
   assert.ok(seen.size > 10, `${seen.size} declaration files reached`)
 })
 
+let snippets: Promise<{ dir: string, files: SnippetFile[] }> | undefined
+/**
+ * Every ```ts block of the README and docs/ as a file of app/snippets/ (with the preludes, and the example's route
+ * its client is typed from), compiled there in ONE tsc run; memoized, the tests below share it.
+ */
+async function compileSnippets (): Promise<{ dir: string, files: SnippetFile[] }> {
+  snippets ??= (async () => {
+    const dir = join(app, 'snippets')
+    await mkdir(join(dir, 'example'), { recursive: true })
+    const preludes = (await readdir(PRELUDES)).filter((f) => f.endsWith('.ts'))
+    for (const f of preludes) await copyFile(new URL(f, PRELUDES), join(dir, f))
+    const chatRoute = await readFile(join(root, 'example/chat-route.ts'), 'utf8')
+    assert.ok(chatRoute.includes("from '../lib/index.js'"))
+    await writeFile(join(dir, 'example/chat-route.ts'), chatRoute.replace("from '../lib/index.js'", "from 'fastify-realtime'"))
+    const files = await snippetFiles(new URL('../', import.meta.url))
+    for (const file of files) await writeFile(join(dir, file.name), file.source)
+    await compile(dir, [...preludes, 'example/chat-route.ts', ...files.map((f) => f.name)])
+    return { dir, files }
+  })()
+  return await snippets
+}
+
+test('every ```ts block of the README and docs/ compiles strictly against the package; the runnable ones exit 0 with plain node', { timeout: 150_000 }, async () => {
+  const { dir, files } = await compileSnippets()
+  assert.ok(files.length >= 15, `${files.length} blocks`)
+  assert.equal(new Set(files.map((f) => f.name)).size, files.length, 'every block has a file name of its own')
+  const runnable = files.filter((f) => f.block.marker?.run === true)
+  assert.ok(runnable.length >= 3, 'some blocks are run')
+  for (const { name, block } of runnable) {
+    try {
+      await run(process.execPath, [join('out', name.replace(/\.ts$/, '.js'))], { cwd: dir, timeout: 20_000 })
+    } catch (err) {
+      assert.fail(`${block.page}:${block.line} (${name}) did not exit 0 within 20 s:\n${String(err)}`)
+    }
+  }
+})
+
 test('the README\'s quick start and client snippet compile strictly and run with plain node', { timeout: 150_000 }, async (t) => {
-  await writeFile(join(app, 'quickstart.ts'), await readmeBlock('## Quick start'))
-  // The client snippet types itself from the example's route, which comes along with its import renamed.
-  await mkdir(join(app, 'example'), { recursive: true })
-  const chatRoute = await readFile(join(root, 'example/chat-route.ts'), 'utf8')
-  assert.ok(chatRoute.includes("from '../lib/index.js'"))
-  await writeFile(join(app, 'example/chat-route.ts'), chatRoute.replace("from '../lib/index.js'", "from 'fastify-realtime'"))
-  await writeFile(join(app, 'client.ts'), await readmeBlock('## The client'))
-  await compile(app, ['quickstart.ts', 'client.ts'])
+  const { dir, files } = await compileSnippets()
+  assert.equal(files.find((f) => f.name === 'quickstart.ts')?.block.code, await readmeBlock('## Quick start'))
+  assert.equal(files.find((f) => f.name === 'client.ts')?.block.code, await readmeBlock('### A client'))
 
   // The quick start, as compiled, with node.
   const secret = 'package-test-secret-package-test-secret'
-  const [, port] = await startNode(join(app, 'out/quickstart.js'), { PORT: '0', JWT_SECRET: secret }, /listening at http:\/\/(?:127\.0\.0\.1|localhost|\[::1\]):(\d+)/, t)
+  const [, port] = await startNode(join(dir, 'out/quickstart.js'), { PORT: '0', JWT_SECRET: secret }, /listening at http:\/\/(?:127\.0\.0\.1|localhost|\[::1\]):(\d+)/, t)
   const c = await connect(`ws://localhost:${port}/chat`, { headers: { authorization: `Bearer ${signRaw({ sub: 'alice' }, { key: secret })}` } })
   t.after(() => { c.destroy() })
   assert.deepEqual(await c.request('room.join', { room: 'lobby' }), { type: 'reply', id: 1, data: { joined: 'lobby' } })
   c.sendJson({ type: 'chat.send', data: { room: 'lobby', text: 'hello' } })
   assert.deepEqual(await c.nextMessage(), { type: 'chat.message', data: { from: 'alice', text: 'hello' } })
 
-  // The client snippet, as compiled, with node, against the example.
+  // The README's client, as compiled, with node, against it.
+  const client = join(dir, 'out/client.js')
+  await writeFile(client, (await readFile(client, 'utf8')).replaceAll('127.0.0.1:3000', `127.0.0.1:${port as string}`))
+  const { stdout } = await run(process.execPath, [client], { cwd: dir, timeout: 20_000, env: { ...process.env, TOKEN: signRaw({ sub: 'node' }, { key: secret }) } })
+  assert.equal(stdout, 'node: hello\n')
+
+  // Getting started's example client, as compiled, with node, against the example.
   const { buildExample } = await import('../example/app.js')
   const example = await buildExample({ logger: false })
   const examplePort = await example.listen(0)
   t.after(() => example.app.close())
-  const client = join(app, 'out/client.js')
-  await writeFile(client, (await readFile(client, 'utf8')).replaceAll('127.0.0.1:3000', `127.0.0.1:${examplePort}`))
-  const { stdout } = await run(process.execPath, [client], { cwd: app, timeout: 20_000 })
-  assert.equal(stdout, 'node: hello, 1 here\n')
+  const exampleClient = join(dir, 'out/example-client.js')
+  await writeFile(exampleClient, (await readFile(exampleClient, 'utf8')).replaceAll('127.0.0.1:3000', `127.0.0.1:${examplePort}`))
+  const exampleRun = await run(process.execPath, [exampleClient], { cwd: dir, timeout: 20_000 })
+  assert.equal(exampleRun.stdout, 'node: hello, 1 here\n')
 })
 
 /** A CommonJS TypeScript app (its package.json says so): `import` compiles to `require()` of the ES module. */

@@ -1,5 +1,5 @@
 // Presence under faults (issue 19): each test injects one fault on a real Redis (a cut or stalled TCP proxy, a lost
-// room hash, a dead instance with many rooms, a slow reply) and checks the guarantee the README states for it.
+// room hash, a dead instance with many rooms, a slow reply) and checks the guarantee docs/06-presence.md states for it.
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { Redis } from 'ioredis'

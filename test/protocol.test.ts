@@ -120,7 +120,7 @@ test('handlers of one connection run in arrival order, async ones included', { t
   assert.deepEqual(order, ['first', 'second', 'third', 'fourth'])
 })
 
-test('refusals and pongs are answered at once, ahead of replies still being computed (as the README says)', { timeout: 10000 }, async (t) => {
+test('refusals and pongs are answered at once, ahead of replies still being computed (as the wire protocol in docs/14-reference.md says)', { timeout: 10000 }, async (t) => {
   const { c } = await fixture(t)
   c.sendJson({ type: 'slow', data: { ms: 150, tag: 'busy' }, id: 1 })
   c.sendJson({ type: 'echo', data: { text: 'far too long for the schema' }, id: 2 })

@@ -223,7 +223,7 @@ redisTest('a master killed: its replica is promoted, subscriptions move over, de
   const failures = a.app.realtime.stats().brokerFailures
   assert.ok(failures > 0, 'publishes to the dead master were counted as failed')
   // None is both delivered and counted. (A publish that reached some instances but not yet others, while they
-  // resubscribe on the promoted master, cannot be told apart by its publisher: the README says so.)
+  // resubscribe on the promoted master, cannot be told apart by its publisher: docs/07-scaling-out.md says so.)
   assert.ok(got.length + failures <= sent, `delivered ${got.length} + failed ${failures} of ${sent}`)
   // And a fresh fan-out goes through on the new master, once.
   await drain(sender, 0)

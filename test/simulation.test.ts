@@ -1,7 +1,7 @@
 // The fault-schedule simulator (test/simulation/, issue 19) on a fixed set of seeds: each schedule runs 1-3 real
 // instances (Redis behind per-instance proxies that cut and stall, or the memory stores), clients that drop, come
-// back with and without positions, and leave, key loss, SIGKILLs and graceful closes, then checks the README's
-// promises (invariants a-d, see README "Fault-schedule simulator"). `npm run simulate -- --seed 1 --schedules 5000`
+// back with and without positions, and leave, key loss, SIGKILLs and graceful closes, then checks the docs'
+// promises (invariants a-d, see docs/11-testing.md "Fault-schedule simulator"). `npm run simulate -- --seed 1 --schedules 5000`
 // runs thousands; a failing seed here replays with `npm run simulate -- --replay test/simulation/replays/failed-seed-N.json`.
 import assert from 'node:assert/strict'
 import { after, test } from 'node:test'

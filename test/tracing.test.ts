@@ -3,12 +3,13 @@ import assert from 'node:assert/strict'
 import diagnostics from 'node:diagnostics_channel'
 import { AsyncLocalStorage } from 'node:async_hooks'
 import { setTimeout as sleep } from 'node:timers/promises'
-import { mkdir, readFile, rm, writeFile } from 'node:fs/promises'
+import { mkdir, rm, writeFile } from 'node:fs/promises'
 import { SpanStatusCode, trace } from '@opentelemetry/api'
 import { Type } from '@sinclair/typebox'
 import { HandshakeError, RealtimeError, TracingChannelName } from '../lib/index.js'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, refusalOf } from './helpers/client.js'
+import { docBlock } from './helpers/readme.js'
 
 const EVENTS = ['start', 'end', 'asyncStart', 'asyncEnd', 'error'] as const
 type Event = typeof EVENTS[number]
@@ -169,13 +170,9 @@ test('nobody subscribed: nothing is published, and handlers run as before', { ti
   assert.equal((await c.request('boom', null)).error.code, 'INTERNAL')
 })
 
-// Last in this file: the README's subscriber stays subscribed until the process ends.
-test('the README\'s OpenTelemetry snippet makes one span per message, ended after the reply, marked on a handler error', { timeout: 20000 }, async (t) => {
-  const readme = await readFile(new URL('../README.md', import.meta.url), 'utf8')
-  const after = readme.indexOf('An OpenTelemetry span per message:')
-  assert.notEqual(after, -1)
-  const start = readme.indexOf('```ts\n', after) + 6
-  const code = readme.slice(start, readme.indexOf('\n```', start))
+// Last in this file: the docs' subscriber stays subscribed until the process ends.
+test('the OpenTelemetry snippet of docs/08-observability.md makes one span per message, ended after the reply, marked on a handler error', { timeout: 20000 }, async (t) => {
+  const code = await docBlock('observability', 'An OpenTelemetry span per message:')
   // A recording tracer provider stands in for the SDK: the snippet uses only the API.
   const spans: Array<{ name: string, attributes: Record<string, unknown>, status?: { code: number }, exceptions: unknown[], ended: number }> = []
   trace.setGlobalTracerProvider({

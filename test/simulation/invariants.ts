@@ -1,5 +1,5 @@
 // The checks over what a run recorded (frames and publishes); the checks that need the live system (presence
-// convergence, per-room structures, keys, close times) are in run.ts. Each names the README promise it checks.
+// convergence, per-room structures, keys, close times) are in run.ts. Each names the promise of docs/ it checks.
 import type { SimClient } from './clients.js'
 
 export interface Violation {

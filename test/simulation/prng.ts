@@ -1,5 +1,5 @@
 // A small seeded PRNG (mulberry32): every random choice of a schedule comes from one of these, so a seed names a
-// schedule exactly (its timing, on a loaded machine, is another matter: see README "Fault-schedule simulator").
+// schedule exactly (its timing, on a loaded machine, is another matter: see docs/11-testing.md "Fault-schedule simulator").
 export class Prng {
   private state: number
 

@@ -1,4 +1,4 @@
-// Runs one schedule against real instances and checks the invariants (see README, "Fault-schedule simulator").
+// Runs one schedule against real instances and checks the invariants (see docs/11-testing.md, "Fault-schedule simulator").
 import { randomBytes } from 'node:crypto'
 import { Redis } from 'ioredis'
 import { freePort } from '../helpers/redis-server.js'
@@ -35,7 +35,7 @@ async function until (ms: number, check: () => Promise<string | null> | string |
   }
 }
 
-/** Slack for a loaded machine (2 shared cores), added to every window the README gives. */
+/** Slack for a loaded machine (2 shared cores), added to every window the docs give. */
 export const SLACK = Number(process.env.SIM_SLACK ?? 3000)
 
 export async function runSchedule (schedule: Schedule, redis: RedisTarget | undefined, options: { verbose?: boolean } = {}): Promise<RunResult> {
@@ -199,7 +199,7 @@ export async function runSchedule (schedule: Schedule, redis: RedisTarget | unde
         case 'sigkill': if (inst?.up === true && inst.inChild) await inst.kill(); return
         case 'restart':
           if (inst === undefined || inst.up) return
-          // An app does not start while its Redis is unreachable (registration fails, as the README says): an
+          // An app does not start while its Redis is unreachable (registration fails): an
           // instance whose link is cut stays down now, and the heal starts it once the link is back.
           try {
             await inst.start()

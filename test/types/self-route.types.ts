@@ -1,6 +1,6 @@
 // Type tests: checked by `npm run typecheck` (tsc --noEmit); never run. A handler that uses its own route's handle
 // (publish and return the position, reply with the count a send reached) types the route when its return type is
-// written out: without it TypeScript cannot infer the route's type from itself (TS7022/TS7023), as the README says.
+// written out: without it TypeScript cannot infer the route's type from itself (TS7022/TS7023), as docs/01-getting-started.md says.
 import Fastify from 'fastify'
 import { Type } from '@sinclair/typebox'
 import { expectTypeOf } from 'expect-type'
