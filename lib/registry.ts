@@ -11,7 +11,7 @@ import { RT_ERR_ASYNCAPI_NOT_READY } from './errors.js'
 import type { RoomHistory } from './history/rooms.js'
 import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
-import type { InstanceMeter, RouteMeter, TypeMeter } from './meter.js'
+import type { InstanceMeter } from './meter.js'
 import type { JoinOptions } from './connection.js'
 import { RealtimeError, ErrorCode } from './protocol/codes.js'
 import type { ConnectionPresence, PresenceHandle, RoomPresence } from './presence/rooms.js'
@@ -214,11 +214,14 @@ export class Registry implements RealtimeRegistry {
       send: (type, data, options) => {
         const policy = options?.volatile === true ? undefined : this.roomHistory?.policy(room)
         if (policy === undefined) return this.publish({ kind: 'room', name: room }, type, data, options?.except)
+        // A history room's fan-out is numbered by its store, not published by the registry: counted here.
+        if (this.meter !== undefined) bump(this.meter.fanouts, 'room')
         return (this.roomHistory as RoomHistory).send(room, policy, type, data, exceptId(options?.except))
       },
       publish: async (type, data, options) => {
         const policy = this.roomHistory?.policy(room)
         if (policy === undefined) throw new Error(`fastify-realtime: room "${room}" keeps no history (see the history option)`)
+        if (this.meter !== undefined) bump(this.meter.fanouts, 'room')
         return await (this.roomHistory as RoomHistory).publish(room, policy, type, data, exceptId(options?.except))
       }
     }
@@ -284,33 +287,15 @@ export class Registry implements RealtimeRegistry {
 
   /** Delivers a fan-out to this instance's members: the same bytes to each. */
   deliver (delivery: Delivery): number {
-    const { target, frame, except } = delivery
+    const { target, frame, except, type } = delivery
     const members = target.kind === 'all'
       ? this.connections.values()
       : (target.kind === 'room' ? this.rooms : this.users).get(target.name)
     if (members === undefined) return 0
     const wire = textFrame(frame)
     let sent = 0
-    if (this.meter !== undefined) return this.deliverMetered(delivery, members, wire)
     for (const conn of members) {
-      if (conn.id !== except && conn.sendPrebuilt(frame, wire)) sent++
-    }
-    return sent
-  }
-
-  /** `deliver` counting each send under its member's route and the event's type (resolved once per route). */
-  private deliverMetered (delivery: Delivery, members: Iterable<Connection<any, any>>, wire: Buffer): number {
-    const { frame, except, type = '' } = delivery
-    let sent = 0
-    let route: RouteMeter | undefined
-    let slot: TypeMeter | undefined
-    for (const conn of members) {
-      if (conn.id === except) continue
-      if (conn.meter !== route) {
-        route = conn.meter
-        slot = route?.type(type)
-      }
-      if (conn.sendPrebuilt(frame, wire, slot)) sent++
+      if (conn.id !== except && conn.sendPrebuilt(frame, wire, type)) sent++
     }
     return sent
   }

@@ -1,5 +1,7 @@
 import type { Connection } from '../connection.js'
 import { textFrame } from '../protocol/frame.js'
+import { envelopeType } from '../protocol/envelope.js'
+import type { InstanceMeter } from '../meter.js'
 import { bump, type Counters } from '../stats.js'
 import type { HistoryPolicy, ResolvedHistory } from './options.js'
 import { decideRecovery, encodePosition, parseResume, validPosition, type JoinPosition, type Recovery } from './recovery.js'
@@ -50,6 +52,8 @@ const MAX_RETRIES = 30
 export interface HistoryHost {
   members: (room: string) => ReadonlySet<Connection<any, any>> | undefined
   counters: Counters
+  /** The metrics counters, when the app asked for metrics. */
+  meter: InstanceMeter | undefined
 }
 
 const MAX_PENDING = 256
@@ -161,6 +165,8 @@ export class RoomHistory {
     if (members === undefined) return 0
     const syncing = this.lives.get(room)?.state.syncing
     const wire = textFrame(frame)
+    // For metrics, the event's type read once for every member (the frame is all a shared store hands back).
+    const type = this.host.meter === undefined ? undefined : envelopeType(frame)
     let sent = 0
     for (const conn of members) {
       if (conn.id === except) continue
@@ -173,7 +179,7 @@ export class RoomHistory {
         if (epoch === sync.epoch && offset <= sync.floor) continue
         syncing?.delete(conn)
       }
-      if (conn.sendPrebuilt(frame, wire)) sent++
+      if (conn.sendPrebuilt(frame, wire, type)) sent++
     }
     return sent
   }
