@@ -12,6 +12,7 @@ import type { RoomHistory } from './history/rooms.js'
 import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
 import type { InstanceMeter } from './meter.js'
+import type { StreamMessage } from './history/cursor.js'
 import type { JoinOptions } from './connection.js'
 import { RealtimeError, ErrorCode } from './protocol/codes.js'
 import type { ConnectionPresence, PresenceHandle, RoomPresence } from './presence/rooms.js'
@@ -302,10 +303,22 @@ export class Registry implements RealtimeRegistry {
 
   /** A fan-out from another instance arrived (through the broker). */
   received (delivery: Delivery): void {
-    const meter = this.meter
-    // Wall clocks of two hosts: as exact as their synchronization (NTP keeps it within milliseconds).
-    if (meter !== undefined && delivery.publishedAt !== undefined) meter.brokerLag.observe(Math.max(0, Date.now() - delivery.publishedAt) / 1000)
+    if (this.meter !== undefined) this.observeLag(this.meter, delivery.publishedAt)
     this.deliver(delivery)
+  }
+
+  /**
+   * A history room's numbered frame arrived through the broker's subscription: every instance's, this one's
+   * included (its members get its own events from there too, in offset order).
+   */
+  receivedNumbered (room: string, message: StreamMessage): void {
+    if (this.meter !== undefined) this.observeLag(this.meter, message.publishedAt)
+    this.roomHistory?.received(room, message)
+  }
+
+  private observeLag (meter: InstanceMeter, publishedAt: number | undefined): void {
+    // Wall clocks of two hosts: as exact as their synchronization (NTP keeps it within milliseconds).
+    if (publishedAt !== undefined) meter.brokerLag.observe(Math.max(0, Date.now() - publishedAt) / 1000)
   }
 
   /**

@@ -3,11 +3,14 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Type } from '@sinclair/typebox'
 import { Registry } from 'prom-client'
+import { Redis } from 'ioredis'
 import { RealtimeError, type RealtimeOptions } from '../lib/index.js'
 import { realtimeMetrics } from '../lib/metrics.js'
 import { encodeEvent, envelopeType } from '../lib/protocol/envelope.js'
+import { redisBroker } from '../lib/redis.js'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, waitFor, type TestClient } from './helpers/client.js'
+import { REDIS_URL, redisTest, requireRedis, uniquePrefix } from './helpers/redis.js'
 
 const M = 'fastify_realtime_'
 
@@ -226,4 +229,86 @@ test('frames an app encodes itself (sendText, sendFrame) are counted under their
   const sent = (type: string): number | undefined => series.get(`${M}messages_sent_total{route="/rt",type="${type}"}`)
   assert.deepEqual([sent('news'), sent('said'), sent('unknown')], [1, 1, 1])
   checkBytes(series, h, [c])
+})
+
+/** Deletes every key of a test's prefix. */
+async function dropKeys (redis: Redis, prefix: string): Promise<void> {
+  const keys = await redis.keys(`${prefix}*`)
+  if (keys.length > 0) await redis.del(...keys)
+}
+
+redisTest('two instances on Redis: broker publishes and lag for plain and history rooms, presence frames by type, every series against the clients', { timeout: 30000 }, async (t) => {
+  const redis = await requireRedis()
+  const prefix = uniquePrefix()
+  t.after(async () => {
+    await dropKeys(redis, prefix)
+    redis.disconnect()
+  })
+  const a = await meteredApp({ broker: redisBroker({ url: REDIS_URL, prefix }) })
+  t.after(() => a.h.close())
+  const b = await meteredApp({ broker: redisBroker({ url: REDIS_URL, prefix }) })
+  t.after(() => b.h.close())
+  const onA = await tallied(a.h, 'ann')
+  const onB = await tallied(b.h, 'ben')
+  t.after(() => { onA.c.destroy(); onB.c.destroy() })
+  for (const c of [onA.c, onB.c]) {
+    for (const room of ['lobby', 'h:r', 'p:r']) {
+      c.sendJson({ type: 'join', data: { room }, id: room })
+      await until(c, 'reply')
+    }
+  }
+  // Both instances subscribed to the plain room's channel before anything is published to it.
+  for (let tries = 0; ; tries++) {
+    const [, subscribers] = await redis.pubsub('NUMSUB', `${prefix}room:lobby`) as [string, number]
+    if (Number(subscribers) === 2) break
+    assert.ok(tries < 300, 'both instances subscribe to the room within 3 s')
+    await new Promise((resolve) => setTimeout(resolve, 10))
+  }
+
+  // A third member enters the presence room on A: its diff reaches both (B's through Redis).
+  const late = await tallied(a.h, 'cy')
+  t.after(() => { late.c.destroy() })
+  late.c.sendJson({ type: 'join', data: { room: 'p:r' }, id: 'p:r' })
+  await until(late.c, 'reply')
+
+  // A: 3 plain fan-outs, 2 history sends and 1 history publish; B: 2 plain fan-outs.
+  for (let n = 1; n <= 3; n++) a.h.app.realtime.to('lobby').send('news', `a ${n}`)
+  for (let n = 1; n <= 2; n++) a.h.app.realtime.to('h:r').send('said', { n })
+  await a.h.app.realtime.to('h:r').publish('said', { n: 3 })
+  for (let n = 1; n <= 2; n++) b.h.app.realtime.to('lobby').send('news', `b ${n}`)
+  await waitFor(() => [onA, onB].every((c) => c.types.get('news') === 5 && c.types.get('said') === 3 && c.types.has('rt.presence.diff')), 8000, 'every fan-out and diff on both instances')
+  await settled(a.h, [onA, late])
+  await settled(b.h, [onB])
+
+  // Each client got the protocol's own frames (each instance counted them under their types: checkTypes).
+  for (const c of [onA, onB]) {
+    for (const type of ['rt.position', 'rt.presence', 'rt.presence.diff']) assert.ok((c.types.get(type) ?? 0) >= 1, `a ${type} frame was received`)
+  }
+  const sa = await scrape(a.registry)
+  const sb = await scrape(b.registry)
+
+  await t.test('messages_sent_total: on each instance, each type as many as its clients received (live history events from Redis, presence diffs)', () => {
+    checkTypes(sa, a.h, [onA, late])
+    checkTypes(sb, b.h, [onB])
+  })
+  await t.test('sent_bytes_total: on each instance, stats().bytesOut and the bytes its clients received', () => {
+    checkBytes(sa, a.h, [onA, late])
+    checkBytes(sb, b.h, [onB])
+  })
+  await t.test('fanouts_total: once per fan-out, on the instance that made it', () => {
+    assert.equal(sa.get(`${M}fanouts_total{target="room"}`), 6)
+    assert.equal(sb.get(`${M}fanouts_total{target="room"}`), 2)
+  })
+  await t.test('broker_publishes_total: each publish Redis answered, history ones (through the append script) included', () => {
+    assert.equal(sa.get(`${M}broker_publishes_total`), 6)
+    assert.equal(sb.get(`${M}broker_publishes_total`), 2)
+    assert.equal(sa.get(`${M}broker_publish_failures_total`), 0)
+    assert.equal(sb.get(`${M}broker_publish_failures_total`), 0)
+  })
+  await t.test('broker_lag_seconds: every delivery that came through Redis (the other instance\'s fan-outs, every history event)', () => {
+    // A history room's own instance gets its events from the subscription too, in offset order.
+    assert.equal(sa.get(`${M}broker_lag_seconds_count`), 2 + 3)
+    assert.equal(sb.get(`${M}broker_lag_seconds_count`), 3 + 3)
+    for (const s of [sa, sb]) assert.ok((s.get(`${M}broker_lag_seconds_sum`) ?? Infinity) < 5, 'well under a second each, on one machine')
+  })
 })

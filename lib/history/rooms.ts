@@ -123,7 +123,7 @@ export class RoomHistory {
     }
     if (isPromise(appended)) {
       // Delivered when it comes back through the broker's subscription, in offset order.
-      appended.catch(() => { this.host.counters.brokerFailures++ })
+      appended.then(() => { this.published() }, () => { this.host.counters.brokerFailures++ })
       return this.host.members(room)?.size ?? 0
     }
     this.lives.get(room)?.state.cursor.advance(appended.epoch, appended.offset)
@@ -142,6 +142,7 @@ export class RoomHistory {
     if (isPromise(appended)) {
       try {
         const { epoch, offset } = await appended
+        this.published()
         return { epoch, offset }
       } catch (err) {
         this.host.counters.brokerFailures++
@@ -151,6 +152,15 @@ export class RoomHistory {
     this.lives.get(room)?.state.cursor.advance(appended.epoch, appended.offset)
     this.deliver(room, appended.epoch, appended.offset, appended.frame, except)
     return { epoch: appended.epoch, offset: appended.offset }
+  }
+
+  /**
+   * A shared store's append also published the event to every instance (one atomic step in Redis): that is the
+   * broker's publish of a history room, counted as the registry's publishes are.
+   */
+  private published (): void {
+    const meter = this.host.meter
+    if (meter !== undefined) meter.brokerPublishes++
   }
 
   /** The room's current `{ epoch, offset }` (read before loading a snapshot, then join with it as `since`). */
