@@ -312,3 +312,23 @@ redisTest('two instances on Redis: broker publishes and lag for plain and histor
     for (const s of [sa, sb]) assert.ok((s.get(`${M}broker_lag_seconds_sum`) ?? Infinity) < 5, 'well under a second each, on one machine')
   })
 })
+
+test('errors_sent_total and stats().errors count the PRESENCE_FULL envelope a member past maxMembers gets, as sent', { timeout: 10000 }, async (t) => {
+  const { h, registry } = await meteredApp({ presence: { rooms: /^p:/, maxMembers: 1 } })
+  t.after(() => h.close())
+  const first = await tallied(h, 'first')
+  const second = await tallied(h, 'second')
+  t.after(() => { first.c.destroy(); second.c.destroy() })
+  for (const c of [first.c, second.c]) {
+    c.sendJson({ type: 'join', data: { room: 'p:full' }, id: 'j' })
+    await until(c, 'reply')
+  }
+  // The store's answer comes after the join's reply: the envelope follows it.
+  await waitFor(() => second.types.get('error') === 1, 3000, 'the PRESENCE_FULL envelope')
+  await settled(h, [first, second])
+  assert.equal(first.types.get('error'), undefined)
+  const series = await scrape(registry)
+  checkTypes(series, h, [first, second])
+  assert.equal(series.get(`${M}errors_sent_total{route="/rt",type="unknown",code="PRESENCE_FULL"}`), 1)
+  assert.deepEqual(h.app.realtime.stats().errors, { PRESENCE_FULL: 1 })
+})
