@@ -366,9 +366,9 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
    */
   private write (frame: Buffer | string, size: number, options: typeof TEXT | typeof BINARY, type: string | undefined, wire?: Buffer): boolean {
     const raw = wire === undefined ? undefined : idleSocket(this.socket)
-    if (raw !== undefined) {
-      if (!this.admit((wire as Buffer).length)) return false
-      raw.write(wire as Buffer)
+    if (raw !== undefined && wire !== undefined) {
+      if (!this.admit(wire.length)) return false
+      raw.write(wire)
     } else {
       if (!this.admit(size)) return false
       this.corkUntilNextTick()
