@@ -240,17 +240,23 @@ async function dropKeys (redis: Redis, prefix: string): Promise<void> {
 redisTest('two instances on Redis: broker publishes and lag for plain and history rooms, presence frames by type, every series against the clients', { timeout: 30000 }, async (t) => {
   const redis = await requireRedis()
   const prefix = uniquePrefix()
+  const apps: Metered[] = []
+  const clients: Tally[] = []
+  // In this order: clients, then apps (which remove their own entries), then whatever keys of the prefix are left.
   t.after(async () => {
+    for (const c of clients) c.c.destroy()
+    for (const m of apps) await m.h.close()
     await dropKeys(redis, prefix)
     redis.disconnect()
   })
   const a = await meteredApp({ broker: redisBroker({ url: REDIS_URL, prefix }) })
-  t.after(() => a.h.close())
+  apps.push(a)
   const b = await meteredApp({ broker: redisBroker({ url: REDIS_URL, prefix }) })
-  t.after(() => b.h.close())
+  apps.push(b)
   const onA = await tallied(a.h, 'ann')
+  clients.push(onA)
   const onB = await tallied(b.h, 'ben')
-  t.after(() => { onA.c.destroy(); onB.c.destroy() })
+  clients.push(onB)
   for (const c of [onA.c, onB.c]) {
     for (const room of ['lobby', 'h:r', 'p:r']) {
       c.sendJson({ type: 'join', data: { room }, id: room })
@@ -267,7 +273,7 @@ redisTest('two instances on Redis: broker publishes and lag for plain and histor
 
   // A third member enters the presence room on A: its diff reaches both (B's through Redis).
   const late = await tallied(a.h, 'cy')
-  t.after(() => { late.c.destroy() })
+  clients.push(late)
   late.c.sendJson({ type: 'join', data: { room: 'p:r' }, id: 'p:r' })
   await until(late.c, 'reply')
 
