@@ -4,13 +4,13 @@ import type { UserType } from '@fastify/jwt'
 import type { StaticOf as Static } from './schema-types.js'
 import WebSocket from 'ws'
 import { CloseCode, CloseReason, ErrorCode, RealtimeError } from './protocol/codes.js'
-import { encodeEvent } from './protocol/envelope.js'
+import { encodeEvent, envelopeType } from './protocol/envelope.js'
 import type { EventSchemas } from './definition.js'
 import type { ResolvedLimits } from './options.js'
 import type { Counters } from './stats.js'
 import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
-import type { RouteMeter, TypeMeter } from './meter.js'
+import type { RouteMeter } from './meter.js'
 import type { ConnectionPresence, PresenceJoinOptions, PresenceOutcome } from './presence/rooms.js'
 
 /** The control lane's budget: messages a second, and at once (see `takeControlToken`). */
@@ -47,6 +47,13 @@ export type JoinResult = (JoinPosition & { presence?: PresenceOutcome }) | { pre
 const NO_ROOMS: ReadonlySet<string> = new Set()
 // One shared settled promise: joining a room without history makes none.
 const NO_POSITION: Promise<undefined> = Promise.resolve(undefined)
+
+/** The TCP socket under a ws socket whose sender is idle (nothing queued), else undefined: see `Connection.write`. */
+function idleSocket (socket: WebSocket): { write: (b: Buffer) => boolean } | undefined {
+  const ws = socket as WebSocket & { _sender?: { _state?: number, _queue?: unknown[] }, _socket?: { write: (b: Buffer) => boolean } }
+  const sender = ws._sender
+  return sender?._state !== 0 || sender._queue?.length !== 0 ? undefined : ws._socket
+}
 
 function uncork (conn: Connection<any, any>, raw: { uncork: () => void }): void {
   conn.uncorked()
@@ -182,52 +189,41 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   /** Sends an event. Returns false, never throws, when the socket is not open or the send was refused by backpressure. */
   send<K extends keyof E & string> (type: K, data: Static<E[K]>): boolean {
     const text = encodeEvent(type, data)
-    return this.write(text, Buffer.byteLength(text), TEXT, this.meter?.type(type))
+    return this.write(text, Buffer.byteLength(text), TEXT, type)
   }
 
   /** Sends a binary frame, through the same backlog check. */
   sendBinary (data: Buffer | ArrayBuffer | Uint8Array): boolean {
     const buf = Buffer.isBuffer(data) ? data : Buffer.from(data as Uint8Array)
-    return this.write(buf, buf.length, BINARY, this.meter?.binary)
+    return this.write(buf, buf.length, BINARY, 'binary')
   }
 
-  /** Sends an already-encoded envelope (a fan-out's shared bytes). */
+  /** Sends an already-encoded envelope (a fan-out's shared bytes, a stored history event). */
   sendFrame (frame: Buffer): boolean {
-    return this.write(frame, frame.length, TEXT, this.meter?.unknown)
+    return this.write(frame, frame.length, TEXT, undefined)
   }
 
   /**
-   * Sends a fan-out: `wire` is the whole WebSocket frame around `payload`, built once for every member. When ws
-   * has nothing queued for this socket (its sender idle, so frames cannot interleave), the frame goes straight to
-   * the TCP socket; otherwise ws frames `payload` itself.
+   * Sends a fan-out: `wire` is the whole WebSocket frame around `payload`, built once for every member. `type` is
+   * the event's, for metrics (read from `payload` when not given).
    */
-  sendPrebuilt (payload: Buffer, wire: Buffer, slot?: TypeMeter): boolean {
-    const socket = this.socket as WebSocket & { _sender?: { _state?: number, _queue?: unknown[] }, _socket?: { write: (b: Buffer) => boolean } }
-    const sender = socket._sender
-    if (sender?._state !== 0 || sender._queue?.length !== 0 || socket._socket === undefined) return this.write(payload, payload.length, TEXT, slot)
-    // Not corked: a fan-out writes once per member, and holding 10,000 sockets until the next tick only delays them.
-    if (!this.admit(wire.length)) return false
-    socket._socket.write(wire)
-    this.counters.messagesOut++
-    this.counters.bytesOut += payload.length
-    if (slot !== undefined) this.metered(slot, payload.length)
-    return true
+  sendPrebuilt (payload: Buffer, wire: Buffer, type?: string): boolean {
+    return this.write(payload, payload.length, TEXT, type, wire)
   }
 
   /** Sends an encoded envelope; ws writes the string into the frame itself, with no Buffer in between. */
   sendText (text: string): boolean {
-    return this.write(text, Buffer.byteLength(text), TEXT, this.meter?.unknown)
+    return this.write(text, Buffer.byteLength(text), TEXT, undefined)
   }
 
   /** @internal A frame of the protocol's own (`rt.position`, `rt.presence`…), counted under its type when metrics are on. */
   sendProtocol (text: string, type: string): boolean {
-    const meter = this.meter
-    return this.write(text, Buffer.byteLength(text), TEXT, meter === undefined ? undefined : meter.type(type))
+    return this.write(text, Buffer.byteLength(text), TEXT, type)
   }
 
   /** @internal An envelope of a known type (a reply, an error, a pong), counted under it when metrics are on. */
-  sendEnvelope (text: string, slot: TypeMeter | undefined): boolean {
-    if (this.write(text, Buffer.byteLength(text), TEXT, slot)) return true
+  sendEnvelope (text: string, type: string): boolean {
+    if (this.write(text, Buffer.byteLength(text), TEXT, type)) return true
     // An answer is never dropped in silence: its client would wait for it for ever. With `onSlowConsumer: 'drop'`
     // a peer too slow to take one is closed with 4408 as under 'close' (its requests reject and can be retried).
     if (this.isOpen && this.limits.onSlowConsumer === 'drop') this.closeSlowConsumer()
@@ -364,20 +360,36 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     return true
   }
 
-  private write (frame: Buffer | string, size: number, options: typeof TEXT | typeof BINARY, slot: TypeMeter | undefined): boolean {
-    if (!this.admit(size)) return false
-    this.corkUntilNextTick()
-    this.socket.send(frame, options)
+  /**
+   * The one write every outgoing frame goes through (events, fan-outs, replies, errors, pongs, the protocol's own
+   * frames, history replays, presence frames): the backlog check, then the counts of `stats()` and, with metrics,
+   * of the frame's type and its bytes, counted exactly as `stats().bytesOut` counts them. `size` is the payload's
+   * bytes. `type` labels the frame; undefined means read it from the frame, which only metrics do.
+   *
+   * With `wire` (a fan-out's whole WebSocket frame, built once for every member) and ws idle for this socket (its
+   * sender has nothing queued, so frames cannot interleave) the frame goes straight to the TCP socket, not corked:
+   * a fan-out writes once per member, and holding 10,000 sockets until the next tick only delays them. Otherwise ws
+   * frames the payload itself, corked until the next tick.
+   */
+  private write (frame: Buffer | string, size: number, options: typeof TEXT | typeof BINARY, type: string | undefined, wire?: Buffer): boolean {
+    const raw = wire === undefined ? undefined : idleSocket(this.socket)
+    if (raw !== undefined && wire !== undefined) {
+      if (!this.admit(wire.length)) return false
+      raw.write(wire)
+    } else {
+      if (!this.admit(size)) return false
+      this.corkUntilNextTick()
+      this.socket.send(frame, options)
+    }
     this.counters.messagesOut++
     this.counters.bytesOut += size
-    if (slot !== undefined) this.metered(slot, size)
+    // Without metrics there is no meter: this one check is all they cost.
+    const meter = this.meter
+    if (meter !== undefined) {
+      meter.type(type ?? envelopeType(frame)).out++
+      meter.bytesOut += size
+    }
     return true
-  }
-
-  /** Only with metrics: a slot exists only then. */
-  private metered (slot: TypeMeter, size: number): void {
-    slot.out++
-    ;(this.meter as RouteMeter).bytesOut += size
   }
 
   /**

@@ -50,7 +50,7 @@ function isThenable (value: unknown): value is PromiseLike<unknown> {
 function sendError (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId | undefined, code: string, message: string, details?: unknown, type?: string): void {
   const meter = conn.meter
   // Counted once sent: a handler that fails after its client left sends nothing.
-  if (!conn.sendEnvelope(encodeError(id, code, message, details), meter?.error)) return
+  if (!conn.sendEnvelope(encodeError(id, code, message, details), 'error')) return
   bump(ctx.registry.counters.errors, code)
   if (meter !== undefined) bump(meter.type(type ?? '').errors, code)
 }
@@ -106,7 +106,7 @@ function reply (ctx: DispatchContext, conn: Connection<any, any>, id: EnvelopeId
   }
   // The outcome is the reply's data as this frame encoded it: no second JSON.stringify.
   if (keyed !== undefined) record(keyed.idem, keyed.request, replyOutcome(frame.slice(REPLY_HEAD + JSON.stringify(id ?? 0).length, -1)))
-  if (id !== undefined) conn.sendEnvelope(frame, conn.meter?.reply)
+  if (id !== undefined) conn.sendEnvelope(frame, 'reply')
 }
 
 /** A keyed request's store entry: its outcome is recorded where the reply or error is decided. */
@@ -186,7 +186,7 @@ async function runKeyed (ctx: DispatchContext, route: DispatchRoute, conn: Conne
   if (decision.kind === 'refuse') return sendError(ctx, conn, id, decision.code, decision.message, undefined, type)
   if (decision.kind === 'replay') {
     conn.log.debug({ type }, 'a retried request answered from its first outcome')
-    if (id !== undefined) conn.sendEnvelope(replayFrame(decision.outcome, id), conn.meter?.reply)
+    if (id !== undefined) conn.sendEnvelope(replayFrame(decision.outcome, id), 'reply')
     return
   }
   await runHandler(ctx, route, conn, message, type, data, id, { idem, request })
@@ -355,7 +355,7 @@ export function handleFrame (ctx: DispatchContext, route: DispatchRoute, conn: C
   if (type === 'ping' || type === 'rt.resume' || type === 'auth.refresh') {
     if (paid && conn.takeControlToken()) conn.returnToken(data.length)
     if (type === 'ping') {
-      conn.sendEnvelope(encodePong(id), meter?.pong)
+      conn.sendEnvelope(encodePong(id), 'pong')
     } else if (type === 'rt.resume') {
       // No answer, ever: positions are used only by rooms the app's own handlers join.
       ctx.registry.roomHistory?.resume(conn, envelope.data)

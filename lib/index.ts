@@ -171,7 +171,7 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
     deliver: (delivery) => { registry.received(delivery) },
     publishFailed: () => { registry.counters.brokerFailures++ },
     countFailed: () => { registry.counters.brokerCountFailures++ },
-    received: (room, message) => { registry.roomHistory?.received(room, message) },
+    received: (room, message) => { registry.receivedNumbered(room, message) },
     resync: () => { registry.roomHistory?.resync() },
     published: () => { if (meter !== undefined) meter.brokerPublishes++ },
     local: (kind) => registry.local(kind),

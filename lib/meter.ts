@@ -59,9 +59,6 @@ export class RouteMeter {
   readonly handshakes: Record<string, number> = Object.create(null)
   readonly types = new Map<string, TypeMeter>()
   readonly unknown: TypeMeter
-  readonly reply: TypeMeter
-  readonly error: TypeMeter
-  readonly pong: TypeMeter
   readonly binary: TypeMeter
 
   constructor (readonly route: string, declared: Iterable<string>, buckets: readonly number[]) {
@@ -69,9 +66,6 @@ export class RouteMeter {
       if (!this.types.has(type)) this.types.set(type, new TypeMeter(type, buckets))
     }
     this.unknown = this.types.get(UNKNOWN) as TypeMeter
-    this.reply = this.types.get('reply') as TypeMeter
-    this.error = this.types.get('error') as TypeMeter
-    this.pong = this.types.get('pong') as TypeMeter
     this.binary = this.types.get('binary') as TypeMeter
   }
 
@@ -99,9 +93,9 @@ export class InstanceMeter {
   readonly pingRtt: Buckets
   /** Fan-outs published from this instance, by target kind. */
   readonly fanouts: Record<string, number> = Object.create(null)
-  /** Publishes the broker confirmed (Redis answered). */
+  /** Publishes the broker confirmed (Redis answered), history rooms' appends included. */
   brokerPublishes = 0
-  /** Seconds from a publish on another instance to its arrival here (Redis). */
+  /** Seconds from a publish to its arrival here through the broker (Redis): other instances' fan-outs, every history event. */
   readonly brokerLag: Buckets
   // Recoveries and presence diffs are counted in the registry's own counters (stats()), which the metrics read.
 

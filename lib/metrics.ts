@@ -88,7 +88,7 @@ function definitions (prefix: string): Array<[string, string, 'counter' | 'gauge
       (m) => m.routes.flatMap((r) => byKey(r.handshakes, 'outcome', { route: r.route }))],
     ['messages_received_total', 'Messages received, by type (a declared or reserved type, or unknown)', 'counter', ['route', 'type'],
       (m) => m.routes.flatMap((r) => [...r.types.values()].map((t) => ({ labels: { route: r.route, type: t.type }, value: t.in })))],
-    ['messages_sent_total', 'Messages sent, by type (reply, error, pong, a declared event, binary, or unknown)', 'counter', ['route', 'type'],
+    ['messages_sent_total', 'Messages sent, by type (reply, error, pong, a declared event, binary, the protocol\'s rt.* frames, or unknown)', 'counter', ['route', 'type'],
       (m) => m.routes.flatMap((r) => [...r.types.values()].map((t) => ({ labels: { route: r.route, type: t.type }, value: t.out })))],
     ['received_bytes_total', 'Bytes of message payloads received', 'counter', ['route'],
       (m) => m.routes.map((r) => ({ labels: { route: r.route }, value: r.bytesIn }))],
@@ -117,11 +117,11 @@ function definitions (prefix: string): Array<[string, string, 'counter' | 'gauge
       return out
     }],
     ['fanouts_total', 'Fan-outs published from this instance, by target (room, user, all)', 'counter', ['target'], (m) => byKey(m.fanouts, 'target')],
-    ['broker_publishes_total', 'Fan-outs the broker handed to the other instances (Redis answered)', 'counter', [],
+    ['broker_publishes_total', 'Fan-outs the broker handed to the other instances (Redis answered), history rooms\' included', 'counter', [],
       (m) => [{ labels: {}, value: m.brokerPublishes }]],
     ['broker_publish_failures_total', 'Fan-outs that could not reach the other instances', 'counter', [],
       (_m, s) => [{ labels: {}, value: s.brokerFailures }]],
-    ['broker_lag_seconds', 'From a publish on another instance to its arrival here (Redis; across hosts, as exact as their clocks)', 'histogram', [], (m) => {
+    ['broker_lag_seconds', 'From a publish to its arrival here through the broker (Redis): other instances\' fan-outs, and every history room event; across hosts, as exact as their clocks', 'histogram', [], (m) => {
       const out: Sample[] = []
       histogram(`${prefix}broker_lag_seconds`, {}, m.brokerLag, out)
       return out

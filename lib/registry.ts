@@ -10,7 +10,8 @@ import type { AsyncApiDocument, AsyncApiOptions } from './asyncapi.js'
 import { RT_ERR_ASYNCAPI_NOT_READY } from './errors.js'
 import type { RoomHistory } from './history/rooms.js'
 import type { Position } from './history/store.js'
-import type { InstanceMeter, RouteMeter, TypeMeter } from './meter.js'
+import type { InstanceMeter } from './meter.js'
+import type { StreamMessage } from './history/cursor.js'
 import type { JoinOptions, JoinResult } from './connection.js'
 import { RealtimeError, ErrorCode } from './protocol/codes.js'
 import type { ConnectionPresence, PresenceHandle, PresenceOutcome, RoomPresence } from './presence/rooms.js'
@@ -217,11 +218,14 @@ export class Registry implements RealtimeRegistry {
       send: (type, data, options) => {
         const policy = options?.volatile === true ? undefined : this.roomHistory?.policy(room)
         if (policy === undefined) return this.publish({ kind: 'room', name: room }, type, data, options?.except)
+        // A history room's fan-out is numbered by its store, not published by the registry: counted here.
+        if (this.meter !== undefined) bump(this.meter.fanouts, 'room')
         return (this.roomHistory as RoomHistory).send(room, policy, type, data, exceptId(options?.except))
       },
       publish: async (type, data, options) => {
         const policy = this.roomHistory?.policy(room)
         if (policy === undefined) throw new Error(`fastify-realtime: room "${room}" keeps no history (see the history option)`)
+        if (this.meter !== undefined) bump(this.meter.fanouts, 'room')
         return await (this.roomHistory as RoomHistory).publish(room, policy, type, data, exceptId(options?.except))
       }
     }
@@ -287,43 +291,37 @@ export class Registry implements RealtimeRegistry {
 
   /** Delivers a fan-out to this instance's members: the same bytes to each. */
   deliver (delivery: Delivery): number {
-    const { target, frame, except } = delivery
+    const { target, frame, except, type } = delivery
     const members = target.kind === 'all'
       ? this.connections.values()
       : (target.kind === 'room' ? this.rooms : this.users).get(target.name)
     if (members === undefined) return 0
     const wire = textFrame(frame)
     let sent = 0
-    if (this.meter !== undefined) return this.deliverMetered(delivery, members, wire)
     for (const conn of members) {
-      if (conn.id !== except && conn.sendPrebuilt(frame, wire)) sent++
-    }
-    return sent
-  }
-
-  /** `deliver` counting each send under its member's route and the event's type (resolved once per route). */
-  private deliverMetered (delivery: Delivery, members: Iterable<Connection<any, any>>, wire: Buffer): number {
-    const { frame, except, type = '' } = delivery
-    let sent = 0
-    let route: RouteMeter | undefined
-    let slot: TypeMeter | undefined
-    for (const conn of members) {
-      if (conn.id === except) continue
-      if (conn.meter !== route) {
-        route = conn.meter
-        slot = route?.type(type)
-      }
-      if (conn.sendPrebuilt(frame, wire, slot)) sent++
+      if (conn.id !== except && conn.sendPrebuilt(frame, wire, type)) sent++
     }
     return sent
   }
 
   /** A fan-out from another instance arrived (through the broker). */
   received (delivery: Delivery): void {
-    const meter = this.meter
-    // Wall clocks of two hosts: as exact as their synchronization (NTP keeps it within milliseconds).
-    if (meter !== undefined && delivery.publishedAt !== undefined) meter.brokerLag.observe(Math.max(0, Date.now() - delivery.publishedAt) / 1000)
+    if (this.meter !== undefined) this.observeLag(this.meter, delivery.publishedAt)
     this.deliver(delivery)
+  }
+
+  /**
+   * A history room's numbered frame arrived through the broker's subscription: every instance's, this one's
+   * included (its members get its own events from there too, in offset order).
+   */
+  receivedNumbered (room: string, message: StreamMessage): void {
+    if (this.meter !== undefined) this.observeLag(this.meter, message.publishedAt)
+    this.roomHistory?.received(room, message)
+  }
+
+  private observeLag (meter: InstanceMeter, publishedAt: number | undefined): void {
+    // Wall clocks of two hosts: as exact as their synchronization (NTP keeps it within milliseconds).
+    if (publishedAt !== undefined) meter.brokerLag.observe(Math.max(0, Date.now() - publishedAt) / 1000)
   }
 
   /**

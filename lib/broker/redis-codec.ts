@@ -60,6 +60,8 @@ export interface DecodedNumbered {
   offset: number
   except: string | undefined
   frame: Buffer
+  /** When the publisher appended it (ms since the epoch): the `\x02` format carries it, from this version on. */
+  publishedAt?: number
 }
 
 /**
@@ -71,7 +73,8 @@ export interface DecodedNumbered {
 export const NUMBERED = 4
 /**
  * The previous format, `\x02<epoch>:<offset>:<except>|<frame>`: still sent when the except holds neither `|` nor
- * `:` (connection ids are UUIDs), so that instances not yet upgraded in a rolling deploy read those frames.
+ * `:` (connection ids are UUIDs), so that instances not yet upgraded in a rolling deploy read those frames. It now
+ * ends its head with `:<time>` (the publish time, ms since the epoch), a field those instances never split off.
  */
 export const NUMBERED_V2 = 2
 
@@ -108,7 +111,10 @@ export function decodeNumbered (message: Buffer): DecodedNumbered | undefined {
 function decodeV2 (message: Buffer): DecodedNumbered | undefined {
   const bar = message.indexOf(0x7c)
   if (bar === -1) return undefined
-  const [epoch, offset, except] = message.subarray(1, bar).toString().split(':')
+  const [epoch, offset, except, time] = message.subarray(1, bar).toString().split(':')
   if (epoch === undefined || offset === undefined) return undefined
-  return { epoch, offset: Number(offset), frame: message.subarray(bar + 1), except: except === '' ? undefined : except }
+  const decoded: DecodedNumbered = { epoch, offset: Number(offset), frame: message.subarray(bar + 1), except: except === '' || except === undefined ? undefined : except }
+  const publishedAt = time === undefined || !/^\d{1,15}$/.test(time) ? undefined : Number(time)
+  if (publishedAt !== undefined) decoded.publishedAt = publishedAt
+  return decoded
 }

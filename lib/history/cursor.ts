@@ -6,6 +6,8 @@ export interface StreamMessage {
   offset: number
   frame: Buffer
   except: string | undefined
+  /** When the publishing instance appended it, in ms since the epoch (for the broker lag; absent from older instances). */
+  publishedAt?: number
 }
 
 /** What a cursor needs of its room on this instance. */

@@ -24,13 +24,15 @@ if not e then e = ARGV[${n}]; redis.call('HSET', KEYS[2], 'e', e, 'r', rid) else
 
 /**
  * KEYS: stream, meta. ARGV: head, size, ttl ms, meta ttl ms, new epoch, channel, except, publish command (PUBLISH,
- * or SPUBLISH for sharded pub/sub on a cluster: the room's channel shares the keys' slot through the `{room}` tag).
+ * or SPUBLISH for sharded pub/sub on a cluster: the room's channel shares the keys' slot through the `{room}` tag),
+ * the publisher's time (ms since the epoch, for the broker lag).
  * One atomic step numbers, stores and publishes, so offset order is publish order on every instance. Offsets are
  * the stream's own entry ids (`N-0`), trimmed exactly (MAXLEN without `~`: "size = N" holds at the boundary).
  * The message is `\x04<epoch>:<offset>:<except's length in bytes>:<except><frame>` when the except holds a `|` or
  * a `:` (`decodeNumbered`, in lib/broker/redis-codec.ts: the except is counted, not delimited, so no string of the
- * app's can end it early), else the previous `\x02<epoch>:<offset>:<except>|<frame>`, which instances not yet
- * upgraded in a rolling deploy still read (connection ids, UUIDs, hold neither).
+ * app's can end it early), else the previous `\x02<epoch>:<offset>:<except>:<time>|<frame>`, which instances not yet
+ * upgraded in a rolling deploy still read (connection ids, UUIDs, hold neither; those instances ignore the time, a
+ * fourth field they never split off). The first format has no room for the time: those few frames are not timed.
  */
 const APPEND = `${EPOCH(5)}
 local top = redis.call('HINCRBY', KEYS[2], 's', 1)
@@ -43,7 +45,7 @@ redis.call('PEXPIRE', KEYS[1], ARGV[3])
 if string.find(ARGV[7], '[|:]') then
   redis.call(ARGV[8], ARGV[6], '\\4' .. e .. ':' .. n .. ':' .. string.format('%d', string.len(ARGV[7])) .. ':' .. ARGV[7] .. frame)
 else
-  redis.call(ARGV[8], ARGV[6], '\\2' .. e .. ':' .. n .. ':' .. ARGV[7] .. '|' .. frame)
+  redis.call(ARGV[8], ARGV[6], '\\2' .. e .. ':' .. n .. ':' .. ARGV[7] .. ':' .. ARGV[9] .. '|' .. frame)
 end
 return { top, e }`
 
@@ -67,7 +69,7 @@ end
 return out`
 
 interface Scripts {
-  rtHistAppend: (stream: string, meta: string, head: string, size: number, ttl: number, metaTtl: number, epoch: string, channel: string, except: string, command: string) => Promise<[number, string]>
+  rtHistAppend: (stream: string, meta: string, head: string, size: number, ttl: number, metaTtl: number, epoch: string, channel: string, except: string, command: string, publishedAt: number) => Promise<[number, string]>
   rtHistReadBuffer: (stream: string, meta: string, since: string, max: number, epoch: string, metaTtl: number) => Promise<[Buffer, number, number, ...Buffer[]]>
 }
 
@@ -106,7 +108,7 @@ export class RedisHistoryStore implements HistoryStore {
     const [stream, meta] = this.keys(room)
     this.pending += size
     try {
-      const [offset, epoch] = await this.redis.rtHistAppend(stream, meta, head, policy.size, policy.ttl, policy.metaTtl, newEpoch(), this.channelOf(room), except ?? '', this.publishCommand)
+      const [offset, epoch] = await this.redis.rtHistAppend(stream, meta, head, policy.size, policy.ttl, policy.metaTtl, newEpoch(), this.channelOf(room), except ?? '', this.publishCommand, Date.now())
       return { epoch, offset, frame: Buffer.from(`${head}${offset}}`) }
     } finally {
       this.pending -= size

@@ -1,5 +1,7 @@
 import type { Connection } from '../connection.js'
 import { textFrame } from '../protocol/frame.js'
+import { envelopeType } from '../protocol/envelope.js'
+import type { InstanceMeter } from '../meter.js'
 import { bump, type Counters } from '../stats.js'
 import type { HistoryPolicy, ResolvedHistory } from './options.js'
 import { decideRecovery, encodePosition, parseResume, validPosition, type JoinPosition, type Recovery } from './recovery.js'
@@ -50,6 +52,8 @@ const MAX_RETRIES = 30
 export interface HistoryHost {
   members: (room: string) => ReadonlySet<Connection<any, any>> | undefined
   counters: Counters
+  /** The metrics counters, when the app asked for metrics. */
+  meter: InstanceMeter | undefined
 }
 
 const MAX_PENDING = 256
@@ -119,7 +123,7 @@ export class RoomHistory {
     }
     if (isPromise(appended)) {
       // Delivered when it comes back through the broker's subscription, in offset order.
-      appended.catch(() => { this.host.counters.brokerFailures++ })
+      appended.then(() => { this.published() }, () => { this.host.counters.brokerFailures++ })
       return this.host.members(room)?.size ?? 0
     }
     this.lives.get(room)?.state.cursor.advance(appended.epoch, appended.offset)
@@ -138,6 +142,7 @@ export class RoomHistory {
     if (isPromise(appended)) {
       try {
         const { epoch, offset } = await appended
+        this.published()
         return { epoch, offset }
       } catch (err) {
         this.host.counters.brokerFailures++
@@ -147,6 +152,15 @@ export class RoomHistory {
     this.lives.get(room)?.state.cursor.advance(appended.epoch, appended.offset)
     this.deliver(room, appended.epoch, appended.offset, appended.frame, except)
     return { epoch: appended.epoch, offset: appended.offset }
+  }
+
+  /**
+   * A shared store's append also published the event to every instance (one atomic step in Redis): that is the
+   * broker's publish of a history room, counted as the registry's publishes are.
+   */
+  private published (): void {
+    const meter = this.host.meter
+    if (meter !== undefined) meter.brokerPublishes++
   }
 
   /** The room's current `{ epoch, offset }` (read before loading a snapshot, then join with it as `since`). */
@@ -161,6 +175,8 @@ export class RoomHistory {
     if (members === undefined) return 0
     const syncing = this.lives.get(room)?.state.syncing
     const wire = textFrame(frame)
+    // For metrics, the event's type read once for every member (the frame is all a shared store hands back).
+    const type = this.host.meter === undefined ? undefined : envelopeType(frame)
     let sent = 0
     for (const conn of members) {
       if (conn.id === except) continue
@@ -173,7 +189,7 @@ export class RoomHistory {
         if (epoch === sync.epoch && offset <= sync.floor) continue
         syncing?.delete(conn)
       }
-      if (conn.sendPrebuilt(frame, wire)) sent++
+      if (conn.sendPrebuilt(frame, wire, type)) sent++
     }
     return sent
   }

@@ -3,7 +3,7 @@ import { settleWithin, withDeadline } from '../deadline.js'
 import { ErrorCode, RealtimeError } from '../protocol/codes.js'
 import { encodeError } from '../protocol/envelope.js'
 import { RoomLives, type Life } from '../room-life.js'
-import type { Counters } from '../stats.js'
+import { bump, type Counters } from '../stats.js'
 import type { ResolvedPresence } from './options.js'
 import { encodeDiff, encodeSnapshot, type PresenceHost, type PresenceSnapshot, type PresenceStore } from './store.js'
 
@@ -313,7 +313,12 @@ export class RoomPresence implements PresenceHost {
       }
       outcome = 'full'
       const text = encodeError(undefined, ErrorCode.PRESENCE_FULL, `presence: "${room}" has ${this.options.maxMembers} members`, { room })
-      for (const conn of local.conns) conn.sendProtocol(text, 'error')
+      for (const conn of local.conns) {
+        // Counted as the dispatcher counts its errors, once sent; it answers no message of the client's (type unknown).
+        if (!conn.sendProtocol(text, 'error')) continue
+        bump(this.registry.counters.errors, ErrorCode.PRESENCE_FULL)
+        if (conn.meter !== undefined) bump(conn.meter.unknown.errors, ErrorCode.PRESENCE_FULL)
+      }
     })
     return ok ? outcome : 'unavailable'
   }

@@ -80,3 +80,34 @@ export function encodeError (id: EnvelopeId | undefined, code: string, message: 
 export function encodePong (id: EnvelopeId | undefined): string {
   return id === undefined ? '{"type":"pong"}' : JSON.stringify({ type: 'pong', id })
 }
+
+const TYPE_HEAD = '{"type":"'
+/** How far into a frame its type is looked for: further than any type a route declares. */
+const TYPE_SCAN = 1024
+
+/**
+ * The type of an encoded envelope, for metrics: every envelope the plugin encodes starts with `{"type":"`, so the
+ * type is read there without parsing the rest (a history replay, a fan-out from an older instance). Empty when the
+ * frame does not start so (an app's own frame), which metrics count as `unknown`.
+ */
+export function envelopeType (frame: Buffer | string): string {
+  const text = typeof frame === 'string' ? frame.slice(0, TYPE_SCAN) : frame.toString('utf8', 0, TYPE_SCAN)
+  if (!text.startsWith(TYPE_HEAD)) return ''
+  let end = text.indexOf('"', TYPE_HEAD.length)
+  // A quote after an odd run of backslashes is inside the string.
+  while (end !== -1 && oddBackslashesBefore(text, end)) end = text.indexOf('"', end + 1)
+  if (end === -1) return ''
+  const body = text.slice(TYPE_HEAD.length, end)
+  if (!body.includes('\\')) return body
+  try {
+    return String(JSON.parse(`"${body}"`))
+  } catch {
+    return ''
+  }
+}
+
+function oddBackslashesBefore (text: string, at: number): boolean {
+  let i = at
+  while (i > 0 && text.charCodeAt(i - 1) === 0x5c) i--
+  return (at - i) % 2 === 1
+}
