@@ -129,7 +129,7 @@ function address (path: string): { address: string, parameters: PathParameter[] 
 
 const POSITION = { epoch: { type: 'string', description: 'changes whenever the room\'s stored stream was lost' }, offset: { type: 'integer', minimum: 0 } }
 
-/** `rt.resume` and `rt.position`: the reserved messages of rooms with history (see the README's Delivery guarantees). */
+/** `rt.resume` and `rt.position`: the reserved messages of rooms with history (see docs/05-delivery-guarantees.md). */
 function historyMessages (): { resume: JsonSchema, position: JsonSchema } {
   return {
     resume: {
@@ -193,7 +193,7 @@ function eventPayload (type: string, data: JsonSchema, history: boolean): JsonSc
 const PRESENCE_EPOCH = { type: 'string', description: 'changes whenever the room\'s list was lost: versions compare only within one epoch' }
 const MEMBERS = { type: 'object', description: 'member key → `{ data }`', additionalProperties: { type: 'object', required: ['data'], properties: { data: {} } } }
 
-/** `rt.presence`, `rt.presence.diff` and `rt.presence.left`: the reserved messages of presence rooms (see the README's Presence). */
+/** `rt.presence`, `rt.presence.diff` and `rt.presence.left`: the reserved messages of presence rooms (see docs/06-presence.md). */
 function presenceMessages (): { snapshot: JsonSchema, diff: JsonSchema, left: JsonSchema } {
   return {
     left: {

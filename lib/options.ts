@@ -134,7 +134,7 @@ export interface RealtimeOptions {
   asyncapi?: AsyncApiServeOptions | false
   /** Rooms that keep a numbered history their members recover from after a reconnect. @default none */
   history?: HistoryOptions
-  /** Rooms that keep a member list with join, leave and update events (see the README's Presence). @default none */
+  /** Rooms that keep a member list with join, leave and update events (see docs/06-presence.md). @default none */
   presence?: PresenceOptions
   /** Prometheus metrics: `realtimeMetrics({ registry })` from `fastify-realtime/metrics`. @default none (nothing counted for them) */
   metrics?: RealtimeMetrics

@@ -13,7 +13,7 @@ import { deadline } from './timer.js'
 import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData, MessageType, ReplyData, WebSocketConstructor, WebSocketLike } from './types.js'
 
 /**
- * The client's life (`state`; the README's "The client's states" draws it):
+ * The client's life (`state`; docs/03-the-client.md, "The client's states", draws it):
  *
  *   connecting ──open──▶ open ──abnormal close, dead link──▶ reconnecting ──backoff, new socket──▶ open …
  *   (the attempt count starts again only once a connection stayed open backoff.stableAfter)

@@ -1,6 +1,6 @@
 /**
  * The whole wire vocabulary: error codes sent in error envelopes, close codes, and the codes of refused
- * handshakes. Every code is defined here and nowhere else; `test/codes.test.ts` keeps the README tables in step.
+ * handshakes. Every code is defined here and nowhere else; `test/codes.test.ts` keeps the reference's tables (docs/14-reference.md) in step.
  */
 
 /** Codes of the error envelope `{ type: 'error', error: { code, message } }`, with what a client should do. */
