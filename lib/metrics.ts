@@ -75,7 +75,7 @@ function histogram (name: string, labels: Labels, buckets: Buckets, out: Sample[
 const byKey = (table: Record<string, number>, label: string, extra: Labels = {}): Sample[] =>
   Object.entries(table).map(([key, value]) => ({ labels: { ...extra, [label]: key }, value }))
 
-/** Every metric: name (after the prefix), help, type, labels, and how to read it. README.md lists the same. */
+/** Every metric: name (after the prefix), help, type, labels, and how to read it. docs/08-observability.md lists the same. */
 function definitions (prefix: string): Array<[string, string, 'counter' | 'gauge' | 'histogram', string[], Read]> {
   return [
     ['connections', 'Open WebSocket connections', 'gauge', ['route'],
@@ -135,7 +135,7 @@ function definitions (prefix: string): Array<[string, string, 'counter' | 'gauge
 
 /**
  * Prometheus metrics for `app.register(realtime, { metrics: realtimeMetrics({ registry }) })`. Serve the registry
- * yourself (`registry.metrics()`) or through fastify-metrics; README.md lists every metric.
+ * yourself (`registry.metrics()`) or through fastify-metrics; docs/08-observability.md lists every metric.
  */
 export function realtimeMetrics (options: RealtimeMetricsOptions): RealtimeMetrics {
   const registry = options.registry ?? options.client?.register
