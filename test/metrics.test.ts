@@ -28,7 +28,7 @@ const route = {
   events: { blob: Type.Object({ text: Type.String() }), news: Type.String() }
 }
 
-/** An app with metrics in its own registry, served at GET /metrics as the README shows. */
+/** An app with metrics in its own registry, served at GET /metrics as docs/08-observability.md shows. */
 async function meteredApp (realtime: RealtimeOptions = {}): Promise<{ h: TestApp, registry: Registry }> {
   const registry = new Registry()
   const h = await startApp({
