@@ -1,5 +1,6 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import { readFile } from 'node:fs/promises'
 import { setTimeout as sleep } from 'node:timers/promises'
 import { Type } from '@sinclair/typebox'
 import { Registry } from 'prom-client'
@@ -396,4 +397,21 @@ test('protocol frames (rt.position, rt.presence, rt.presence.left) are counted u
   assert.equal(sent('rt.presence'), 1)
   assert.equal(sent('rt.presence.left'), 1)
   assert.equal(sent('unknown'), 0)
+})
+
+test('docs/08-observability.md lists every metric, with its type and labels, and nothing else', { timeout: 10000 }, async (t) => {
+  const { h, registry } = await meteredApp()
+  t.after(() => h.close())
+  const collectors = registry.getMetricsAsArray() as unknown as Array<{ name: string, type: string, labelNames: string[] }>
+  const actual = collectors.map((m) => `${m.name} ${m.type}`).sort()
+  assert.ok(actual.length > 20, `${actual.length} metrics registered`)
+  const page = await readFile(new URL('../docs/08-observability.md', import.meta.url), 'utf8')
+  const rows = [...page.matchAll(/^\| `(fastify_realtime_\w+)` \| (\w+) \|([^|]*)\|/gm)]
+  assert.deepEqual(rows.map(([, name, type]) => `${String(name)} ${String(type)}`).sort(), actual)
+  // The labels each collector declares are the ones the page names.
+  const declared = new Map(collectors.map((m) => [m.name, [...m.labelNames].sort().join(',')]))
+  for (const [, name, , labels] of rows) {
+    const named = [...(labels ?? '').matchAll(/`(\w+)`/g)].map(([, l]) => l).sort().join(',')
+    assert.equal(named, declared.get(name as string), `${String(name)}'s labels`)
+  }
 })
