@@ -33,7 +33,7 @@ async function measure (variant: string, lib: string, messages: number): Promise
       error: noop
     })
   }
-  const options = resolveOptions({ limits: { rate: 1e9, burst: 1e9 } })
+  const options = resolveOptions({ limits: { rate: 1e9, burst: 1e9, byteRate: 1e12 } })
   const registry = new Registry(memoryBroker(), undefined, () => {})
   registry.meter = meter
   const schema = Type.Object({ text: Type.String({ maxLength: 200 }), n: Type.Integer(), tags: Type.Array(Type.String()) })
