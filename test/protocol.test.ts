@@ -5,6 +5,7 @@ import { Type } from '@sinclair/typebox'
 import { RealtimeError } from '../lib/index.js'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, waitFor, type TestClient } from './helpers/client.js'
+import { encodeReply } from '../lib/protocol/envelope.js'
 
 interface Fixture { h: TestApp, c: TestClient, logs: string[], order: string[] }
 
@@ -167,4 +168,14 @@ test('200 connections: one sends garbage, the other 199 keep getting replies', {
   }
   assert.equal(h.app.realtime.connections.size, 200)
   assert.equal(bad.ws.readyState, bad.ws.OPEN)
+})
+
+test('a reply frame is the JSON of { type, id, data } for any id and data; data JSON has no text for is null', () => {
+  const ids = [0, 7, -1, 1.5, 1e21, 'a', 'with "quotes" and \\ and \u2028']
+  const values = [null, 0, 'text', '\ud800 lone', [1, { a: [] }], { nested: { deep: true } }, new Date(0), { toJSON: () => 'custom' }]
+  for (const id of ids) {
+    for (const value of values) assert.deepEqual(JSON.parse(encodeReply(id, value)), JSON.parse(JSON.stringify({ type: 'reply', id, data: value })))
+  }
+  for (const nothing of [undefined, () => 1, Symbol('s')]) assert.equal(encodeReply(3, nothing), '{"type":"reply","id":3,"data":null}')
+  assert.throws(() => encodeReply(1, { n: 1n }), TypeError)
 })

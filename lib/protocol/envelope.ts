@@ -68,8 +68,13 @@ export function encodeEvent (type: string, data: unknown): string {
   return JSON.stringify({ type, data: data === undefined ? null : data })
 }
 
+/**
+ * `{"type":"reply","id":…,"data":…}`, spelled out around the data's own JSON (one per answered message: no wrapper
+ * object to build and walk). Data that JSON has no text for (undefined, a function) is `null`, so a reply always has
+ * its `data`; data JSON cannot encode (a BigInt, a cycle) throws, as JSON.stringify does.
+ */
 export function encodeReply (id: EnvelopeId, data: unknown): string {
-  return JSON.stringify({ type: 'reply', id, data: data === undefined ? null : data })
+  return `{"type":"reply","id":${typeof id === 'number' ? String(id) : JSON.stringify(id)},"data":${JSON.stringify(data) ?? 'null'}}`
 }
 
 export function encodeError (id: EnvelopeId | undefined, code: string, message: string, details?: unknown): string {
