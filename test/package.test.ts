@@ -202,7 +202,7 @@ const COMMONJS_APP = `
 /**
  * The versions an app may pick: the oldest TypeScript fastify 5 compiles with (5.4: NoInfer) with @types/node 20 and
  * ioredis 5, TypeScript 6.0 with the latest @types/node, and the latest TypeScript with the latest @types/node and
- * ioredis 6. The quick start and a file using every entry compile strictly, without skipLibCheck, against each; a
+ * ioredis 6. The quick start, its client and a file using every entry compile strictly, without skipLibCheck, against each; a
  * CommonJS TypeScript file too from 5.8 on (the first to let `module: nodenext` require an ES module).
  */
 const MATRIX: Array<{ versions: string[], commonjs: boolean }> = [
@@ -218,7 +218,9 @@ for (const { versions, commonjs } of MATRIX) {
     const tarball = (await readdir(app)).find((f) => f.endsWith('.tgz')) as string
     await run(npm, ['install', '--no-audit', '--no-fund', '--prefer-offline', '--loglevel=error', join(app, tarball), 'fastify@5', '@fastify/jwt@10',
       '@sinclair/typebox@0.34', 'ws@8', 'prom-client@15', ...versions], { cwd: dir, timeout: 180_000 })
+    // The newcomer's path: the README's quick start and its client, beside a file using every entry.
     await writeFile(join(dir, 'quickstart.ts'), await readmeBlock('## Quick start'))
+    await writeFile(join(dir, 'client.ts'), await readmeBlock('### A client'))
     await writeFile(join(dir, 'entries.ts'), [
       "import Fastify from 'fastify'",
       "import WebSocket from 'ws'",
@@ -233,7 +235,7 @@ for (const { versions, commonjs } of MATRIX) {
       "const echo = app.realtimeRoute({ url: '/echo', messages: {} })",
       "createClient<typeof echo>('ws://127.0.0.1:1/echo', { WebSocket }).close()"
     ].join('\n'))
-    const files = ['quickstart.ts', 'entries.ts']
+    const files = ['quickstart.ts', 'client.ts', 'entries.ts']
     if (commonjs) {
       await mkdir(join(dir, 'cjs'), { recursive: true })
       await writeFile(join(dir, 'cjs/package.json'), JSON.stringify({ type: 'commonjs' }))
