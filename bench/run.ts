@@ -36,7 +36,8 @@ const PLAN: Record<Workload, Kind[]> = {
   // realtime-observed: the same server with metrics and a tracing subscriber on (its target is a ratio to realtime).
   A: [...KINDS, 'realtime-observed'],
   D: ['raw-ws', 'fastify-ws', 'realtime', 'socket.io'],
-  B: ['raw-ws', 'realtime', 'realtime-history', 'socket.io'],
+  // raw-ws-preframed: the fan-out framed once and written to every member, in plain ws code (the floor of B).
+  B: ['raw-ws', 'raw-ws-preframed', 'realtime', 'realtime-history', 'socket.io'],
   E: ['raw-ws', 'realtime', 'realtime-history']
 }
 const ORDER = (Object.keys(PLAN) as Workload[]).filter((w) => only === undefined || only.includes(w))

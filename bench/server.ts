@@ -47,6 +47,36 @@ async function rawWs (): Promise<number> {
   })
 }
 
+/**
+ * Raw ws with the fan-out framed once: ws's own `Sender.frame` builds the header, and the header and the payload are
+ * written to each member's TCP socket, corked, as ws's sender writes a frame (B only). The floor of "frame once,
+ * write many" in plain ws code; it skips ws's check that nothing is queued, which the idle members of B never have.
+ */
+async function rawWsPreframed (): Promise<number> {
+  // Exported by ws, not declared by @types/ws.
+  const { Sender } = await import('ws') as unknown as { Sender: { frame: (data: Buffer, options: object) => Buffer[] } }
+  const room = new Set<WebSocket>()
+  return await listenWs((ws) => {
+    ws.on('close', () => { room.delete(ws) })
+    ws.on('message', (data) => {
+      const m = JSON.parse(data.toString())
+      if (m.type === 'join') {
+        room.add(ws)
+        ws.send(JSON.stringify({ type: 'reply', id: m.id, data: null }))
+      } else if (m.type === 'fanout') {
+        const [head, body] = Sender.frame(Buffer.from(JSON.stringify({ type: 'news', data: NEWS })), { fin: true, rsv1: false, opcode: 1, mask: false, readOnly: false }) as [Buffer, Buffer]
+        for (const member of room) {
+          const tcp = (member as WebSocket & { _socket: import('node:net').Socket })._socket
+          tcp.cork()
+          tcp.write(head)
+          tcp.write(body)
+          tcp.uncork()
+        }
+      }
+    })
+  })
+}
+
 /** The least a validated protocol costs: ws, JSON.parse, a compiled TypeBox check, a reply. */
 async function minimal (): Promise<number> {
   const { TypeCompiler } = await import('@sinclair/typebox/compiler')
@@ -186,6 +216,7 @@ async function socketIo (): Promise<number> {
 
 const servers: Record<string, () => Promise<number>> = {
   'raw-ws': rawWs,
+  'raw-ws-preframed': rawWsPreframed,
   minimal,
   'fastify-ws': fastifyWs,
   realtime: async () => await fastifyRealtime(),

@@ -3,7 +3,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { command, expect, sleep, spawn, stop } from './children.js'
 
-export type Kind = 'raw-ws' | 'fastify-ws' | 'minimal' | 'realtime' | 'socket.io' | 'realtime-redis' | 'realtime-history' | 'realtime-history-redis' | 'realtime-observed' | 'realtime-rooms'
+export type Kind = 'raw-ws' | 'raw-ws-preframed' | 'fastify-ws' | 'minimal' | 'realtime' | 'socket.io' | 'realtime-redis' | 'realtime-history' | 'realtime-history-redis' | 'realtime-observed' | 'realtime-rooms'
 
 export interface Sizes {
   repeats: number

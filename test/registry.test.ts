@@ -163,3 +163,67 @@ test('a fan-out frame built once is a valid WebSocket frame at every length clas
     assert.equal(m.data.text.length, size)
   }
 })
+
+test('a fan-out keeps its place among the other writes to a member: sends before and after it, a reply, a backlog the reader has not taken', { timeout: 20000 }, async (t) => {
+  const h = await startApp({
+    realtime: { auth: { authenticate: (request) => ({ sub: String(request.headers['x-user'] ?? 'anon') }) }, limits: { maxBufferedBytes: 256 * 1024 * 1024 } },
+    jwt: false,
+    setup: (app) => {
+      app.realtimeRoute({
+        url: '/rt',
+        messages: { join: { schema: Type.Object({ room: Type.String() }), handler: ({ room }, conn) => { conn.join(room); return [...conn.rooms] } } },
+        events: { said: Type.Object({ text: Type.String() }) }
+      })
+    }
+  })
+  const c = await connect(`${h.wsBase}/rt`, as('order'))
+  t.after(async () => { c.destroy(); await h.close() })
+  await c.request('join', { room: 'r' })
+  const conn = h.app.realtime.byUser('order')[0]
+  assert.ok(conn)
+  const tcp = (c.ws as unknown as { _socket: { pause: () => void, resume: () => void } })._socket
+  tcp.pause()
+  // A backlog first (the kernel's buffers full, the rest in the socket), so that the fan-out's frames queue too.
+  const filler = 'f'.repeat(64 * 1024)
+  let fillers = 0
+  while (conn.socket.bufferedAmount === 0 && fillers < 4000) {
+    conn.send('said' as never, { text: filler } as never)
+    if (++fillers % 16 === 0) await new Promise((resolve) => setTimeout(resolve, 1))
+  }
+  assert.ok(conn.socket.bufferedAmount > 0, 'the reader has a backlog')
+  for (let round = 0; round < 40; round++) {
+    conn.send('said' as never, { text: `${round}.send` } as never)
+    assert.equal(h.app.realtime.to('r').send('said', { text: `${round}.fanout` }), 1)
+    conn.send('said' as never, { text: `${round}.after` } as never)
+    if (round === 20) {
+      // A reply goes behind the fan-outs written before it was computed, and ahead of those after.
+      c.sendJson({ type: 'join', data: { room: 'r' }, id: 99 })
+      await waitFor(() => h.app.realtime.stats().messagesIn >= 2, 3000, 'the request to be handled')
+    }
+  }
+  tcp.resume()
+  for (let i = 0; i < fillers; i++) assert.equal((await c.nextMessage()).data.text, filler)
+  const seen: string[] = []
+  for (let i = 0; i < 40 * 3 + 1; i++) {
+    const m = await c.nextMessage()
+    seen.push(m.type === 'reply' ? 'reply' : m.data.text)
+  }
+  const expected = Array.from({ length: 40 }, (_, round) => [`${round}.send`, `${round}.fanout`, `${round}.after`, ...round === 20 ? ['reply'] : []]).flat()
+  assert.deepEqual(seen, expected)
+})
+
+test('a fan-out does not overtake a frame ws still holds for the member (a Blob being read)', { timeout: 10000 }, async (t) => {
+  const h = await roomsApp()
+  const c = await connect(`${h.wsBase}/rt`, as('held'))
+  t.after(async () => { c.destroy(); await h.close() })
+  await c.request('join', { room: 'r' })
+  const conn = h.app.realtime.byUser('held')[0]
+  assert.ok(conn)
+  // ws reads a Blob's bytes asynchronously and queues what is sent meanwhile: the fan-out must queue behind it.
+  conn.socket.send(new Blob([Buffer.from('first')]))
+  assert.equal(h.app.realtime.to('r').send('said', { text: 'second' }), 1)
+  const first = await c.nextMessage()
+  assert.ok(Buffer.isBuffer(first), 'the Blob arrives first')
+  assert.equal(first.toString(), 'first')
+  assert.deepEqual(await c.nextMessage(), { type: 'said', data: { text: 'second' } })
+})

@@ -173,7 +173,9 @@ export class RoomHistory {
   deliver (room: string, epoch: string, offset: number, frame: Buffer, except: string | undefined): number {
     const members = this.host.members(room)
     if (members === undefined) return 0
-    const syncing = this.lives.get(room)?.state.syncing
+    // Joins in progress are rare and short: without one, a member costs no lookup.
+    const joining = this.lives.get(room)?.state.syncing
+    const syncing = joining !== undefined && joining.size > 0 ? joining : undefined
     const wire = textFrame(frame)
     // For metrics, the event's type read once for every member (the frame is all a shared store hands back).
     const type = this.host.meter === undefined ? undefined : envelopeType(frame)
