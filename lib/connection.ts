@@ -5,6 +5,7 @@ import type { StaticOf as Static } from './schema-types.js'
 import WebSocket from 'ws'
 import { CloseCode, CloseReason, ErrorCode, RealtimeError } from './protocol/codes.js'
 import { encodeEvent, envelopeType } from './protocol/envelope.js'
+import { textFrameOf } from './protocol/frame.js'
 import type { EventSchemas } from './definition.js'
 import type { ResolvedLimits } from './options.js'
 import type { Counters } from './stats.js'
@@ -372,10 +373,16 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
    * frames the payload itself, corked until the next tick.
    */
   private write (frame: Buffer | string, size: number, options: typeof TEXT | typeof BINARY, type: string | undefined, wire?: Buffer): boolean {
-    const raw = wire === undefined ? undefined : idleSocket(this.socket)
+    const raw = idleSocket(this.socket)
     if (raw !== undefined && wire !== undefined) {
       if (!this.admit(wire.length)) return false
       raw.write(wire)
+    } else if (raw !== undefined && typeof frame === 'string') {
+      // A text frame of ours (a reply, an error, an event) framed here and written corked, like ws would, minus
+      // the copy of the text and the second write.
+      if (!this.admit(size)) return false
+      this.corkUntilNextTick()
+      raw.write(textFrameOf(frame, size))
     } else {
       if (!this.admit(size)) return false
       this.corkUntilNextTick()

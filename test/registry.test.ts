@@ -227,3 +227,21 @@ test('a fan-out does not overtake a frame ws still holds for the member (a Blob 
   assert.equal(first.toString(), 'first')
   assert.deepEqual(await c.nextMessage(), { type: 'said', data: { text: 'second' } })
 })
+
+test('a reply or an event written by the connection does not overtake a frame ws still holds (a Blob being read)', { timeout: 10000 }, async (t) => {
+  const h = await roomsApp()
+  const c = await connect(`${h.wsBase}/rt`, as('held-reply'))
+  t.after(async () => { c.destroy(); await h.close() })
+  await c.request('join', { room: 'r' })
+  const conn = h.app.realtime.byUser('held-reply')[0]
+  assert.ok(conn)
+  conn.socket.send(new Blob([Buffer.from('first')]))
+  assert.equal(conn.send('said', { text: 'second' }), true)
+  const first = await c.nextMessage()
+  assert.ok(Buffer.isBuffer(first), 'the Blob arrives first')
+  assert.equal(first.toString(), 'first')
+  assert.deepEqual(await c.nextMessage(), { type: 'said', data: { text: 'second' } })
+  // And once ws is idle again, the connection's own frames go in the order written.
+  for (let i = 0; i < 50; i++) conn.send('said', { text: String(i) })
+  for (let i = 0; i < 50; i++) assert.deepEqual(await c.nextMessage(), { type: 'said', data: { text: String(i) } })
+})

@@ -3,7 +3,23 @@
  * written as is to every member's socket, instead of ws framing the same bytes again for each one.
  */
 export function textFrame (payload: Buffer): Buffer {
-  const length = payload.length
+  const frame = frameOf(payload.length)
+  payload.copy(frame, frame.length - payload.length)
+  return frame
+}
+
+/**
+ * The same frame around a string of `bytes` UTF-8 bytes, encoded straight into it: one buffer and one write for a
+ * reply, where ws's own send makes a buffer of the text, a header and two writes.
+ */
+export function textFrameOf (text: string, bytes: number): Buffer {
+  const frame = frameOf(bytes)
+  frame.write(text, frame.length - bytes, bytes, 'utf8')
+  return frame
+}
+
+/** A frame buffer of a payload of `length` bytes, its header written (FIN, text, no mask), its payload not yet. */
+function frameOf (length: number): Buffer {
   const headerLength = length < 126 ? 2 : length < 65536 ? 4 : 10
   const frame = Buffer.allocUnsafe(headerLength + length)
   frame[0] = 0x81 // FIN + text
@@ -16,6 +32,5 @@ export function textFrame (payload: Buffer): Buffer {
     frame[1] = 127
     frame.writeBigUInt64BE(BigInt(length), 2)
   }
-  payload.copy(frame, headerLength)
   return frame
 }
