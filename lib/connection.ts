@@ -49,11 +49,14 @@ const NO_ROOMS: ReadonlySet<string> = new Set()
 // One shared settled promise: joining a room without history makes none.
 const NO_POSITION: Promise<undefined> = Promise.resolve(undefined)
 
-/** The TCP socket under a ws socket whose sender is idle (nothing queued), else undefined: see `Connection.write`. */
+/**
+ * The TCP socket under a ws socket whose sender is idle (nothing queued), else undefined: see `Connection.write`.
+ * Undefined too when the socket negotiated permessage-deflate: ws compresses what the app meant to be compressed.
+ */
 function idleSocket (socket: WebSocket): { write: (b: Buffer) => boolean } | undefined {
-  const ws = socket as WebSocket & { _sender?: { _state?: number, _queue?: unknown[] }, _socket?: { write: (b: Buffer) => boolean } }
+  const ws = socket as WebSocket & { _sender?: { _state?: number, _queue?: unknown[] }, _socket?: { write: (b: Buffer) => boolean }, _extensions?: Record<string, unknown> }
   const sender = ws._sender
-  return sender?._state !== 0 || sender._queue?.length !== 0 ? undefined : ws._socket
+  return sender?._state !== 0 || sender._queue?.length !== 0 || ws._extensions?.['permessage-deflate'] !== undefined ? undefined : ws._socket
 }
 
 function uncork (conn: Connection<any, any>, raw: { uncork: () => void }): void {

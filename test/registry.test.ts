@@ -245,3 +245,26 @@ test('a reply or an event written by the connection does not overtake a frame ws
   for (let i = 0; i < 50; i++) conn.send('said', { text: String(i) })
   for (let i = 0; i < 50; i++) assert.deepEqual(await c.nextMessage(), { type: 'said', data: { text: String(i) } })
 })
+
+test('with permessage-deflate negotiated, the connection leaves its frames to ws, which compresses them', { timeout: 10000 }, async (t) => {
+  const big = 'x'.repeat(4000)
+  const h = await startApp({
+    jwt: false,
+    realtime: { auth: false, websocket: { options: { perMessageDeflate: { threshold: 0 } } } },
+    setup: (app) => { app.realtimeRoute({ url: '/rt', messages: { big: { schema: Type.Null(), handler: () => big } } }) }
+  })
+  const deflating = await connect(`${h.wsBase}/rt`, { perMessageDeflate: true })
+  const plain = await connect(`${h.wsBase}/rt`, { perMessageDeflate: false })
+  t.after(async () => { deflating.destroy(); plain.destroy(); await h.close() })
+  // The bytes on the wire, as the client's TCP socket read them.
+  const wire = (c: typeof plain): { bytes: number } => {
+    const counted = { bytes: 0 }
+    ;(c.ws as unknown as { _socket: NodeJS.EventEmitter })._socket.on('data', (chunk: Buffer) => { counted.bytes += chunk.length })
+    return counted
+  }
+  const [deflated, raw] = [wire(deflating), wire(plain)]
+  assert.equal((await deflating.request('big', null)).data, big)
+  assert.equal((await plain.request('big', null)).data, big)
+  assert.ok(deflated.bytes < 500, `compressed: ${deflated.bytes} bytes`)
+  assert.ok(raw.bytes > 4000, `not compressed: ${raw.bytes} bytes`)
+})
