@@ -109,6 +109,12 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   }
   const { session } = admission
   admission.release()
+  // Nothing of the handshake outlives it: not the admission (the raw request lives as long as the connection) nor
+  // the listener that would have given the slots back.
+  ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = undefined
+  // (injectWS's request has a socket of its own making, without events.)
+  const raw = request.raw.socket as { removeListener?: (event: 'close', listener: () => void) => void } | undefined
+  if (typeof raw?.removeListener === 'function') raw.removeListener('close', admission.release)
   const conn = new Connection(socket, request, session.user, session.userId, ctx.limits, ctx.registry.counters, ctx.registry)
   conn.expiresAt = session.expiresAt
   const meter = route.meter
@@ -119,9 +125,12 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   }
   socket[kState] = { ctx, route, conn, opened: false, opening: undefined }
   // The connection owns its socket's errors: @fastify/websocket's default handler logs them as errors and
-  // terminates, which would cut off the close frame ws is sending for a protocol error.
-  socket.removeAllListeners('error')
+  // terminates, which would cut off the close frame ws is sending for a protocol error. Ours goes on before theirs
+  // come off: removing the last listener of an event deletes its key, which turns the socket's `_events` into a
+  // dictionary (256 bytes more on every connection).
+  const theirs = socket.listeners('error')
   socket.on('error', socketOnError)
+  for (const listener of theirs) socket.removeListener('error', listener as (err: Error) => void)
   socket.on('message', socketOnMessage)
   socket.on('pong', socketOnPong)
   socket.on('close', socketOnClose)
