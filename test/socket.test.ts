@@ -1,5 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
+import net from 'node:net'
+import { once } from 'node:events'
 import type { FastifyRequest } from 'fastify'
 import { startApp } from './helpers/app.js'
 import { connect, waitFor } from './helpers/client.js'
@@ -51,4 +53,37 @@ test('an open connection keeps nothing of its handshake: no admission, no slot l
   // The slots were given back once, at the open: the counts are the registry's alone.
   const stats = h.app.realtime.stats()
   assert.equal(stats.connections, 1)
+})
+
+test('a client that hangs up while its session check awaits gets no socket, and its slots are given back', { timeout: 10000 }, async (t) => {
+  let letThrough: (() => void) | undefined
+  const checking = new Promise<void>((resolve) => { letThrough = resolve })
+  let asked = 0
+  const h = await startApp({
+    jwt: false,
+    realtime: {
+      auth: {
+        authenticate: async () => {
+          asked++
+          if (asked === 1) await checking
+          return { sub: 'u' }
+        }
+      },
+      limits: { maxConnections: 1 }
+    },
+    setup: (app) => { app.realtimeRoute({ url: '/rt', messages: {} }) }
+  })
+  t.after(async () => { await h.close() })
+  const raw = net.connect(h.port, '127.0.0.1')
+  await once(raw, 'connect')
+  raw.write('GET /rt HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n')
+  await waitFor(() => asked === 1)
+  raw.destroy()
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  letThrough?.()
+  await waitFor(() => (h.app.realtime as unknown as { reserved: number }).reserved === 0, 3000, 'the reservation given back')
+  assert.equal(h.app.realtime.connections.size, 0)
+  const c = await connect(`${h.wsBase}/rt`)
+  t.after(() => { c.destroy() })
+  assert.equal(h.app.realtime.connections.size, 1, 'the one slot is free again')
 })
