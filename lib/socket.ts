@@ -125,12 +125,9 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   }
   socket[kState] = { ctx, route, conn, opened: false, opening: undefined }
   // The connection owns its socket's errors: @fastify/websocket's default handler logs them as errors and
-  // terminates, which would cut off the close frame ws is sending for a protocol error. Ours goes on before theirs
-  // come off: removing the last listener of an event deletes its key, which turns the socket's `_events` into a
-  // dictionary (256 bytes more on every connection).
-  const theirs = socket.listeners('error')
+  // terminates, which would cut off the close frame ws is sending for a protocol error.
+  socket.removeAllListeners('error')
   socket.on('error', socketOnError)
-  for (const listener of theirs) socket.removeListener('error', listener as (err: Error) => void)
   socket.on('message', socketOnMessage)
   socket.on('pong', socketOnPong)
   socket.on('close', socketOnClose)
