@@ -87,9 +87,9 @@ for (let i = 0; i < conns; i += 100) sockets.push(...await Promise.all(Array.fro
 await new Promise((resolve) => setTimeout(resolve, 300))
 child.send({ cmd: 'snapshot' })
 const after = await next<{ snapshot: string, connections: number }>('snapshot')
-if (keep) process.stdout.write(`snapshots: ${resolve(dir, before.snapshot)} ${resolve(dir, after.snapshot)}\n`)
-const a = summarize(resolve(dir, before.snapshot))
-const b = summarize(resolve(dir, after.snapshot))
+if (keep) process.stdout.write(`snapshots: ${resolve(before.snapshot)} ${resolve(after.snapshot)}\n`)
+const a = summarize(resolve(before.snapshot))
+const b = summarize(resolve(after.snapshot))
 const rows = [...b].map(([key, v]) => {
   const w = a.get(key) ?? { bytes: 0, count: 0 }
   return { key, bytes: (v.bytes - w.bytes) / conns, count: (v.count - w.count) / conns }
