@@ -120,8 +120,13 @@ test('the app\'s own verifier checks every handshake: with verify.cache, the sam
 
 test('tokens from the subprotocol and the query go through the app\'s verifier too, and the Authorization header is left as it was', { timeout: 10000 }, async (t) => {
   const seen: Array<string | undefined> = []
+  const headerObjects: object[] = []
   const { h, lookups } = await cachingApp(t, {}, { auth: { sources: ['protocol', 'query', 'header'] } }, (app) => {
-    app.addHook('onRequest', async (request) => { if (request.headers.upgrade !== undefined) seen.push(request.headers.authorization) })
+    app.addHook('onRequest', async (request) => {
+      if (request.headers.upgrade === undefined) return
+      seen.push(request.headers.authorization)
+      headerObjects.push(request.raw.headers)
+    })
   })
   const token = h.sign({ sub: 'bob' })
   const fromProtocol = await connect(`${h.wsBase}/rt`, { protocols: ['realtime.v1', `bearer.${token}`] })
@@ -138,6 +143,7 @@ test('tokens from the subprotocol and the query go through the app\'s verifier t
   assert.deepEqual(headers.sort(), ['Basic something-else', undefined].sort())
   assert.ok(requests.some((r) => !('authorization' in r.raw.headers)), 'no Authorization key left behind where there was none')
   assert.deepEqual(seen, [undefined, 'Basic something-else'])
+  assert.ok(requests.every((r) => headerObjects.includes(r.raw.headers)), 'each request keeps its own headers object')
 })
 
 test('trusted runs on every handshake, cache hit or not: a token revoked after it was cached is refused', { timeout: 10000 }, async (t) => {

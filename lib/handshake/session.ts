@@ -86,22 +86,21 @@ function readsHeader (request: FastifyRequest, auth: ResolvedAuth): boolean {
 /**
  * Runs the request's verifier without options, so that @fastify/jwt uses the app's own verifier (built once, with
  * its `verify.cache`): handed any options, it builds a new verifier for the call and no cache can ever hit. It then
- * finds the token itself, in the Authorization header: the header says `Bearer <token>` for the synchronous part of
- * the call, where @fastify/jwt reads it, and is put back before anything else runs. Undefined when the header cannot
- * carry the token there (the app looks elsewhere, or a hook replaced `request.headers`).
+ * finds the token itself, in the Authorization header: for the synchronous part of the call, where @fastify/jwt reads
+ * it, the raw request's headers are a copy that says `Bearer <token>`, and the request's own headers object, never
+ * written to, is put back before anything else runs. Undefined when the header cannot carry the token there (the app
+ * looks elsewhere, or a hook replaced `request.headers`).
  */
 function verifyWithAppVerifier (request: FastifyRequest, auth: ResolvedAuth, verify: Verify, token: string): Promise<unknown> | undefined {
   if (!readsHeader(request, auth)) return undefined
-  const headers = request.raw.headers
-  const previous = headers.authorization
+  const raw = request.raw
+  const headers = raw.headers
   const bearer = `Bearer ${token}`
-  if (previous === bearer) return request.headers.authorization === bearer ? verify.call(request) : undefined
-  headers.authorization = bearer
+  if (headers.authorization !== bearer) raw.headers = { ...headers, authorization: bearer }
   try {
     return request.headers.authorization === bearer ? verify.call(request) : undefined
   } finally {
-    if (previous === undefined) delete headers.authorization
-    else headers.authorization = previous
+    raw.headers = headers
   }
 }
 
