@@ -205,3 +205,35 @@ test('the algorithm pin is remembered by header, and holds for headers a client 
     assert.equal(outcome, token === good ? 'open' : 'refused')
   }
 })
+
+test('a secret callback picks the key by the token\'s kid, given the handshake\'s request, whichever source the token came from', { timeout: 10000 }, async (t) => {
+  const urls: string[] = []
+  const keys: Record<string, string> = { k1: SECRET, k2: 'another-secret-that-is-long-enough-for-hs256' }
+  const h = await startApp({
+    jwt: {
+      // `complete`: the secret callback gets the token's header too.
+      decode: { complete: true },
+      secret: async (request: { url: string }, token: { header: { kid?: string } }) => {
+        urls.push(request.url)
+        return keys[token.header.kid ?? ''] ?? 'no-such-key-no-such-key-no-such-key'
+      }
+    },
+    realtime: { auth: { sources: ['header', 'query'] } },
+    setup: (app) => { app.realtimeRoute(route) }
+  })
+  t.after(() => h.close())
+  const part = (value: unknown): string => Buffer.from(JSON.stringify(value)).toString('base64url')
+  const signed = (kid: string, key: string): string => {
+    const body = `${part({ alg: 'HS256', typ: 'JWT', kid })}.${part({ sub: 'grace' })}`
+    return `${body}.${createHmac('sha256', key).update(body).digest('base64url')}`
+  }
+  const c = await connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${signed('k2', keys.k2 as string)}` } })
+  t.after(() => { c.destroy() })
+  assert.equal((await c.request('whoami', null)).data.userId, 'grace')
+  const q = await connect(`${h.wsBase}/rt?token=${signed('k1', SECRET)}`)
+  t.after(() => { q.destroy() })
+  assert.equal((await q.request('whoami', null)).data.userId, 'grace')
+  const refusal = await refusalOf(connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${signed('k1', keys.k2 as string)}` } }))
+  assert.deepEqual([refusal.statusCode, refusal.body.code], [401, 'INVALID_TOKEN'])
+  assert.deepEqual(urls, ['/rt', '/rt', '/rt'], 'the handshake\'s request, the query token already out of its URL')
+})
