@@ -4,6 +4,7 @@ import { test, type TestContext } from 'node:test'
 import assert from 'node:assert/strict'
 import { Type } from '@sinclair/typebox'
 import jwt from '@fastify/jwt'
+import cookie from '@fastify/cookie'
 import type { FastifyInstance } from 'fastify'
 import { startApp, SECRET, type TestApp } from './helpers/app.js'
 import { connect, refusalOf } from './helpers/client.js'
@@ -236,4 +237,19 @@ test('a secret callback picks the key by the token\'s kid, given the handshake\'
   const refusal = await refusalOf(connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${signed('k1', keys.k2 as string)}` } }))
   assert.deepEqual([refusal.statusCode, refusal.body.code], [401, 'INVALID_TOKEN'])
   assert.deepEqual(urls, ['/rt', '/rt', '/rt'], 'the handshake\'s request, the query token already out of its URL')
+})
+
+test('an app whose @fastify/jwt reads only its cookie (verify.onlyCookie): the token fastify-realtime found is the one verified', { timeout: 10000 }, async (t) => {
+  const h = await startApp({
+    jwt: { cookie: { cookieName: 'jwt', signed: false }, verify: { onlyCookie: true } },
+    setup: async (app) => {
+      await app.register(cookie)
+      app.realtimeRoute(route)
+    }
+  })
+  t.after(() => h.close())
+  const headers = { authorization: `Bearer ${h.sign({ sub: 'ivan' })}`, cookie: `jwt=${h.sign({ sub: 'mallory' })}` }
+  const c = await connect(`${h.wsBase}/rt`, { headers })
+  t.after(() => { c.destroy() })
+  assert.equal((await c.request('whoami', null)).data.userId, 'ivan')
 })

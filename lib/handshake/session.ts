@@ -80,7 +80,8 @@ function readsHeader (request: FastifyRequest, auth: ResolvedAuth): boolean {
   const jwt = (request.server as unknown as { jwt?: Record<string, unknown> }).jwt
   const decorator = (auth.namespace === undefined ? jwt : jwt?.[auth.namespace]) as { options?: { verify?: { extractToken?: unknown, onlyCookie?: unknown } } } | undefined
   const verify = decorator?.options?.verify
-  return verify !== undefined && verify.extractToken === undefined && verify.onlyCookie !== true
+  // Strict: anything but plainly absent or false may steer @fastify/jwt's lookup away from the header.
+  return verify !== undefined && verify.extractToken === undefined && (verify.onlyCookie === undefined || verify.onlyCookie === false)
 }
 
 /**
