@@ -5,7 +5,8 @@
 // The connections come from this process, 25 in flight; each round measures every server in turn (CPU from
 // `process.cpuUsage()` in the server around `--conns` connections opened and closed), then the heap of `--idle`
 // idle connections after forced GC. Medians over the rounds. `--prof` writes each server's --cpu-prof into
-// bench/results/profiles (read them with bench/profile-top.mjs).
+// bench/results/profiles/<server>/ (read them with bench/profile-top.mjs; the `.0.001` file is the main thread,
+// the other tsx's loader thread).
 import { fork, type ChildProcess } from 'node:child_process'
 import { mkdirSync } from 'node:fs'
 import { resolve } from 'node:path'
