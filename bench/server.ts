@@ -3,6 +3,7 @@
 // It reports its port over IPC, answers 'cpu' with process.cpuUsage() and 'heap' with its heap after GC. Each kind
 // imports only what it uses, so that start-up stays short and no other framework sits in its heap.
 import type { WebSocket } from 'ws'
+import { writeHeapSnapshot } from 'node:v8'
 import { SECRET } from './shared.js'
 
 const [kind, redisUrl, prefix] = process.argv.slice(2) as [string, string | undefined, string | undefined]
@@ -236,6 +237,10 @@ process.on('message', (m: { cmd: string }) => {
     globalThis.gc?.()
     globalThis.gc?.()
     process.send?.({ heap: process.memoryUsage().heapUsed, connections })
+  } else if (m.cmd === 'snapshot') {
+    // bench/heap-objects.ts: a heap snapshot, to count what each connection keeps.
+    globalThis.gc?.()
+    process.send?.({ snapshot: writeHeapSnapshot(), connections })
   }
 })
 // The runner closes the IPC channel to stop a server: exiting normally lets --cpu-prof write its profile.

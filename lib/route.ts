@@ -278,9 +278,10 @@ export function addRoute<S extends Record<string, SchemaLike>, M extends Message
         const session = traced(handshakeChannel) ? await traceAdmit(ctx, instance, route, request, slots) : await admit(ctx, instance, route, request, slots)
         ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request, release: slots.release }
         // An upgrade that never completes (the client hung up, ws refused it) gives its slots back with its socket
-        // (injectWS's request has a socket of its own making, without events).
-        const socket = request.raw.socket as { once?: (event: 'close', listener: () => void) => void } | undefined
-        if (typeof socket?.once === 'function') socket.once('close', slots.release)
+        // (injectWS's request has a socket of its own making, without events). `on`, not `once`: release is
+        // idempotent, and openConnection takes the listener off (a `once` wrapper is two more objects a handshake).
+        const socket = request.raw.socket as { on?: (event: 'close', listener: () => void) => void } | undefined
+        if (typeof socket?.on === 'function') socket.on('close', slots.release)
       } catch (err) {
         slots.release()
         if (!(err instanceof HandshakeError)) throw err

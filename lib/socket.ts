@@ -109,6 +109,12 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   }
   const { session } = admission
   admission.release()
+  // Nothing of the handshake outlives it: not the admission (the raw request lives as long as the connection) nor
+  // the listener that would have given the slots back.
+  ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = undefined
+  // (injectWS's request has a socket of its own making, without events.)
+  const raw = request.raw.socket as { removeListener?: (event: 'close', listener: () => void) => void } | undefined
+  if (typeof raw?.removeListener === 'function') raw.removeListener('close', admission.release)
   const conn = new Connection(socket, request, session.user, session.userId, ctx.limits, ctx.registry.counters, ctx.registry)
   conn.expiresAt = session.expiresAt
   const meter = route.meter

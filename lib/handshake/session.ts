@@ -47,25 +47,73 @@ function expiryOf (user: unknown): number | undefined {
   return typeof exp === 'number' && Number.isFinite(exp) ? exp * 1000 : undefined
 }
 
+/** The `alg` of a token header segment, by segment: the tokens of one issuer share a handful of headers. */
+const algorithms = new Map<string, string | undefined>()
+const MAX_HEADERS = 64
+
 function algorithmOf (token: string): string | undefined {
   const dot = token.indexOf('.')
   if (dot <= 0) return undefined
+  const segment = token.slice(0, dot)
+  if (algorithms.has(segment)) return algorithms.get(segment)
+  let alg: string | undefined
   try {
-    const header: unknown = JSON.parse(Buffer.from(token.slice(0, dot), 'base64url').toString())
-    const alg = (header as { alg?: unknown } | null)?.alg
-    return typeof alg === 'string' ? alg : undefined
+    const header: unknown = JSON.parse(Buffer.from(segment, 'base64url').toString())
+    const value = (header as { alg?: unknown } | null)?.alg
+    alg = typeof value === 'string' ? value : undefined
   } catch {
-    return undefined
+    alg = undefined
+  }
+  // Bounded: a client can make up headers; starting over costs one parse a header.
+  if (algorithms.size >= MAX_HEADERS) algorithms.clear()
+  algorithms.set(segment, alg)
+  return alg
+}
+
+type Verify = (this: FastifyRequest, options?: object) => Promise<unknown>
+
+/**
+ * Whether @fastify/jwt, left to find the token itself, reads the Authorization header: not when the app gave it
+ * `verify.extractToken` or `verify.onlyCookie`.
+ */
+function readsHeader (request: FastifyRequest, auth: ResolvedAuth): boolean {
+  const jwt = (request.server as unknown as { jwt?: Record<string, unknown> }).jwt
+  const decorator = (auth.namespace === undefined ? jwt : jwt?.[auth.namespace]) as { options?: { verify?: { extractToken?: unknown, onlyCookie?: unknown } } } | undefined
+  const verify = decorator?.options?.verify
+  // Strict: anything but plainly absent or false may steer @fastify/jwt's lookup away from the header.
+  return verify !== undefined && verify.extractToken === undefined && (verify.onlyCookie === undefined || verify.onlyCookie === false)
+}
+
+/**
+ * Runs the request's verifier without options, so that @fastify/jwt uses the app's own verifier (built once, with
+ * its `verify.cache`): handed any options, it builds a new verifier for the call and no cache can ever hit. It then
+ * finds the token itself, in the Authorization header: for the synchronous part of the call, where @fastify/jwt reads
+ * it, the raw request's headers are a copy that says `Bearer <token>`, and the request's own headers object, never
+ * written to, is put back before anything else runs. Undefined when the header cannot carry the token there (the app
+ * looks elsewhere, or a hook replaced `request.headers`).
+ */
+function verifyWithAppVerifier (request: FastifyRequest, auth: ResolvedAuth, verify: Verify, token: string): Promise<unknown> | undefined {
+  if (!readsHeader(request, auth)) return undefined
+  const raw = request.raw
+  const headers = raw.headers
+  const bearer = `Bearer ${token}`
+  if (headers.authorization !== bearer) raw.headers = { ...headers, authorization: bearer }
+  try {
+    return request.headers.authorization === bearer ? verify.call(request) : undefined
+  } finally {
+    raw.headers = headers
   }
 }
 
 /**
  * Verifies a JWT through the request's own @fastify/jwt verifier (`request.jwtVerify()`, or `<namespace>JwtVerify`
- * with `auth.namespace`), handed the token found wherever it came from: every option the app gave @fastify/jwt
- * applies exactly as on its HTTP routes (`verify` options such as `allowedIss`/`allowedAud`, `trusted` for revoked
- * tokens, `formatUser`, a `decoratorName`, a namespace). Every failure is a 401 code: @fastify/jwt answers some (a
- * future `nbf`, an algorithm outside the list) with 500, and a garbage token must never be a 500. The algorithm is
- * pinned here first, from the token's header.
+ * with `auth.namespace`), on the token found wherever it came from: every option the app gave @fastify/jwt
+ * applies exactly as on its HTTP routes (`verify` options such as `allowedIss`/`allowedAud` and `cache`, `trusted`
+ * for revoked tokens, `formatUser`, a `decoratorName`, a namespace). The app's verifier is used as it is (see
+ * `verifyWithAppVerifier`); when the app looks for tokens elsewhere (`verify.extractToken`, `onlyCookie`), the token
+ * is handed over as an option, which costs a verifier a call. Every failure is a 401 code: @fastify/jwt answers
+ * some (a future `nbf`, an algorithm outside the list) with 500, and a garbage token must never be a 500. The
+ * algorithm is pinned here first, from the token's header.
  */
 export async function verifyToken (request: FastifyRequest, auth: ResolvedAuth, token: string): Promise<unknown> {
   if (token.length > 8192) throw new HandshakeError('INVALID_TOKEN', 'session token too long')
@@ -74,7 +122,7 @@ export async function verifyToken (request: FastifyRequest, auth: ResolvedAuth, 
   const verify = (request as unknown as Record<string, unknown>)[auth.verifier]
   if (typeof verify !== 'function') throw new HandshakeError('INVALID_TOKEN', `no request.${auth.verifier}(): is @fastify/jwt registered${auth.namespace === undefined ? '' : ` with namespace "${auth.namespace}"`}?`)
   try {
-    return await (verify as (options: object) => Promise<unknown>).call(request, { extractToken: () => token })
+    return await (verifyWithAppVerifier(request, auth, verify as Verify, token) ?? (verify as Verify).call(request, { extractToken: () => token }))
   } catch (err) {
     const code = (err as { code?: string }).code
     if (code === 'FAST_JWT_EXPIRED' || code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED') throw new HandshakeError('TOKEN_EXPIRED')
