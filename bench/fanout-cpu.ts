@@ -5,8 +5,8 @@
 // on; `--lib` adds both rooms, metrics off, with another copy of lib/ (an older commit's) as `other`. `--pad` keeps
 // that many bytes of other objects beside each member, as a server's sockets, parsers and buffers are: without it the
 // members sit side by side in the cache, which a server with 10,000 real sockets never has.
-import { spawn } from 'node:child_process'
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
+import { median, nsInChild } from './shared.js'
 
 const VARIANTS = ['plain', 'plain+metrics', 'history', 'history+metrics'] as const
 const argv = process.argv.slice(2)
@@ -66,15 +66,9 @@ async function measure (variant: string, lib: string, members: number, sends: nu
 }
 
 async function child (variant: string, lib: string, members: number, sends: number, pad: number): Promise<number> {
-  const proc = spawn(process.execPath, [...process.execArgv, new URL(import.meta.url).pathname, `--variant=${variant}`, `--lib=${lib}`, `--members=${members}`, `--sends=${sends}`, `--pad=${pad}`], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  proc.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
-  const code = await new Promise((resolve) => proc.on('close', resolve))
-  if (code !== 0) throw new Error(`${variant} failed (exit ${String(code)})`)
-  return (JSON.parse(out) as { ns: number }).ns
+  return await nsInChild(new URL(import.meta.url).pathname, [`--variant=${variant}`, `--lib=${lib}`, `--members=${members}`, `--sends=${sends}`, `--pad=${pad}`], variant)
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
 const here = new URL('../lib', import.meta.url).pathname
 const lib = arg('lib') ?? here
 const members = Number(arg('members') ?? 10_000)

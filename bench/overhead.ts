@@ -3,9 +3,9 @@
 // workload go through `handleFrame` (decode, schema check, handler, reply, counters) to a socket that accepts and
 // discards, in a fresh process per variant, the variants in turn, rounds apart. `--lib` compares another copy of
 // lib/ (an older commit's, say) as the variant `other`.
-import { spawn } from 'node:child_process'
 import diagnostics from 'node:diagnostics_channel'
 import { setImmediate as yieldToLoop } from 'node:timers/promises'
+import { median, nsInChild } from './shared.js'
 
 const VARIANTS = ['off', 'metrics', 'tracing', 'both'] as const
 const argv = process.argv.slice(2)
@@ -66,15 +66,9 @@ async function measure (variant: string, lib: string, messages: number): Promise
 }
 
 async function child (variant: string, lib: string, messages: number): Promise<number> {
-  const proc = spawn(process.execPath, [...process.execArgv, new URL(import.meta.url).pathname, `--variant=${variant}`, `--lib=${lib}`, `--messages=${messages}`], { stdio: ['ignore', 'pipe', 'inherit'] })
-  let out = ''
-  proc.stdout.on('data', (chunk: Buffer) => { out += chunk.toString() })
-  const code = await new Promise((resolve) => proc.on('close', resolve))
-  if (code !== 0) throw new Error(`${variant} failed (exit ${String(code)})`)
-  return (JSON.parse(out) as { ns: number }).ns
+  return await nsInChild(new URL(import.meta.url).pathname, [`--variant=${variant}`, `--lib=${lib}`, `--messages=${messages}`], variant)
 }
 
-const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)] as number
 const lib = arg('lib') ?? new URL('../lib', import.meta.url).pathname
 const messages = Number(arg('messages') ?? 300_000)
 const variant = arg('variant')

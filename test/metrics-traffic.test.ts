@@ -11,6 +11,7 @@ import { redisBroker } from '../lib/redis.js'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, waitFor, type TestClient } from './helpers/client.js'
 import { REDIS_URL, redisTest, requireRedis, uniquePrefix } from './helpers/redis.js'
+import { parseExposition } from './helpers/metrics.js'
 
 const M = 'fastify_realtime_'
 
@@ -76,13 +77,7 @@ async function until (c: TestClient, type: string): Promise<any> {
 
 /** The scrape as `series → value`. */
 async function scrape (registry: Registry): Promise<Map<string, number>> {
-  const series = new Map<string, number>()
-  for (const line of (await registry.metrics()).split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    series.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return series
+  return parseExposition(await registry.metrics())
 }
 
 /**

@@ -15,6 +15,7 @@ import { connect, refusalOf, waitFor, type TestClient } from './helpers/client.j
 import { REDIS_URL, redisTest, uniquePrefix } from './helpers/redis.js'
 import { call, client as historyClient, historyApp, publish } from './helpers/history.js'
 import { presenceApp, presenceClient } from './helpers/presence.js'
+import { parseExposition } from './helpers/metrics.js'
 
 const route = {
   url: '/rt',
@@ -53,13 +54,7 @@ async function scrape (url: string): Promise<Map<string, number>> {
   const response = await fetch(url)
   assert.equal(response.status, 200)
   assert.match(response.headers.get('content-type') ?? '', /^text\/plain; version=0\.0\.4/)
-  const series = new Map<string, number>()
-  for (const line of (await response.text()).split('\n')) {
-    if (line === '' || line.startsWith('#')) continue
-    const at = line.lastIndexOf(' ')
-    series.set(line.slice(0, at), Number(line.slice(at + 1)))
-  }
-  return series
+  return parseExposition(await response.text())
 }
 
 function expectSeries (series: Map<string, number>, expected: Record<string, number>): void {
