@@ -3,14 +3,15 @@
 import assert from 'node:assert/strict'
 import net from 'node:net'
 import { Redis } from 'ioredis'
+import { Type } from '@sinclair/typebox'
 import { redisBroker } from '../lib/redis.js'
 import { PresenceViews } from '../lib/client/presence.js'
 import type { PresenceOptions } from '../lib/presence/options.js'
 import { hashTag } from '../lib/redis-tag.js'
 import { presenceApp, presenceClient, sleep, type PresenceClient } from './helpers/presence.js'
-import { waitFor } from './helpers/client.js'
+import { connect, waitFor } from './helpers/client.js'
 import { REDIS_URL, RedisProxy, redisTest, uniquePrefix } from './helpers/redis.js'
-import type { TestApp } from './helpers/app.js'
+import { startApp, type TestApp } from './helpers/app.js'
 
 type Cleanup = { after: (fn: () => Promise<void> | void) => void }
 
@@ -329,4 +330,42 @@ redisTest('issue 22 item 10: conn.join says how presence went on Redis: member, 
   assert.ok(Date.now() - started < 8000, `answered after ${Date.now() - started} ms`)
   proxy.resume()
   await eventually(async () => (await listOf(a, 'p:later').catch((): string[] => [])).includes('dave'), 15000, 'dave entered once Redis answers')
+})
+
+redisTest('issue 22 item 10: a connection that closes while its presence entry waits for a stalled Redis hears `left`, and holds nothing after', { timeout: 40000 }, async (t) => {
+  const prefix = uniquePrefix()
+  await admin(t, prefix)
+  const proxy = new RedisProxy()
+  const url = await proxy.start()
+  t.after(async () => { proxy.resume(); await proxy.cut() })
+  const outcomes: Array<string | undefined> = []
+  const h = await startApp({
+    jwt: false,
+    realtime: {
+      auth: { authenticate: (request) => ({ sub: new URL(request.url, 'http://x').searchParams.get('user') ?? undefined }) },
+      presence: { rooms: /^p:/, ttl: 3000, leaveDelay: 0 },
+      broker: redisBroker({ url, prefix })
+    },
+    setup: (app) => {
+      app.realtimeRoute({
+        url: '/rt',
+        messages: { join: { schema: Type.String(), handler: async (room, conn) => { outcomes.push((await conn.join(room))?.presence); return null } } }
+      })
+    }
+  })
+  t.after(async () => { await h.close().catch(() => {}) })
+  const warm = await connect(`${h.wsBase}/rt?user=warm`)
+  t.after(() => { warm.destroy() })
+  assert.equal((await warm.request('join', 'p:warm')).type, 'reply')
+  proxy.stall()
+  const gone = await connect(`${h.wsBase}/rt?user=gone`)
+  gone.sendJson({ type: 'join', data: 'p:race', id: 1 })
+  await waitFor(() => h.app.realtime.roomMembers('p:race').size === 1, 5000, 'the join under way')
+  gone.destroy()
+  await waitFor(() => outcomes.length === 2, 15000, 'the join\'s outcome')
+  assert.deepEqual(outcomes, ['member', 'left'])
+  proxy.resume()
+  // Nothing of the departed member is left here once Redis answers again.
+  await waitFor(() => h.app.realtime.stats().roomStates.presence <= 1, 15000, 'the race room released')
+  assert.deepEqual([...(await h.app.realtime.presence('p:race').list()).keys()], [])
 })
