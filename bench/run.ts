@@ -1,8 +1,9 @@
 // `npm run bench [-- --quick] [--only=A,C] [--no-redis] [--profile[=kind]] [--sizes=JSON]`: each server in its own
 // process, driven by load generators in others, every workload repeated; prints medians with ratios to raw ws from
 // the same repeat and writes bench/results/<date>.json and latest.json. bench/README.md says how to read them.
-import { mkdir, writeFile } from 'node:fs/promises'
+import { mkdir, readdir, stat, writeFile } from 'node:fs/promises'
 import os from 'node:os'
+import { relative } from 'node:path'
 import { BudgetSpent, killAll, remaining, setDeadline } from './children.js'
 import { echo, fanout, fromSlices, GeneratorPool, heap, setup, storm, turn, type Kind, type Measurement, type Sizes, type Slice, type Target } from './workloads.js'
 import { ServerSet } from './servers.js'
@@ -210,6 +211,20 @@ async function finish (): Promise<void> {
   await writeFile(new URL('latest.json', dir), json)
   await writeFile(new URL('latest.md', dir), lines.join('\n') + '\n')
   process.stderr.write(`  wrote bench/results/${name}, latest.json and latest.md\n`)
+  if (profiled !== undefined) await flames()
+}
+
+/** A flame graph (SVG) beside the main-thread profile of every server this run profiled. */
+async function flames (): Promise<void> {
+  // @ts-expect-error: a plain ES module of the bench, without types
+  const { mainProfile, writeFlame } = await import('./flame.mjs') as { mainProfile: (dir: string) => string | undefined, writeFlame: (file: string) => string }
+  const root = new URL('./results/profiles/', import.meta.url).pathname
+  for (const entry of await readdir(root, { withFileTypes: true })) {
+    const dir = `${root}${entry.name}`
+    if (!entry.isDirectory() || (await stat(dir)).mtimeMs < startedAt) continue
+    const file = mainProfile(dir)
+    if (file !== undefined) process.stderr.write(`  wrote ${relative(process.cwd(), writeFlame(file))}\n`)
+  }
 }
 
 // Should a wait outlive its own timeout, the hard stop still ends the run in time.
