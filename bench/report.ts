@@ -5,7 +5,7 @@ export type Workload = 'A' | 'B' | 'C' | 'D' | 'E'
 
 /** One figure of one server in one repeat. */
 export interface Result { repeat: number, workload: Workload, kind: Kind, value: number, cpu?: number }
-export interface Failure { repeat: number, workload: Workload | 'F', kind: Kind, error: string }
+export interface Failure { repeat: number, workload: Workload | 'F' | 'P', kind: Kind, error: string }
 
 export const WORKLOADS: Record<Workload, { title: string, better: 'higher' | 'lower', cpuUnit?: string }> = {
   A: { title: 'A echo, msg/s', better: 'higher', cpuUnit: 'µs/msg' },

@@ -4,6 +4,8 @@
 import { mkdir, readdir, stat, writeFile } from 'node:fs/promises'
 import os from 'node:os'
 import { relative } from 'node:path'
+import { execFile } from 'node:child_process'
+import { promisify } from 'node:util'
 import { BudgetSpent, killAll, remaining, setDeadline } from './children.js'
 import { echo, fanout, fromSlices, GeneratorPool, heap, setup, storm, turn, type Kind, type Measurement, type Sizes, type Slice, type Target } from './workloads.js'
 import { ServerSet } from './servers.js'
@@ -47,6 +49,10 @@ const ORDER = (Object.keys(PLAN) as Workload[]).filter((w) => only === undefined
 const clusterSizes = { ...(quick ? CLUSTER_QUICK : CLUSTER_SIZES) }
 if (overrides !== undefined) Object.assign(clusterSizes, JSON.parse(overrides.slice('--sizes='.length)))
 const runF = only?.includes('F') === true
+// P, presence churn (bench/presence.ts: a room's members on two instances on Redis, joins and leaves at a fixed rate,
+// against plain room messages at the same rate): part of the default run when a Redis answers; its table joins the report.
+const runP = only === undefined || only.includes('P')
+let presenceLines: string[] = []
 let clusterLines: string[] = []
 let clusterRounds: ClusterRound[] = []
 const notes: string[] = []
@@ -183,7 +189,7 @@ async function finish (): Promise<void> {
   const machine = `${cpus.length} × ${cpus[0]?.model.trim() ?? 'cpu'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, Node ${process.version}, ${os.platform()}`
   for (const f of failures) notes.push(`failed: repeat ${f.repeat + 1} ${f.workload} ${f.kind}: ${f.error}`)
   const lines = [
-    `fastify-realtime benchmark — ${date} — ${quick ? 'quick' : 'full'} run, ${ORDER.length > 0 ? `${sizes.repeats} repeat(s)` : 'F alone'}, ${seconds.toFixed(0)} s`,
+    `fastify-realtime benchmark — ${date} — ${quick ? 'quick' : 'full'} run, ${ORDER.length > 0 ? `${sizes.repeats} repeat(s)` : `${[...runP ? ['P'] : [], ...runF ? ['F'] : []].join(' and ')} alone`}, ${seconds.toFixed(0)} s`,
     `${machine}; load average ${loadAverage.start.toFixed(1)} at the start, ${loadAverage.end.toFixed(1)} at the end`,
     // `--only=F` alone has no A–E table.
     ...(rows.length > 0
@@ -200,18 +206,38 @@ async function finish (): Promise<void> {
         ]
       : []),
     ...(clusterLines.length > 0 ? ['', ...clusterLines] : []),
+    ...(presenceLines.length > 0 ? ['', 'P presence churn, ' + (presenceLines[0] ?? '').replace(/^presence bench: /, ''), ...presenceLines.slice(1)] : []),
     ...(notes.length > 0 ? ['', 'Notes:', ...notes.map((n) => `- ${n}`)] : [])
   ]
   process.stdout.write(lines.join('\n') + '\n')
   const dir = new URL('./results/', import.meta.url)
   await mkdir(dir, { recursive: true })
-  const json = JSON.stringify({ date, machine, mode: quick ? 'quick' : 'full', seconds, loadAverage, sizes, rows, targets: goals, notes, results, failures, ...(runF ? { cluster: { sizes: clusterSizes, rounds: clusterRounds } } : {}) }, null, 2) + '\n'
+  const json = JSON.stringify({ date, machine, mode: quick ? 'quick' : 'full', seconds, loadAverage, sizes, rows, targets: goals, notes, results, failures, ...(runF ? { cluster: { sizes: clusterSizes, rounds: clusterRounds } } : {}), ...(presenceLines.length > 0 ? { presence: presenceLines } : {}) }, null, 2) + '\n'
   const name = `${date.replace(/[:.]/g, '-')}${quick ? '-quick' : ''}.json`
   await writeFile(new URL(name, dir), json)
   await writeFile(new URL('latest.json', dir), json)
   await writeFile(new URL('latest.md', dir), lines.join('\n') + '\n')
   process.stderr.write(`  wrote bench/results/${name}, latest.json and latest.md\n`)
   if (profiled !== undefined) await flames()
+}
+
+/** Row P: bench/presence.ts in a child, within the run's budget; its stdout is the report's table. */
+async function presenceChurn (): Promise<void> {
+  const skipped = await redisUnavailable(REDIS_URL, argv.includes('--no-redis'))
+  if (skipped !== undefined) {
+    notes.push(`P presence churn skipped: ${skipped.replace(/^B through the Redis broker skipped:? ?/, '')}`)
+    return
+  }
+  const [members, rate, seconds] = quick ? [200, 50, 2] : [1000, 100, 5]
+  progress(`P presence churn: ${members} members, ${rate} changes/s for ${seconds} s`)
+  try {
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', 'tsx', new URL('./presence.ts', import.meta.url).pathname, String(members), String(rate), String(seconds)],
+      { env: { ...process.env, REDIS_URL }, timeout: Math.max(1000, Math.min(remaining(), 180_000)) })
+    presenceLines = stdout.trim().split('\n')
+  } catch (err) {
+    if (remaining() <= 0) throw new BudgetSpent('the time budget ran out')
+    failures.push({ repeat: 0, workload: 'P', kind: 'realtime-redis', error: (err as Error).message.split('\n')[0] ?? 'failed' })
+  }
 }
 
 /** A flame graph (SVG) beside the main-thread profile of every server this run profiled. */
@@ -234,11 +260,12 @@ setTimeout(() => {
 }, budgetMs + 6000).unref()
 
 try {
-  process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${ORDER.length > 0 ? `${sizes.repeats} repeat(s)` : 'F alone'}, workloads ${[...ORDER, ...runF ? ['F'] : []].join(', ')}${profiled !== undefined ? `, profiling ${profiled}` : ''}\n`)
+  process.stderr.write(`bench: ${quick ? 'quick' : 'full'} run, ${ORDER.length > 0 ? `${sizes.repeats} repeat(s)` : `${[...runP ? ['P'] : [], ...runF ? ['F'] : []].join(' and ')} alone`}, workloads ${[...ORDER, ...runP ? ['P'] : [], ...runF ? ['F'] : []].join(', ')}${profiled !== undefined ? `, profiling ${profiled}` : ''}\n`)
   if (ORDER.length > 0) {
     await warmUp()
     for (let repeat = 0; repeat < sizes.repeats; repeat++) await runRepeat(repeat)
   }
+  if (runP) await presenceChurn()
   if (runF) {
     try {
       const f = await clusterFanout(pool, clusterSizes, progress)
