@@ -365,7 +365,8 @@ redisTest('issue 22 item 10: a connection that closes while its presence entry w
   await waitFor(() => outcomes.length === 2, 15000, 'the join\'s outcome')
   assert.deepEqual(outcomes, ['member', 'left'])
   proxy.resume()
-  // Nothing of the departed member is left here once Redis answers again.
+  // Nothing of the departed member is left, here or in Redis, once Redis answers again: the entry the stalled call
+  // may still have made is taken back by the leave queued behind it (or by the repair), well within the ttl.
   await waitFor(() => h.app.realtime.stats().roomStates.presence <= 1, 15000, 'the race room released')
-  assert.deepEqual([...(await h.app.realtime.presence('p:race').list()).keys()], [])
+  await eventually(async () => (await h.app.realtime.presence('p:race').list()).size === 0, 9000, 'no ghost of the departed member')
 })

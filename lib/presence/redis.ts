@@ -1,6 +1,6 @@
 import { randomBytes, randomUUID } from 'node:crypto'
 import type { Cluster, Redis } from 'ioredis'
-import { withDeadline } from '../deadline.js'
+import { DeadlineError, withDeadline } from '../deadline.js'
 import { hashTag } from '../redis-tag.js'
 import { BEAT, CLAIM, ENTER, KEEP, LEAVE, RENEW, SYNC, UPDATE } from './redis-scripts.js'
 import type { EnterResult, PresenceHost, PresenceSnapshot, PresenceStore } from './store.js'
@@ -108,12 +108,16 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async enter (room: string, key: string, data: string, maxMembers: number): Promise<EnterResult> {
+    let abandoned = false
     return await this.guard(async () => {
       await this.w.subscribed(room)
       await this.redis.sadd(this.roomsOf(this.instance), room)
+      // Past its deadline the caller has gone on (the key may have left since): an enter sent now would land after
+      // that leave and stay for good. What a late enter owed is the repair's, which the failure scheduled.
+      if (abandoned) throw new Error('presence enter: abandoned at its deadline, not sent')
       const ok = await this.redis.rtPrEnter(this.hash(room), this.instance, key, data, maxMembers, this.w.channelOf(room), this.w.publishCommand, epoch())
       return ok === 1 ? 'ok' : 'full'
-    }, 'enter')
+    }, 'enter', () => { abandoned = true })
   }
 
   async update (room: string, key: string, data: string): Promise<void> {
@@ -123,10 +127,13 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   async leave (room: string, key: string, last = false): Promise<void> {
+    let abandoned = false
     await this.guard(async () => {
       await this.redis.rtPrLeave(this.hash(room), this.instance, key, this.w.channelOf(room), this.w.publishCommand, DAY, epoch())
-      if (last) await this.redis.srem(this.roomsOf(this.instance), room)
-    }, 'leave')
+      // Past its deadline a key may have entered the room again since: the room stays in this instance's set (the
+      // reaper's list) and the repair releases it if nobody is left, never a late SREM under a new member.
+      if (last && !abandoned) await this.redis.srem(this.roomsOf(this.instance), room)
+    }, 'leave', () => { abandoned = true })
   }
 
   async sync (room: string, members: ReadonlyMap<string, string>): Promise<void> {
@@ -313,11 +320,13 @@ export class RedisPresenceStore implements PresenceStore {
   }
 
   /** A call of this instance's keys: bounded, and a failure (a timeout included) marks the store for repair. */
-  private async guard<T> (change: () => Promise<T>, what: string): Promise<T> {
+  /** A change bounded by the call deadline; a failure marks the instance for repair. `onLate`: the deadline passed. */
+  private async guard<T> (change: () => Promise<T>, what: string, onLate?: () => void): Promise<T> {
     try {
       return await this.bounded(change(), what)
     } catch (err) {
       this.dirty = true
+      if (err instanceof DeadlineError) onLate?.()
       throw err
     }
   }
