@@ -109,12 +109,15 @@ export class RedisPresenceStore implements PresenceStore {
 
   async enter (room: string, key: string, data: string, maxMembers: number): Promise<EnterResult> {
     let abandoned = false
+    // Past its deadline the caller has gone on (the key may have left since): an enter sent now would land after
+    // that leave and stay for good; after a shutdown began, its SADD would make the instance's room set again with
+    // no expiry. What a late enter owed is the repair's, which the failure scheduled.
+    const giveUp = (): void => { if (abandoned || this.closed) throw new Error('presence enter: abandoned (deadline or shutdown), not sent') }
     return await this.guard(async () => {
       await this.w.subscribed(room)
+      giveUp()
       await this.redis.sadd(this.roomsOf(this.instance), room)
-      // Past its deadline the caller has gone on (the key may have left since): an enter sent now would land after
-      // that leave and stay for good. What a late enter owed is the repair's, which the failure scheduled.
-      if (abandoned) throw new Error('presence enter: abandoned at its deadline, not sent')
+      giveUp()
       const ok = await this.redis.rtPrEnter(this.hash(room), this.instance, key, data, maxMembers, this.w.channelOf(room), this.w.publishCommand, epoch())
       return ok === 1 ? 'ok' : 'full'
     }, 'enter', () => { abandoned = true })
