@@ -2,9 +2,10 @@
 // (`<file>.svg`; given a directory, of its largest profile: the main thread's). Each box is a function in a call
 // stack, as wide as the time spent in it and below it; lib/ is orange, node_modules blue, Node's own grey. Hover a
 // box for its name, place and share. `npm run bench -- --profile` writes one per profiled server by itself.
-import { readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs'
-import { join, relative } from 'node:path'
+import { readFileSync, writeFileSync } from 'node:fs'
+import { relative } from 'node:path'
 import { fileURLToPath } from 'node:url'
+import { profileFile, where } from './cpuprofile.mjs'
 
 const root = fileURLToPath(new URL('..', import.meta.url))
 const WIDTH = 1600
@@ -12,19 +13,7 @@ const ROW = 16
 /** Boxes narrower than this many pixels are left out (their time still counts in their parent's width). */
 const MIN_PX = 0.3
 
-/** The largest .cpuprofile of a directory (Node writes one per thread; the main thread's is the largest). */
-export function mainProfile (dir) {
-  return readdirSync(dir).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(dir, f))
-    .sort((a, b) => statSync(b).size - statSync(a).size)[0]
-}
-
 const escape = (text) => text.replace(/[&<>"]/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;' })[c])
-
-function where ({ url, lineNumber }) {
-  if (url === '') return ''
-  const path = url.startsWith('file://') ? relative(root, fileURLToPath(url)) : url
-  return `${path}:${lineNumber + 1}`
-}
 
 function colour (place) {
   if (place.startsWith('lib/')) return '#f2a65a'
@@ -84,7 +73,7 @@ if (process.argv[1] === fileURLToPath(import.meta.url)) {
     process.stderr.write('usage: node bench/flame.mjs <file.cpuprofile | dir>\n')
     process.exit(2)
   }
-  const file = statSync(given).isDirectory() ? mainProfile(given) : given
+  const file = profileFile(given)
   if (file === undefined) {
     process.stderr.write(`no .cpuprofile in ${given}\n`)
     process.exit(2)

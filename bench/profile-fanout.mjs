@@ -4,18 +4,15 @@
 // who spent it: the write syscall (the kernel's TCP send on loopback, which also runs the receiving side's
 // processing, and libuv), Node's streams and net, ws, fastify-realtime's lib/, the garbage collector. Given the
 // deliveries the profile saw (members × fan-outs), it also says µs per delivery.
-import { readdirSync, readFileSync, statSync } from 'node:fs'
-import { join } from 'node:path'
+import { readFileSync } from 'node:fs'
+import { profileFile } from './cpuprofile.mjs'
 
 const [given, deliveriesText, root = 'deliver', windowText = '150'] = process.argv.slice(2)
 if (given === undefined) {
   process.stderr.write('usage: node bench/profile-fanout.mjs <file.cpuprofile | dir> [deliveries] [function] [ms]\n')
   process.exit(2)
 }
-// A directory holds the main thread's profile and tsx's loader's: the larger is the main thread's.
-const file = statSync(given).isDirectory()
-  ? readdirSync(given).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(given, f)).sort((a, b) => statSync(b).size - statSync(a).size)[0]
-  : given
+const file = profileFile(given)
 const profile = JSON.parse(readFileSync(file, 'utf8'))
 const nodes = new Map(profile.nodes.map((n) => [n.id, n]))
 const parents = new Map()

@@ -1,34 +1,25 @@
 // `node bench/profile-top.mjs <file.cpuprofile | dir> [count]`: the functions with the most self time in a V8 CPU
 // profile (from `npm run bench -- --only=A --profile`), overall and within lib/, as a share of the time the process
 // was busy. Given a directory, it reads the largest profile there: the main thread's (the other is tsx's loader's).
-import { readdirSync, readFileSync, statSync } from 'node:fs'
-import { join, relative } from 'node:path'
-import { fileURLToPath } from 'node:url'
+import { readFileSync } from 'node:fs'
+import { profileFile, where } from './cpuprofile.mjs'
 
 const [given, countText = '15'] = process.argv.slice(2)
 if (given === undefined) {
   process.stderr.write('usage: node bench/profile-top.mjs <file.cpuprofile | dir> [count]\n')
   process.exit(2)
 }
-const file = statSync(given).isDirectory()
-  ? readdirSync(given).filter((f) => f.endsWith('.cpuprofile')).map((f) => join(given, f)).sort((a, b) => statSync(b).size - statSync(a).size)[0]
-  : given
+const file = profileFile(given)
 if (file === undefined) {
   process.stderr.write(`no .cpuprofile in ${given}\n`)
   process.exit(2)
 }
 const count = Number(countText)
 const profile = JSON.parse(readFileSync(file, 'utf8'))
-const root = fileURLToPath(new URL('..', import.meta.url))
 const byId = new Map(profile.nodes.map((n) => [n.id, n]))
 const self = new Map()
 profile.samples.forEach((id, i) => { self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)) })
 
-const where = ({ url, lineNumber }) => {
-  if (url === '') return ''
-  const path = url.startsWith('file://') ? relative(root, fileURLToPath(url)) : url
-  return `${path}:${lineNumber + 1}`
-}
 const totals = new Map()
 let busy = 0
 for (const [id, micros] of self) {

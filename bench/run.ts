@@ -242,13 +242,15 @@ async function presenceChurn (): Promise<void> {
 
 /** A flame graph (SVG) beside the main-thread profile of every server this run profiled. */
 async function flames (): Promise<void> {
-  // @ts-expect-error: a plain ES module of the bench, without types
-  const { mainProfile, writeFlame } = await import('./flame.mjs') as { mainProfile: (dir: string) => string | undefined, writeFlame: (file: string) => string }
+  // @ts-expect-error: plain ES modules of the bench, without types
+  const { writeFlame } = await import('./flame.mjs') as { writeFlame: (file: string) => string }
+  // @ts-expect-error: as above
+  const { profileFile } = await import('./cpuprofile.mjs') as { profileFile: (given: string) => string | undefined }
   const root = new URL('./results/profiles/', import.meta.url).pathname
   for (const entry of await readdir(root, { withFileTypes: true })) {
     const dir = `${root}${entry.name}`
     if (!entry.isDirectory() || (await stat(dir)).mtimeMs < startedAt) continue
-    const file = mainProfile(dir)
+    const file = profileFile(dir)
     if (file !== undefined) process.stderr.write(`  wrote ${relative(process.cwd(), writeFlame(file))}\n`)
   }
 }
