@@ -48,6 +48,16 @@ async function keysOf (redis: Redis, prefix: string): Promise<string[]> {
   return out
 }
 
+/** A fresh key prefix (its keys deleted afterwards) and a proxy in front of Redis to cut or stall, undone afterwards. */
+async function proxied (t: Cleanup): Promise<{ prefix: string, proxy: RedisProxy, url: string }> {
+  const prefix = uniquePrefix()
+  await admin(t, prefix)
+  const proxy = new RedisProxy()
+  const url = await proxy.start()
+  t.after(async () => { proxy.resume(); await proxy.cut() })
+  return { prefix, proxy, url }
+}
+
 /** The client-side view of a raw client's frames, with the events the typed client would fire. */
 function replay (c: PresenceClient, room: string): { members: string[], events: string[] } {
   const views = new PresenceViews()
@@ -119,11 +129,7 @@ class SlowReadProxy {
 }
 
 redisTest('item 1 (ghost after a short outage): members that leave while Redis is away for less than ttl leave for everyone once it is back', { timeout: 30000 }, async (t) => {
-  const prefix = uniquePrefix()
-  await admin(t, prefix)
-  const proxy = new RedisProxy()
-  const url = await proxy.start()
-  t.after(async () => { await proxy.cut() })
+  const { prefix, proxy, url } = await proxied(t)
   const ttl = 4000
   const a = await instance(t, { ttl, leaveDelay: 0 }, prefix, url)
   const b = await instance(t, { ttl, leaveDelay: 0 }, prefix)
@@ -242,11 +248,7 @@ redisTest('item 4 (resnapshot racing a diff): a snapshot whose read is slower th
 })
 
 redisTest('item 7 (a stalled Redis): app.close() with presence finishes within its bound', { timeout: 40000 }, async (t) => {
-  const prefix = uniquePrefix()
-  await admin(t, prefix)
-  const proxy = new RedisProxy()
-  const url = await proxy.start()
-  t.after(async () => { proxy.resume(); await proxy.cut() })
+  const { prefix, proxy, url } = await proxied(t)
   const a = await presenceApp({ ttl: 3000, leaveDelay: 100, shutdownGrace: 500 }, { broker: redisBroker({ url, prefix }), shutdown: { timeout: 2000 } })
   const [alice, bob] = await clients(t, [[a, 'alice'], [a, 'bob']]) as [PresenceClient, PresenceClient]
   await alice.call('join', { room: 'p:stall' })
@@ -312,11 +314,7 @@ redisTest('item 13 (a re-sync racing joins): joins while the store re-syncs the 
 })
 
 redisTest('issue 22 item 10: conn.join says how presence went on Redis: member, full past maxMembers, unavailable while Redis stalls (entered once it answers)', { timeout: 40000 }, async (t) => {
-  const prefix = uniquePrefix()
-  await admin(t, prefix)
-  const proxy = new RedisProxy()
-  const url = await proxy.start()
-  t.after(async () => { proxy.resume(); await proxy.cut() })
+  const { prefix, proxy, url } = await proxied(t)
   const a = await instance(t, { ttl: 3000, leaveDelay: 0, maxMembers: 2 }, prefix, url)
   const [alice, bob, carol, dave] = await clients(t, [[a, 'alice'], [a, 'bob'], [a, 'carol'], [a, 'dave']]) as [PresenceClient, PresenceClient, PresenceClient, PresenceClient]
   assert.equal((await alice.call('join', { room: 'p:outcome' })).data, 'member')
@@ -333,11 +331,7 @@ redisTest('issue 22 item 10: conn.join says how presence went on Redis: member, 
 })
 
 redisTest('issue 22 item 10: a connection that closes while its presence entry waits for a stalled Redis hears `left`, and holds nothing after', { timeout: 40000 }, async (t) => {
-  const prefix = uniquePrefix()
-  await admin(t, prefix)
-  const proxy = new RedisProxy()
-  const url = await proxy.start()
-  t.after(async () => { proxy.resume(); await proxy.cut() })
+  const { prefix, proxy, url } = await proxied(t)
   const outcomes: Array<string | undefined> = []
   const h = await startApp({
     jwt: false,
