@@ -213,7 +213,8 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** Sends an already-encoded envelope (a fan-out's shared bytes, a stored history event). */
   sendFrame (frame: Buffer): boolean {
-    return this.write(frame, frame.length, TEXT, undefined)
+    // A string from an untyped caller is measured in bytes, not in UTF-16 units.
+    return this.write(frame, typeof frame === 'string' ? Buffer.byteLength(frame) : frame.length, TEXT, undefined)
   }
 
   /**
@@ -224,7 +225,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     return this.write(payload, payload.length, TEXT, type, wire)
   }
 
-  /** Sends an encoded envelope; ws writes the string into the frame itself, with no Buffer in between. */
+  /** Sends an encoded envelope; the string is encoded straight into its frame, with no Buffer in between. */
   sendText (text: string): boolean {
     return this.write(text, Buffer.byteLength(text), TEXT, undefined)
   }

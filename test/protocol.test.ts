@@ -6,6 +6,7 @@ import { RealtimeError } from '../lib/index.js'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, waitFor, type TestClient } from './helpers/client.js'
 import { encodeReply } from '../lib/protocol/envelope.js'
+import { textFrameOf } from '../lib/protocol/frame.js'
 
 interface Fixture { h: TestApp, c: TestClient, logs: string[], order: string[] }
 
@@ -178,4 +179,16 @@ test('a reply frame is the JSON of { type, id, data } for any id and data; data 
   }
   for (const nothing of [undefined, () => 1, Symbol('s')]) assert.equal(encodeReply(3, nothing), '{"type":"reply","id":3,"data":null}')
   assert.throws(() => encodeReply(1, { n: 1n }), TypeError)
+})
+
+test('a text frame framed here holds exactly its text: a byte count that is off never sends uninitialized memory', () => {
+  for (const text of ['plain', 'héllo wörld ✓', '\ud83d\ude00'.repeat(50), 'x'.repeat(70_000)]) {
+    const bytes = Buffer.byteLength(text)
+    for (const said of [bytes, bytes + 3]) {
+      const frame = textFrameOf(text, said)
+      const header = frame[1] === 127 ? 10 : frame[1] === 126 ? 4 : 2
+      assert.equal(frame.subarray(header).toString('utf8'), text)
+      assert.equal(frame.length - header, bytes)
+    }
+  }
 })

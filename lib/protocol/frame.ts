@@ -14,7 +14,9 @@ export function textFrame (payload: Buffer): Buffer {
  */
 export function textFrameOf (text: string, bytes: number): Buffer {
   const frame = frameOf(bytes)
-  frame.write(text, frame.length - bytes, bytes, 'utf8')
+  // The frame comes from allocUnsafe: a count larger than the text's (a caller's mistake) must never send the
+  // uninitialized rest of it. Framed again at the text's own length then.
+  if (frame.write(text, frame.length - bytes, bytes, 'utf8') !== bytes) return textFrameOf(text, Buffer.byteLength(text))
   return frame
 }
 
