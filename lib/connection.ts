@@ -6,6 +6,7 @@ import WebSocket from 'ws'
 import { CloseCode, CloseReason, ErrorCode, RealtimeError } from './protocol/codes.js'
 import { encodeEvent, envelopeType } from './protocol/envelope.js'
 import { textFrameOf } from './protocol/frame.js'
+import { StreamSocket } from './transport/stream.js'
 import type { EventSchemas } from './definition.js'
 import type { ResolvedLimits } from './options.js'
 import type { Counters } from './stats.js'
@@ -242,6 +243,14 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     // a peer too slow to take one is closed with 4408 as under 'close' (its requests reject and can be retried).
     if (this.isOpen && this.limits.onSlowConsumer === 'drop') this.closeSlowConsumer()
     return false
+  }
+
+  /**
+   * How this client is connected: `'websocket'`, or `'stream'` for the HTTP-streaming fallback (docs/15-fallback.md),
+   * where `socket` is the stream's own object with the part of WebSocket's shape the plugin uses.
+   */
+  get transport (): 'websocket' | 'stream' {
+    return this.socket instanceof StreamSocket ? 'stream' : 'websocket'
   }
 
   /** Closes with a close handshake. The code defaults to 1000. */

@@ -62,6 +62,11 @@ export interface RouteDefinition<S extends Record<string, TSchema>, M extends Me
   protocols?: readonly string[]
   /** Extra headers of the 101 response (a Set-Cookie, say): `reply.header()` cannot reach a 101. */
   upgradeHeaders?: (request: FastifyRequest) => Record<string, string | readonly string[]>
+  /**
+   * Also serve clients whose network blocks WebSockets: an HTTP stream (server-sent events) and POSTed batches on
+   * this route's URL (docs/15-fallback.md). Overrides the plugin's `fallback`. @default false
+   */
+  fallback?: boolean
 }
 
 /** The typed route: what `realtimeRoute` and `defineRoute` return, and what `createClient<typeof route>` reads. */

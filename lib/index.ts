@@ -12,6 +12,7 @@ import { Registry } from './registry.js'
 import { Heartbeat } from './heartbeat.js'
 import { memoryBroker } from './broker/memory.js'
 import { addRoute, type Admission, type RealtimeContext } from './route.js'
+import { StreamSessions } from './transport/fallback.js'
 import { TokenRedactor } from './handshake/redact.js'
 import { kAdmission } from './symbols.js'
 import { setupAsyncApi } from './asyncapi-serve.js'
@@ -91,8 +92,11 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
     options,
     routes: [],
     addPath: (path) => { redactor.addPath(path) },
-    meter
+    meter,
+    streams: undefined
   }
+  // Made for every app (a route may turn the fallback on by itself); it holds nothing until a stream opens.
+  const streams = ctx.streams = new StreamSessions(ctx, broker)
 
   app.decorate('realtime', registry)
   setupAsyncApi(app, ctx, opts.asyncapi)
@@ -175,6 +179,7 @@ const realtimePlugin: FastifyPluginAsync<RealtimeOptions> = async function realt
     resync: () => { registry.roomHistory?.resync() },
     published: () => { if (meter !== undefined) meter.brokerPublishes++ },
     local: (kind) => registry.local(kind),
+    answer: async (body) => await streams.answer(body),
     log: app.log
   })
 
@@ -202,8 +207,8 @@ const realtime = fp(realtimePlugin, { fastify: '5.x', name: 'fastify-realtime' }
 export default realtime
 export { realtime }
 
-export { RealtimeError, HandshakeError, ErrorCode, CloseCode, CloseReason, HandshakeCode, RESERVED_TYPES } from './protocol/codes.js'
-export type { ErrorCodeName, CloseCodeNumber, HandshakeCodeName } from './protocol/codes.js'
+export { RealtimeError, HandshakeError, ErrorCode, CloseCode, CloseReason, HandshakeCode, BatchCode, RESERVED_TYPES } from './protocol/codes.js'
+export type { ErrorCodeName, CloseCodeNumber, HandshakeCodeName, BatchCodeName } from './protocol/codes.js'
 export { defineRoute } from './definition.js'
 export type { RouteDefinition, RealtimeRoute, TypedRoute, RegisteredRoute, RouteFanOut, TypedFanOut, MessageDefinitions, EventSchemas } from './definition.js'
 export type { Connection } from './connection.js'

@@ -144,6 +144,11 @@ export interface RealtimeOptions {
    * @default { window: 120000, maxKeys: 1000, memoryBudget: 16777216, maxOutcomeBytes: 65536 }
    */
   idempotency?: IdempotencyOptions | false
+  /**
+   * Every route also serves clients whose network blocks WebSockets, over an HTTP stream and POSTed batches
+   * (docs/15-fallback.md); a route's own `fallback` overrides it. @default false
+   */
+  fallback?: boolean
 }
 
 export interface ResolvedAuth {
@@ -187,6 +192,7 @@ export interface ResolvedOptions {
   history: ResolvedHistory | undefined
   presence: ResolvedPresence | undefined
   idempotency: ResolvedIdempotency | undefined
+  fallback: boolean
 }
 
 const ALL_ALGORITHMS = ['HS256', 'HS384', 'HS512', 'RS256', 'RS384', 'RS512', 'PS256', 'PS384', 'PS512',
@@ -244,7 +250,7 @@ export function resolveAuth (auth: AuthOptions | false | undefined, where: strin
 
 /** The keys each options object accepts; anything else is a typo that would otherwise be ignored in silence. */
 export const OPTION_KEYS = {
-  options: ['origins', 'requireOrigin', 'refusalLogLevel', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence', 'idempotency'],
+  options: ['origins', 'requireOrigin', 'refusalLogLevel', 'auth', 'limits', 'heartbeat', 'shutdown', 'websocket', 'externalWebsocket', 'broker', 'asyncapi', 'history', 'metrics', 'presence', 'idempotency', 'fallback'],
   presence: PRESENCE_KEYS,
   auth: ['sources', 'cookieName', 'authenticate', 'userId', 'closeOnExpiry', 'algorithms', 'namespace'],
   limits: ['maxPayload', 'rate', 'burst', 'byteRate', 'maxRoomsPerConnection', 'maxRoomNameLength', 'maxViolations', 'maxPending', 'maxBufferedBytes', 'handlerTimeout', 'onSlowConsumer', 'maxConnections', 'maxConnectionsPerUser', 'maxConnectionsPerIp'],
@@ -300,6 +306,13 @@ export function resolveOptions (options: RealtimeOptions): ResolvedOptions {
     shutdownTimeout: positive('shutdown.timeout', options.shutdown?.timeout, 5000),
     history: resolveHistory(options.history, maxBufferedBytes),
     presence: resolvePresence(options.presence),
-    idempotency: resolveIdempotency(options.idempotency, handlerTimeout)
+    idempotency: resolveIdempotency(options.idempotency, handlerTimeout),
+    fallback: flag('fallback', options.fallback, false)
   }
+}
+
+function flag (name: string, value: unknown, fallback: boolean): boolean {
+  if (value === undefined) return fallback
+  if (typeof value !== 'boolean') throw new RT_ERR_OPTIONS(`${name} must be a boolean, got ${JSON.stringify(value)}`)
+  return value
 }

@@ -15,9 +15,23 @@ import type { CompiledMessage, DispatchContext, DispatchRoute } from './dispatch
 import type { EventSchemas, MessageDefinitions, RegisteredRoute, RouteDefinition } from './definition.js'
 import type { Except } from './registry.js'
 import { openConnection } from './socket.js'
+import { admissionOf, wantsStream, type StreamSessions } from './transport/fallback.js'
+import { MAX_BATCH_FRAMES } from './transport/stream.js'
 import { bump } from './stats.js'
 import type { InstanceMeter } from './meter.js'
 import { handshakeChannel, traced, type HandshakeTraceContext } from './tracing.js'
+
+/**
+ * CORS for what a page fetches: an allowed Origin may read the answer; on a fallback route with credentials (the
+ * stream and its batches carry a session cookie or an Authorization header). A refused Origin gets nothing.
+ */
+async function allowCors (route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, code: string | undefined): Promise<void> {
+  if (code === 'FORBIDDEN_ORIGIN') return
+  const origin = await allowedOrigin(request, route.originCheck)
+  if (origin === undefined) return
+  allowOrigin(reply, origin)
+  if (route.fallback) reply.header('access-control-allow-credentials', 'true')
+}
 
 /** A route, compiled once at registration. */
 export interface CompiledRoute extends DispatchRoute {
@@ -25,6 +39,8 @@ export interface CompiledRoute extends DispatchRoute {
   originCheck: OriginCheck
   requireOrigin: boolean
   protocols: readonly string[] | undefined
+  /** The HTTP-streaming fallback is on for this route (the `fallback` option). */
+  fallback: boolean
 }
 
 /** What a raw upgrade request carries once the handshake admitted it. */
@@ -44,10 +60,12 @@ export interface RealtimeContext extends DispatchContext {
   addPath: (path: string) => void
   /** The metrics counters, when the app asked for metrics. */
   meter: InstanceMeter | undefined
+  /** The HTTP-streaming fallback's open streams (made when the plugin starts). */
+  streams: StreamSessions | undefined
 }
 
 /** The keys of a route definition and of each of its messages. */
-const ROUTE_KEYS = ['url', 'messages', 'events', 'binary', 'onOpen', 'onClose', 'origins', 'requireOrigin', 'auth', 'protocols', 'upgradeHeaders']
+const ROUTE_KEYS = ['url', 'messages', 'events', 'binary', 'onOpen', 'onClose', 'origins', 'requireOrigin', 'auth', 'protocols', 'upgradeHeaders', 'fallback']
 const MESSAGE_KEYS = ['schema', 'reply', 'handler']
 
 /**
@@ -90,6 +108,7 @@ function compile (definition: RouteDefinition<any, any, any>, options: ResolvedO
     if (definition[hook] !== undefined && typeof definition[hook] !== 'function') throw new RT_ERR_ROUTE(url, `${hook} must be a function`)
   }
   if (definition.origins !== undefined) checkOrigins(definition.origins, `route ${url}: origins`)
+  if (definition.fallback !== undefined && typeof definition.fallback !== 'boolean') throw routeError('fallback must be a boolean')
   const auth: ResolvedAuth | false = definition.auth !== undefined ? resolveAuth(definition.auth, `route ${url}: auth`) : options.auth
   const path = prefix + url
   // With metrics, every declared type gets its counters now; a type a client makes up counts as `unknown`.
@@ -106,7 +125,8 @@ function compile (definition: RouteDefinition<any, any, any>, options: ResolvedO
     auth,
     originCheck: compileOriginCheck(definition.origins ?? options.origins),
     requireOrigin: definition.requireOrigin ?? options.requireOrigin,
-    protocols: definition.protocols
+    protocols: definition.protocols,
+    fallback: definition.fallback ?? options.fallback
   }
 }
 
@@ -130,52 +150,79 @@ function checkProtocols (route: CompiledRoute, request: FastifyRequest): void {
 }
 
 /**
+ * What a request to a route is: an upgrade, the fallback's stream (a GET accepting `text/event-stream`) or a
+ * batch (a POST), or a plain GET (the client's diagnosis of a failed upgrade, or a curious browser).
+ */
+type RequestKind = 'upgrade' | 'stream' | 'batch' | 'diagnosis'
+
+function kindOf (route: CompiledRoute, request: FastifyRequest): RequestKind {
+  if (request.ws) return 'upgrade'
+  if (!route.fallback) return 'diagnosis'
+  if (request.method === 'POST') return 'batch'
+  return wantsStream(request) ? 'stream' : 'diagnosis'
+}
+
+/**
+ * A fetch of the stream or a batch with no Origin: a browser says where it came from in `Sec-Fetch-Site` (a
+ * same-origin GET carries no Origin). A cross-site page's no-cors fetch sends neither Origin nor custom headers.
+ */
+function sameOriginFetch (request: FastifyRequest): boolean {
+  return request.headers['sec-fetch-site'] === 'same-origin'
+}
+
+/**
  * The handshake, in the order of shared/DESIGN.md; every refusal is a `HandshakeError`. The capacity checks
  * reserve their slot at once (concurrent handshakes that await a session or an origin check cannot all pass a
  * check made before the wait): `slots.release()` gives it back on a refusal, when the connection is registered,
- * or when the socket closes before it opens.
+ * or when the socket closes before it opens. The fallback's stream is admitted as an upgrade is (it opens a
+ * connection); its batches with the same Origin and session checks, and no capacity check (their session is open).
  */
-async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest, slots: Slots): Promise<Session> {
+async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest, slots: Slots, kind: RequestKind): Promise<Session> {
   const { registry, options } = ctx
   if (registry.closing) throw new HandshakeError('SHUTTING_DOWN')
   // Node hands an upgrade's body to ws as if it were frames: such a request is no WebSocket handshake.
-  if (request.ws && (Number(request.headers['content-length'] ?? 0) > 0 || request.headers['transfer-encoding'] !== undefined)) {
+  if (kind === 'upgrade' && (Number(request.headers['content-length'] ?? 0) > 0 || request.headers['transfer-encoding'] !== undefined)) {
     throw new HandshakeError('BODY_NOT_ALLOWED')
   }
   const origin = request.headers.origin
+  const connecting = kind === 'upgrade' || kind === 'stream'
   // A same-origin fetch carries no Origin; a plain GET cannot open a socket, so the missing-Origin rules apply to
-  // upgrades only, and a page can still learn why its handshake failed.
+  // what opens a connection or writes to one, and a page can still learn why its handshake failed.
   if (origin === undefined) {
-    if (route.requireOrigin && request.ws) throw new HandshakeError('FORBIDDEN_ORIGIN', 'an Origin header is required')
+    if (route.requireOrigin && (kind === 'upgrade' || ((kind === 'stream' || kind === 'batch') && !sameOriginFetch(request)))) {
+      throw new HandshakeError('FORBIDDEN_ORIGIN', 'an Origin header is required')
+    }
   } else {
     const normalized = normalizeOrigin(origin)
     if (normalized === undefined || !(await route.originCheck(normalized, request))) throw new HandshakeError('FORBIDDEN_ORIGIN')
   }
   checkProtocols(route, request)
-  if (request.ws) {
+  if (connecting) {
     if (registry.connections.size + registry.reserved >= options.limits.maxConnections) throw new HandshakeError('SERVER_FULL')
     slots.reserve()
     if (registry.countIps) {
       if ((registry.byIp.get(request.ip) ?? 0) >= options.limits.maxConnectionsPerIp) throw new HandshakeError('TOO_MANY_FROM_ADDRESS')
       slots.reserveIp(request.ip)
     }
-  } else if (registry.connections.size >= options.limits.maxConnections) {
+  } else if (kind === 'diagnosis' && registry.connections.size >= options.limits.maxConnections) {
     throw new HandshakeError('SERVER_FULL')
   }
   let session = ANONYMOUS
   if (route.auth !== false) {
     const checked = await checkSession(instance, request, route.auth)
     // A browser sends cookies on a cross-site upgrade too; without an Origin nothing shows where it came from.
-    if (checked.fromCookie && origin === undefined && request.ws) throw new HandshakeError('FORBIDDEN_ORIGIN', 'a session cookie needs an Origin header')
+    if (checked.fromCookie && origin === undefined && kind !== 'diagnosis' && !(kind !== 'upgrade' && sameOriginFetch(request))) {
+      throw new HandshakeError('FORBIDDEN_ORIGIN', 'a session cookie needs an Origin header')
+    }
     session = checked.session
   }
-  if (session.userId !== undefined) {
+  if (session.userId !== undefined && kind !== 'batch') {
     if (registry.userCount(session.userId) + registry.reservedFor(session.userId) >= options.limits.maxConnectionsPerUser) {
       throw new HandshakeError('TOO_MANY_CONNECTIONS')
     }
-    if (request.ws) slots.reserveUser(session.userId)
+    if (connecting) slots.reserveUser(session.userId)
   }
-  if (!request.ws) throw new HandshakeError('UPGRADE_REQUIRED')
+  if (kind === 'diagnosis') throw new HandshakeError('UPGRADE_REQUIRED')
   return session
 }
 
@@ -214,10 +261,10 @@ class Slots {
 }
 
 /** `admit` as a traced operation on `fastify-realtime:handshake`: a refusal is its `error`. */
-async function traceAdmit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest, slots: Slots): Promise<Session> {
+async function traceAdmit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest, slots: Slots, kind: RequestKind): Promise<Session> {
   const context: HandshakeTraceContext = { route: route.path, request }
   return await handshakeChannel.tracePromise(async () => {
-    const session = await admit(ctx, instance, route, request, slots)
+    const session = await admit(ctx, instance, route, request, slots, kind)
     context.userId = session.userId
     return session
   }, context)
@@ -225,22 +272,22 @@ async function traceAdmit (ctx: RealtimeContext, instance: FastifyInstance, rout
 
 /**
  * Answers a refused handshake with its status and JSON body. A plain GET is the client's diagnosis of a failed
- * upgrade (or a curious browser): counted apart from refused upgrades, and readable by an allowed origin (CORS).
+ * upgrade (or a curious browser): counted apart from refused upgrades. What a page fetched (the diagnosis, the
+ * fallback's stream and batches) is readable by an allowed origin (CORS).
  */
-async function refuse (ctx: RealtimeContext, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, err: HandshakeError): Promise<FastifyReply> {
+async function refuse (ctx: RealtimeContext, route: CompiledRoute, request: FastifyRequest, reply: FastifyReply, err: HandshakeError, kind: RequestKind): Promise<FastifyReply> {
   const { counters } = ctx.registry
-  if (request.ws) {
+  if (kind === 'diagnosis') {
+    bump(counters.diagnoses, err.code)
+  } else {
     bump(counters.refused, err.code)
     if (route.meter !== undefined) bump(route.meter.handshakes, err.code)
     const origin = err.code === 'FORBIDDEN_ORIGIN' ? request.headers.origin : undefined
-    request.log[ctx.options.refusalLogLevel]({ remoteAddress: request.ip, code: err.code, origin }, origin === undefined
+    request.log[ctx.options.refusalLogLevel]({ remoteAddress: request.ip, code: err.code, origin, transport: kind === 'upgrade' ? undefined : kind }, origin === undefined
       ? `realtime handshake refused: ${err.code}`
       : `realtime handshake refused: FORBIDDEN_ORIGIN, ${origin} is not in the \`origins\` option`)
-  } else {
-    bump(counters.diagnoses, err.code)
-    const origin = err.code === 'FORBIDDEN_ORIGIN' ? undefined : await allowedOrigin(request, route.originCheck)
-    if (origin !== undefined) allowOrigin(reply, origin)
   }
+  if (kind !== 'upgrade') await allowCors(route, request, reply, err.code)
   // RFC 9110: a 426 names the protocol to upgrade to.
   if (err.code === 'UPGRADE_REQUIRED') reply.header('upgrade', 'websocket')
   return await reply.code(err.statusCode).send({ statusCode: err.statusCode, code: err.code, message: err.message })
@@ -268,39 +315,69 @@ export function addRoute<S extends Record<string, SchemaLike>, M extends Message
   }
   ctx.routes.push({ route, instance })
   ctx.addPath(route.path)
+  // The route's own hook: one added with addHook inside a fastify-plugin-wrapped plugin would reach every route.
+  const preValidation = async function realtimePreValidation (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
+    const slots = new Slots(ctx.registry)
+    const kind = kindOf(route, request)
+    try {
+      const session = traced(handshakeChannel) ? await traceAdmit(ctx, instance, route, request, slots, kind) : await admit(ctx, instance, route, request, slots, kind)
+      ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request, release: slots.release }
+      if (kind === 'batch') return undefined
+      // An upgrade (or a stream) that never opens (the client hung up, ws refused it) gives its slots back with its
+      // socket (injectWS's request has a socket of its own making, without events). `on`, not `once`: release is
+      // idempotent, and openConnection takes the listener off (a `once` wrapper is two more objects a handshake).
+      const socket = request.raw.socket as { on?: (event: 'close', listener: () => void) => void } | undefined
+      if (typeof socket?.on === 'function') socket.on('close', slots.release)
+    } catch (err) {
+      slots.release()
+      if (!(err instanceof HandshakeError)) throw err
+      return await refuse(ctx, route, request, reply, err, kind)
+    }
+    return undefined
+  }
   instance.route({
     method: 'GET',
     url: route.url,
-    // The route's own hook: one added with addHook inside a fastify-plugin-wrapped plugin would reach every route.
-    preValidation: async function realtimePreValidation (request: FastifyRequest, reply: FastifyReply) {
-      const slots = new Slots(ctx.registry)
-      try {
-        const session = traced(handshakeChannel) ? await traceAdmit(ctx, instance, route, request, slots) : await admit(ctx, instance, route, request, slots)
-        ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request, release: slots.release }
-        // An upgrade that never completes (the client hung up, ws refused it) gives its slots back with its socket
-        // (injectWS's request has a socket of its own making, without events). `on`, not `once`: release is
-        // idempotent, and openConnection takes the listener off (a `once` wrapper is two more objects a handshake).
-        const socket = request.raw.socket as { on?: (event: 'close', listener: () => void) => void } | undefined
-        if (typeof socket?.on === 'function') socket.on('close', slots.release)
-      } catch (err) {
-        slots.release()
-        if (!(err instanceof HandshakeError)) throw err
-        return await refuse(ctx, route, request, reply, err)
-      }
-    },
+    preValidation,
     handler: async function realtimeHttpHandler (request: FastifyRequest, reply: FastifyReply) {
-      // Only reached when the hooks let a plain GET through, which admit() never does.
-      return await refuse(ctx, route, request, reply, new HandshakeError('UPGRADE_REQUIRED', HandshakeCode.UPGRADE_REQUIRED.message))
+      const admission = admissionOf(request)
+      if (admission !== undefined && ctx.streams !== undefined && kindOf(route, request) === 'stream') {
+        await allowCors(route, request, reply, undefined)
+        ctx.streams.open(route, request, reply)
+        return reply
+      }
+      // Otherwise only reached when the hooks let a plain GET through, which admit() never does.
+      return await refuse(ctx, route, request, reply, new HandshakeError('UPGRADE_REQUIRED', HandshakeCode.UPGRADE_REQUIRED.message), 'diagnosis')
     },
     wsHandler: function realtimeWsHandler (socket: WebSocket, request: FastifyRequest) {
       openConnection(ctx, route, socket, request)
     }
   })
+  if (route.fallback) {
+    instance.route({
+      method: 'POST',
+      url: route.url,
+      preValidation,
+      // At most a full batch of frames of `maxPayload` bytes, base64 (binary) and JSON escapes included.
+      bodyLimit: MAX_BATCH_FRAMES * Math.ceil(ctx.limits.maxPayload * 2) + 1024,
+      handler: async function realtimeBatch (request: FastifyRequest, reply: FastifyReply) {
+        const admission = admissionOf(request)
+        const streams = ctx.streams
+        if (admission === undefined || streams === undefined) throw new Error('realtime: a batch reached its handler without its admission')
+        await allowCors(route, request, reply, undefined)
+        const answer = await streams.batch(route, admission.session.userId, request.body)
+        if (!('code' in answer)) return await reply.send({ ack: answer.ack })
+        bump(ctx.registry.counters.refused, answer.code)
+        request.log[ctx.options.refusalLogLevel]({ remoteAddress: request.ip, code: answer.code, transport: 'batch' }, `realtime batch refused: ${answer.code}`)
+        return await reply.code(answer.status).send({ statusCode: answer.status, code: answer.code, message: answer.message })
+      }
+    })
+  }
   instance.route({
     method: 'OPTIONS',
     url: route.url,
     handler: async function realtimePreflight (request: FastifyRequest, reply: FastifyReply) {
-      await answerPreflight(request, reply, route.originCheck)
+      await answerPreflight(request, reply, route.originCheck, route.fallback)
     }
   })
   return handle

@@ -6,6 +6,7 @@ import { handleFrame } from './dispatch.js'
 import { kAdmission } from './symbols.js'
 import type { Admission, CompiledRoute, RealtimeContext } from './route.js'
 import { bump } from './stats.js'
+import type { StreamSocket } from './transport/stream.js'
 
 const kState = Symbol('fastify-realtime.socketState')
 
@@ -99,13 +100,14 @@ function openFailed (conn: Connection<any, any>, err: unknown): void {
  * message listener is attached before any frame can arrive; onOpen is the first task of the connection's queue,
  * so messages wait for it.
  */
-export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: WebSocket, request: FastifyRequest): void {
+export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: WebSocket | StreamSocket, request: FastifyRequest): Connection<any, any> | undefined {
+  // A stream has the part of WebSocket's shape a connection uses (see lib/transport/stream.ts).
   const socket = ws as RealtimeSocket
   const admission = (request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission]
   if (admission === undefined || admission.route !== route) {
     // Not admitted by our preValidation (an app hook re-routed the request?): never serve it.
     socket.terminate()
-    return
+    return undefined
   }
   const { session } = admission
   admission.release()
@@ -136,7 +138,7 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   const onOpen = route.definition.onOpen
   if (onOpen === undefined) {
     socket[kState].opened = true
-    return
+    return conn
   }
   conn.enqueue(() => {
     const state = socket[kState]
@@ -152,6 +154,7 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
     }
     return undefined
   })
+  return conn
 }
 
 /**

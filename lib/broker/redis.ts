@@ -3,6 +3,7 @@ import { Cluster, Redis, type ClusterNode, type ClusterOptions, type RedisOption
 import type { Broker, BrokerNode, Delivery, Target } from './types.js'
 import { NUMBERED, NUMBERED_V2, decodeMessage, decodeNumbered, encodeMessage } from './redis-codec.js'
 import { RedisHealth, type Fault } from './redis-health.js'
+import { ANSWER, REQUEST, RedisRequests } from './redis-requests.js'
 import { RedisPresence } from './redis-presence.js'
 import { RedisHistoryStore } from '../history/redis.js'
 import { RedisPresenceStore } from '../presence/redis.js'
@@ -171,6 +172,8 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
   let presenceClient: Client | undefined
 
   const { channelOf, targetOf } = names
+  const requests = new RedisRequests(instanceId, names.instanceChannel,
+    async (channel, message) => await ((sharded ? pub.spublish(channel, message) : pub.publish(channel, message)) as Promise<number>), !cluster || sharded)
   const subscribe = (channel: string): Promise<unknown> => sharded ? sub.ssubscribe(channel) : sub.subscribe(channel)
   const unsubscribe = (channel: string): Promise<unknown> => sharded ? sub.sunsubscribe(channel) : sub.unsubscribe(channel)
 
@@ -187,6 +190,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     // A history room's frame (other fan-outs start with the codec's version, 1).
     if (message[0] === NUMBERED || message[0] === NUMBERED_V2) return subOnNumbered(channel, message)
     if (message[0] === PRESENCE_DIFF) return subOnPresence(channel, message)
+    if (message[0] === REQUEST || message[0] === ANSWER) return requests.received(message, node)
     const decoded = decodeMessage(message)
     if (decoded === undefined || decoded.from === instanceId || node === undefined) return
     const target = targetOf(channel.toString())
@@ -235,7 +239,7 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
       sub.on(sharded ? 'smessageBuffer' : 'messageBuffer', subOnMessage)
       try {
         await Promise.all([pub.connect(), sub.connect(), presenceClient !== pub ? presenceClient?.connect() : undefined])
-        await subscribe(channelOf({ kind: 'all' }))
+        await Promise.all([subscribe(channelOf({ kind: 'all' })), subscribe(requests.channel)])
       } catch (err) {
         // Left alone, ioredis would keep reconnecting in the background and hold the process open.
         pub.disconnect()
@@ -309,8 +313,11 @@ export function redisBroker (options: RedisBrokerOptions): Broker {
     async online (userId) {
       return await withDeadline(presence.count('user', userId), COUNT_TIMEOUT, 'redis broker: online') > 0
     },
+    instanceId,
+    request: async (instance, body, timeoutMs) => await requests.request(instance, body, timeoutMs),
     async close () {
       health.active = false
+      requests.close()
       // One bound for all of it, whatever Redis does: a stalled one answers neither the HDELs nor the QUITs.
       const until = Date.now() + CLOSE_TIMEOUT
       await settleWithin(presence.stop(node), CLOSE_TIMEOUT)
@@ -377,12 +384,15 @@ function channelNames (prefix: string, cluster: boolean) {
     return name.length >= 3 && name.startsWith('{') && name.endsWith('}') ? unescapeName(name.slice(1, -1)) : undefined
   }
   const all = `${prefix}${cluster ? '{all}' : 'all'}`
+  /** One instance's own channel (requests to it, answers to its requests). */
+  const instanceChannel = (instance: string): string => `${prefix}instance:${tag(instance)}`
   const targetOf = (kind: 'room' | 'user', text: string): Target | undefined => {
     const name = untag(text)
     return name === undefined ? undefined : { kind, name }
   }
   return {
     tag,
+    instanceChannel,
     channelOf: (target: Target): string => target.kind === 'all' ? all : `${prefix}${target.kind}:${tag(target.name)}`,
     targetOf (channel: string): Target | undefined {
       if (channel === all) return { kind: 'all' }

@@ -42,6 +42,11 @@ export interface BrokerNode {
   resync: () => void
   /** Counts a publish the other instances' channel accepted (Redis answered), for metrics. */
   published?: () => void
+  /**
+   * The HTTP-streaming fallback: a batch another instance received for a session this instance holds (`request`);
+   * resolves with the answer to send back. Never rejects.
+   */
+  answer?: (body: string) => Promise<string>
   /** This instance's rooms or users with their number of local connections. */
   local: (kind: 'room' | 'user') => Iterable<[string, number]>
   log: { info: (obj: object, msg: string) => void, warn: (obj: object, msg: string) => void, error: (obj: object, msg: string) => void }
@@ -73,6 +78,17 @@ export interface Broker {
    * retries. A broker without one ignores keys (a retried request runs again).
    */
   idempotencyStore?: (options: ResolvedIdempotency) => IdempotencyStore
+  /**
+   * This instance's id among the broker's instances, where the broker carries `request`s: the HTTP-streaming
+   * fallback starts its session ids with it, so that any instance can send a POST's batch to the session's owner.
+   */
+  instanceId?: string
+  /**
+   * Carries `body` to the instance `instance` (its `node.answer`) and resolves with the answer; rejects when it
+   * cannot be sent or no answer came within `timeoutMs`. A broker without it serves the fallback on one instance
+   * (or behind sticky sessions) only.
+   */
+  request?: (instance: string, body: string, timeoutMs: number) => Promise<string>
   /** Called from `app.close()` after every connection is gone. */
   close: () => Promise<void> | void
 }

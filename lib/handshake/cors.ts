@@ -20,17 +20,22 @@ export function allowOrigin (reply: FastifyReply, origin: string): void {
   reply.header('access-control-allow-origin', origin).header('vary', 'Origin')
 }
 
-/** The preflight of the client's diagnosis fetch: GET with an Authorization header, from an allowed origin. */
-export async function answerPreflight (request: FastifyRequest, reply: FastifyReply, check: OriginCheck): Promise<void> {
+/**
+ * The preflight of the client's diagnosis fetch (GET with an Authorization header) from an allowed origin, and on a
+ * fallback route of its stream and batches.
+ */
+export async function answerPreflight (request: FastifyRequest, reply: FastifyReply, check: OriginCheck, fallback = false): Promise<void> {
   const origin = await allowedOrigin(request, check)
   if (origin === undefined) {
     await reply.code(204).header('vary', 'Origin').send()
     return
   }
   allowOrigin(reply, origin)
+  // A fallback route's stream and batches: POSTed JSON, with the page's cookies or an Authorization header.
+  if (fallback) reply.header('access-control-allow-credentials', 'true')
   await reply.code(204)
-    .header('access-control-allow-methods', 'GET')
-    .header('access-control-allow-headers', 'authorization, x-realtime-protocol')
+    .header('access-control-allow-methods', fallback ? 'GET, POST' : 'GET')
+    .header('access-control-allow-headers', fallback ? 'authorization, x-realtime-protocol, content-type' : 'authorization, x-realtime-protocol')
     .header('access-control-max-age', '600')
     .send()
 }

@@ -115,6 +115,21 @@ export const HandshakeCode = {
 } as const
 export type HandshakeCodeName = keyof typeof HandshakeCode
 
+/**
+ * Refusals of a POSTed batch of the HTTP-streaming fallback (docs/15-fallback.md), with the JSON body
+ * `{ statusCode, code, message }`; nothing of a refused batch reaches a handler. (Its authentication and Origin are
+ * refused with the handshake's codes.)
+ */
+export const BatchCode = {
+  BAD_BATCH: { statusCode: 400, message: 'the body is not { session, seq, frames }' },
+  BATCH_TOO_LARGE: { statusCode: 413, message: 'too many frames, or a frame over limits.maxPayload' },
+  FORBIDDEN_SESSION: { statusCode: 403, message: 'the session belongs to another user or route' },
+  UNKNOWN_SESSION: { statusCode: 404, message: 'no such open session: it ended or never existed' },
+  SEQ_GAP: { statusCode: 409, message: 'a batch came before the one it follows; send them one at a time' },
+  SESSION_UNREACHABLE: { statusCode: 503, message: 'the instance holding the session did not answer; retry the same batch' }
+} as const
+export type BatchCodeName = keyof typeof BatchCode
+
 /** Message types the protocol itself uses; a route may not declare them. */
 export const RESERVED_TYPES: ReadonlySet<string> = new Set(['reply', 'error', 'ping', 'pong', 'auth.refresh', 'rt.resume', 'rt.position', 'rt.presence', 'rt.presence.diff', 'rt.presence.left'])
 

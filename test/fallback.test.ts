@@ -1,0 +1,110 @@
+import { test } from 'node:test'
+import assert from 'node:assert/strict'
+import { Type } from '@sinclair/typebox'
+import { startApp, type TestApp } from './helpers/app.js'
+import { connect, waitFor } from './helpers/client.js'
+import { StreamClient, StreamRefused } from './helpers/stream.js'
+
+/** A chat route with the fallback on: join a room, say something to it, echo. */
+async function chatApp (t: { after: (fn: () => Promise<void>) => void }, options: Parameters<typeof startApp>[0] = {}): Promise<TestApp> {
+  const h = await startApp({
+    ...options,
+    setup: (app) => {
+      app.realtimeRoute({
+        url: '/rt',
+        fallback: true,
+        messages: {
+          join: { schema: Type.String(), handler: async (room, conn) => { await conn.join(room); return room } },
+          say: { schema: Type.Object({ room: Type.String(), text: Type.String() }), handler: ({ room, text }, conn) => { app.realtime.to(room).send('said', { text, by: conn.userId ?? null }); return true } },
+          echo: { schema: Type.Unknown(), handler: (data) => data },
+          transport: { schema: Type.Null(), handler: (_data, conn) => conn.transport }
+        }
+      })
+    }
+  })
+  t.after(async () => { await h.close() })
+  return h
+}
+
+test('a stream gets rt.open, then carries replies, events and errors as the WebSocket would', async (t) => {
+  const h = await chatApp(t)
+  const token = h.sign({ sub: 'ann' })
+  const stream = await StreamClient.open(`${h.httpBase}/rt`, { headers: { authorization: `Bearer ${token}` } })
+  t.after(() => { stream.abort() })
+  assert.equal(stream.headers.get('content-type'), 'text/event-stream; charset=utf-8')
+  assert.equal(stream.headers.get('cache-control'), 'no-cache, no-transform')
+  assert.equal(stream.headers.get('x-accel-buffering'), 'no')
+  assert.match(stream.session, /^[\w-]+\.[\w-]{24}$/)
+  assert.equal(stream.post, '/rt')
+
+  const auth = { headers: { authorization: `Bearer ${token}` } }
+  assert.deepEqual(await stream.request('transport', null, auth), { type: 'reply', id: 1, data: 'stream' })
+  assert.deepEqual(await stream.request('join', 'lobby', auth), { type: 'reply', id: 2, data: 'lobby' })
+  // A WebSocket member of the same room hears the stream's message, and the stream hears the socket's.
+  const ws = await connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ sub: 'bob' })}` } })
+  t.after(() => { ws.ws.terminate() })
+  assert.equal((await ws.request('join', 'lobby')).data, 'lobby')
+  await stream.send([JSON.stringify({ type: 'say', data: { room: 'lobby', text: 'hi from the stream' } })], auth)
+  assert.deepEqual(await ws.nextMessage(), { type: 'said', data: { text: 'hi from the stream', by: 'ann' } })
+  assert.deepEqual(await stream.nextMessage(), { type: 'said', data: { text: 'hi from the stream', by: 'ann' } })
+  ws.sendJson({ type: 'say', data: { room: 'lobby', text: 'hi from the socket' } })
+  assert.deepEqual(await stream.nextMessage(), { type: 'said', data: { text: 'hi from the socket', by: 'bob' } })
+  // A bad message gets its error envelope on the stream.
+  await stream.send([JSON.stringify({ type: 'nope', id: 9 })], auth)
+  const error = await stream.nextMessage()
+  assert.equal(error.type, 'error')
+  assert.equal(error.id, 9)
+  assert.equal(error.error.code, 'UNKNOWN_TYPE')
+  assert.equal(h.app.realtime.stats().connections, 2)
+})
+
+test('a batch is handled in order and exactly once: a retried seq is acknowledged again, a gap is refused', async (t) => {
+  const h = await chatApp(t, { jwt: false, realtime: { auth: false } })
+  const stream = await StreamClient.open(`${h.httpBase}/rt`)
+  t.after(() => { stream.abort() })
+  const frames = [1, 2, 3].map((n) => JSON.stringify({ type: 'echo', data: n, id: n }))
+  assert.deepEqual(await stream.send(frames, { seq: 1 }), { status: 200, body: { ack: 1 } })
+  for (const n of [1, 2, 3]) assert.deepEqual(await stream.nextMessage(), { type: 'reply', id: n, data: n })
+  // The same batch again (its answer was lost, say): acknowledged, not run.
+  assert.deepEqual(await stream.send(frames, { seq: 1 }), { status: 200, body: { ack: 1 } })
+  const gap = await stream.send([JSON.stringify({ type: 'echo', data: 5, id: 5 })], { seq: 3 })
+  assert.equal(gap.status, 409)
+  assert.equal(gap.body.code, 'SEQ_GAP')
+  assert.deepEqual(await stream.send([JSON.stringify({ type: 'echo', data: 4, id: 4 })], { seq: 2 }), { status: 200, body: { ack: 2 } })
+  assert.deepEqual(await stream.nextMessage(), { type: 'reply', id: 4, data: 4 })
+  // Nothing else arrived: not the retried batch's replies, not the refused one's.
+  await new Promise((resolve) => setTimeout(resolve, 100))
+  assert.equal(stream.received.length, 4)
+})
+
+test('the stream ends with rt.close: 1001 at shutdown, within shutdown.timeout', async (t) => {
+  const h = await chatApp(t, { jwt: false, realtime: { auth: false, shutdown: { timeout: 2000 } } })
+  const stream = await StreamClient.open(`${h.httpBase}/rt`)
+  const started = performance.now()
+  await h.close()
+  assert.deepEqual(await stream.closed, { code: 1001, reason: 'server shutting down' })
+  assert.ok(performance.now() - started < 2000)
+})
+
+test('a stream the client dropped is gone from the registry, and its session refuses batches', async (t) => {
+  const h = await chatApp(t, { jwt: false, realtime: { auth: false } })
+  const stream = await StreamClient.open(`${h.httpBase}/rt`)
+  await waitFor(() => h.app.realtime.stats().connections === 1)
+  stream.abort()
+  await waitFor(() => h.app.realtime.stats().connections === 0)
+  const answer = await stream.send([JSON.stringify({ type: 'echo', data: 1, id: 1 })])
+  assert.equal(answer.status, 404)
+  assert.equal(answer.body.code, 'UNKNOWN_SESSION')
+})
+
+test('a route without fallback answers a stream request 426, and POST 404', async (t) => {
+  const h = await startApp({
+    jwt: false,
+    realtime: { auth: false },
+    setup: (app) => { app.realtimeRoute({ url: '/rt', messages: { echo: { schema: Type.Unknown(), handler: (d) => d } } }) }
+  })
+  t.after(async () => { await h.close() })
+  await assert.rejects(StreamClient.open(`${h.httpBase}/rt`), (err: StreamRefused) => err.status === 426 && err.body.code === 'UPGRADE_REQUIRED')
+  const post = await fetch(`${h.httpBase}/rt`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
+  assert.equal(post.status, 404)
+})
