@@ -51,12 +51,18 @@ export const UNKNOWN = 'unknown'
 
 /** The counters of one route, labelled by its full path. */
 export class RouteMeter {
-  /** Open connections. */
+  /** Open connections, of both transports. */
   open = 0
+  /** Open connections of the HTTP-streaming fallback (counted in `open` too). */
+  openStreams = 0
   bytesIn = 0
   bytesOut = 0
   /** Handshakes by outcome: `'101'` or the refusal's code. */
   readonly handshakes: Record<string, number> = Object.create(null)
+  /** The fallback's stream requests by outcome: `'200'` or the refusal's code. */
+  readonly streamHandshakes: Record<string, number> = Object.create(null)
+  /** The fallback's POSTed batches by outcome: `handled`, `duplicate`, or the refusal's code. */
+  readonly batches: Record<string, number> = Object.create(null)
   readonly types = new Map<string, TypeMeter>()
   readonly unknown: TypeMeter
   readonly binary: TypeMeter

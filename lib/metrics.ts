@@ -78,14 +78,16 @@ const byKey = (table: Record<string, number>, label: string, extra: Labels = {})
 /** Every metric: name (after the prefix), help, type, labels, and how to read it. docs/08-observability.md lists the same. */
 function definitions (prefix: string): Array<[string, string, 'counter' | 'gauge' | 'histogram', string[], Read]> {
   return [
-    ['connections', 'Open WebSocket connections', 'gauge', ['route'],
-      (m) => m.routes.map((r) => ({ labels: { route: r.route }, value: r.open }))],
+    ['connections', 'Open connections, by transport (websocket, or stream: the HTTP-streaming fallback)', 'gauge', ['route', 'transport'],
+      (m) => m.routes.flatMap((r) => [{ labels: { route: r.route, transport: 'websocket' }, value: r.open - r.openStreams }, { labels: { route: r.route, transport: 'stream' }, value: r.openStreams }])],
     ['users', 'Distinct users with an open connection on this instance', 'gauge', [], (_m, s) => [{ labels: {}, value: s.users }]],
     ['rooms', 'Rooms with a member on this instance', 'gauge', [], (_m, s) => [{ labels: {}, value: s.rooms }]],
     ['room_states', 'Per-room state held on this instance: history and presence rooms with a life here, in-memory history metas', 'gauge', ['kind'],
       (_m, s) => [{ labels: { kind: 'history' }, value: s.roomStates.history }, { labels: { kind: 'presence' }, value: s.roomStates.presence }, { labels: { kind: 'history_metas' }, value: s.roomStates.historyMetas }]],
-    ['handshakes_total', 'Upgrade requests by outcome: 101 (opened) or the refusal code', 'counter', ['route', 'outcome'],
-      (m) => m.routes.flatMap((r) => byKey(r.handshakes, 'outcome', { route: r.route }))],
+    ['handshakes_total', 'Upgrade requests (transport websocket) and the fallback\'s stream requests (stream) by outcome: 101 or 200 (opened) or the refusal code', 'counter', ['route', 'transport', 'outcome'],
+      (m) => m.routes.flatMap((r) => [...byKey(r.handshakes, 'outcome', { route: r.route, transport: 'websocket' }), ...byKey(r.streamHandshakes, 'outcome', { route: r.route, transport: 'stream' })])],
+    ['stream_batches_total', 'Batches POSTed to the HTTP-streaming fallback by outcome: handled, duplicate (a retry, acknowledged again), or the refusal code', 'counter', ['route', 'outcome'],
+      (m) => m.routes.flatMap((r) => byKey(r.batches, 'outcome', { route: r.route }))],
     ['messages_received_total', 'Messages received, by type (a declared or reserved type, or unknown)', 'counter', ['route', 'type'],
       (m) => m.routes.flatMap((r) => [...r.types.values()].map((t) => ({ labels: { route: r.route, type: t.type }, value: t.in })))],
     ['messages_sent_total', 'Messages sent, by type (reply, error, pong, a declared event, binary, the protocol\'s rt.* frames, or unknown)', 'counter', ['route', 'type'],

@@ -281,7 +281,8 @@ async function refuse (ctx: RealtimeContext, route: CompiledRoute, request: Fast
     bump(counters.diagnoses, err.code)
   } else {
     bump(counters.refused, err.code)
-    if (route.meter !== undefined) bump(route.meter.handshakes, err.code)
+    const meter = route.meter
+    if (meter !== undefined) bump(kind === 'upgrade' ? meter.handshakes : kind === 'stream' ? meter.streamHandshakes : meter.batches, err.code)
     const origin = err.code === 'FORBIDDEN_ORIGIN' ? request.headers.origin : undefined
     request.log[ctx.options.refusalLogLevel]({ remoteAddress: request.ip, code: err.code, origin, transport: kind === 'upgrade' ? undefined : kind }, origin === undefined
       ? `realtime handshake refused: ${err.code}`
@@ -366,7 +367,12 @@ export function addRoute<S extends Record<string, SchemaLike>, M extends Message
         if (admission === undefined || streams === undefined) throw new Error('realtime: a batch reached its handler without its admission')
         await allowCors(route, request, reply, undefined)
         const answer = await streams.batch(route, admission.session.userId, request.body)
-        if (!('code' in answer)) return await reply.send({ ack: answer.ack })
+        const meter = route.meter
+        if (!('code' in answer)) {
+          if (meter !== undefined) bump(meter.batches, answer.duplicate === true ? 'duplicate' : 'handled')
+          return await reply.send({ ack: answer.ack })
+        }
+        if (meter !== undefined) bump(meter.batches, answer.code)
         bump(ctx.registry.counters.refused, answer.code)
         request.log[ctx.options.refusalLogLevel]({ remoteAddress: request.ip, code: answer.code, transport: 'batch' }, `realtime batch refused: ${answer.code}`)
         return await reply.code(answer.status).send({ statusCode: answer.status, code: answer.code, message: answer.message })

@@ -85,7 +85,9 @@ function runOnClose (route: CompiledRoute, conn: Connection<any, any>, closeCode
 
 /** Metrics of a close: the route's open count, and the close if the server chose it. */
 function closed (ctx: RealtimeContext, route: CompiledRoute, conn: Connection<any, any>): void {
-  (route.meter as NonNullable<CompiledRoute['meter']>).open--
+  const routeMeter = route.meter as NonNullable<CompiledRoute['meter']>
+  routeMeter.open--
+  if (conn.transport === 'stream') routeMeter.openStreams--
   const meter = ctx.registry.meter
   if (meter !== undefined && conn.closeIntent !== undefined) bump(meter.serverCloses, conn.closeIntent)
 }
@@ -123,7 +125,12 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   if (meter !== undefined) {
     conn.meter = meter
     meter.open++
-    bump(meter.handshakes, 101)
+    if (conn.transport === 'stream') {
+      meter.openStreams++
+      bump(meter.streamHandshakes, 200)
+    } else {
+      bump(meter.handshakes, 101)
+    }
   }
   socket[kState] = { ctx, route, conn, opened: false, opening: undefined }
   // The connection owns its socket's errors: @fastify/websocket's default handler logs them as errors and

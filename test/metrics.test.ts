@@ -118,12 +118,13 @@ test('a scripted session: every metric has the value the session gave it', { tim
   const series = await scrape(`${h.httpBase}/metrics`)
   const r = 'route="/rt"'
   expectSeries(series, {
-    [`${M}connections{${r}}`]: 1,
+    [`${M}connections{${r},transport="websocket"}`]: 1,
+    [`${M}connections{${r},transport="stream"}`]: 0,
     [`${M}users`]: 1,
     [`${M}rooms`]: 1,
-    [`${M}handshakes_total{${r},outcome="101"}`]: 2,
-    [`${M}handshakes_total{${r},outcome="MISSING_TOKEN"}`]: 2,
-    [`${M}handshakes_total{${r},outcome="FORBIDDEN_ORIGIN"}`]: 1,
+    [`${M}handshakes_total{${r},transport="websocket",outcome="101"}`]: 2,
+    [`${M}handshakes_total{${r},transport="websocket",outcome="MISSING_TOKEN"}`]: 2,
+    [`${M}handshakes_total{${r},transport="websocket",outcome="FORBIDDEN_ORIGIN"}`]: 1,
     [`${M}messages_received_total{${r},type="echo"}`]: 4,
     [`${M}messages_received_total{${r},type="slow"}`]: 2,
     [`${M}messages_received_total{${r},type="boom"}`]: 1,
@@ -238,7 +239,7 @@ test('fastify-metrics 12: app.metrics.client works, and its /metrics serves the 
   t.after(() => { c.destroy() })
   assert.equal((await c.request('echo', 'x')).data, 'x')
   const series = await scrape(`http://127.0.0.1:${port}/metrics`)
-  assert.equal(series.get(`${M}connections{route="/rt"}`), 1)
+  assert.equal(series.get(`${M}connections{route="/rt",transport="websocket"}`), 1)
   assert.equal(series.get(`${M}messages_received_total{route="/rt",type="echo"}`), 1)
   assert.ok([...series.keys()].some((k) => k.startsWith('process_cpu_user_seconds_total')), 'fastify-metrics\' own metrics are there too')
 })
@@ -299,7 +300,7 @@ test('the example serves /metrics in the Prometheus text format', { timeout: 100
   assert.equal(response.statusCode, 200)
   assert.match(response.headers['content-type'] as string, /^text\/plain; version=0\.0\.4/)
   assert.match(response.body, /^# TYPE fastify_realtime_connections gauge$/m)
-  assert.match(response.body, /^fastify_realtime_connections\{route="\/chat"\} 0$/m)
+  assert.match(response.body, /^fastify_realtime_connections\{route="\/chat",transport="websocket"\} 0$/m)
 })
 
 test('recoveries: joins of history rooms that resumed, by outcome and reason', { timeout: 10000 }, async (t) => {

@@ -18,8 +18,8 @@ interface Session {
   route: CompiledRoute
 }
 
-/** What a batch gets: `{ ack }` with 200, or a refusal. */
-type BatchAnswer = { status: 200, ack: number } | BatchRefusal
+/** What a batch gets: `{ ack }` with 200 (`duplicate` when it had been taken before), or a refusal. */
+type BatchAnswer = { status: 200, ack: number, duplicate?: true } | BatchRefusal
 
 /** A batch forwarded to the instance holding its session: the body as POSTed, and who POSTed it where. */
 interface Forwarded {
@@ -106,7 +106,7 @@ export class StreamSessions {
     const { socket, conn, route } = session
     if (route.path !== path || conn.userId !== userId) return batchRefusal('FORBIDDEN_SESSION')
     if (socket.readyState !== StreamSocket.OPEN) return batchRefusal('UNKNOWN_SESSION')
-    if (batch.seq < socket.nextSeq) return { status: 200, ack: batch.seq }
+    if (batch.seq < socket.nextSeq) return { status: 200, ack: batch.seq, duplicate: true }
     if (batch.seq > socket.nextSeq) return batchRefusal('SEQ_GAP', `expected batch ${socket.nextSeq}, got ${batch.seq}`)
     socket.nextSeq++
     for (const frame of batch.frames) {
