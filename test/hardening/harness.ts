@@ -42,7 +42,7 @@ function resources (): Record<string, number> {
   return counts
 }
 
-export async function startHarness (options: { limits?: LimitsOptions } = {}): Promise<Harness> {
+export async function startHarness (options: { limits?: LimitsOptions, fallback?: boolean } = {}): Promise<Harness> {
   const faults: string[] = []
   const onUncaught = (err: Error): void => { faults.push(`uncaught: ${err.stack ?? String(err)}`) }
   const onUnhandled = (reason: unknown): void => { faults.push(`unhandled rejection: ${String(reason)}`) }
@@ -62,6 +62,7 @@ export async function startHarness (options: { limits?: LimitsOptions } = {}): P
       origins: [ALLOWED_ORIGIN],
       auth: { sources: ['header', 'protocol', 'cookie', 'query'] },
       heartbeat: { interval: 2000 },
+      fallback: options.fallback ?? false,
       limits: { maxPayload: MAX_PAYLOAD, rate: 1000, burst: 1000, maxViolations: 1000, maxBufferedBytes: 256 * 1024, ...options.limits }
     },
     setup: async (app) => {

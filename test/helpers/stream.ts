@@ -171,3 +171,74 @@ async function withTimeout<T> (promise: Promise<T>, ms: number, what: string): P
     clearTimeout(timer)
   }
 }
+
+/** A stream opened over a connection of its own (no pool keeps a socket after it): for tests that count handles. */
+export interface RawStream {
+  status: number
+  headers: import('node:http').IncomingHttpHeaders
+  /** The events so far (rt.open included), and the body text when the answer is not a stream. */
+  events: StreamEvent[]
+  body: string
+  /** Resolves when the response ended. */
+  ended: Promise<void>
+  /** Stops reading without closing (a reader that stalls). */
+  pause: () => void
+  destroy: () => void
+}
+
+export async function rawStream (port: number, headers: Record<string, string>, path = '/rt'): Promise<RawStream> {
+  const http = await import('node:http')
+  return await new Promise<RawStream>((resolve, reject) => {
+    const request = http.request({ host: '127.0.0.1', port, path, agent: false, headers: { accept: 'text/event-stream', connection: 'close', ...headers } }, (response) => {
+      const parser = new SseParser()
+      const stream: RawStream = {
+        status: response.statusCode ?? 0,
+        headers: response.headers,
+        events: [],
+        body: '',
+        ended: new Promise<void>((resolve) => { response.on('close', resolve) }),
+        pause: () => { response.pause() },
+        destroy: () => { request.destroy() }
+      }
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => {
+        if (stream.status === 200) stream.events.push(...parser.push(chunk))
+        else stream.body += chunk
+      })
+      response.on('error', () => {})
+      if (stream.status !== 200) {
+        response.on('end', () => { resolve(stream) })
+        return
+      }
+      const started = Date.now()
+      const wait = (): void => {
+        if (stream.events.length > 0) resolve(stream)
+        else if (Date.now() - started > 3000) reject(new Error('no rt.open within 3 s'))
+        else setTimeout(wait, 5)
+      }
+      wait()
+    })
+    request.on('error', reject)
+    request.end()
+  })
+}
+
+/** POSTs `body` (a string as is, else JSON) over a connection of its own; the status and the parsed body. */
+export async function rawPost (port: number, body: unknown, headers: Record<string, string> = {}, path = '/rt'): Promise<{ status: number, body: any }> {
+  const http = await import('node:http')
+  const text = typeof body === 'string' ? body : JSON.stringify(body)
+  return await new Promise((resolve, reject) => {
+    const request = http.request({ host: '127.0.0.1', port, path, method: 'POST', agent: false, headers: { 'content-type': 'application/json', connection: 'close', 'content-length': String(Buffer.byteLength(text)), ...headers } }, (response) => {
+      let data = ''
+      response.setEncoding('utf8')
+      response.on('data', (chunk: string) => { data += chunk })
+      response.on('end', () => {
+        let parsed: unknown = data
+        try { parsed = JSON.parse(data) } catch {}
+        resolve({ status: response.statusCode ?? 0, body: parsed })
+      })
+    })
+    request.on('error', reject)
+    request.end(text)
+  })
+}
