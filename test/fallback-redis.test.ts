@@ -24,6 +24,7 @@ async function pair (t: TestContext): Promise<{ a: TestApp, b: TestApp, seen: Ma
   t.after(async () => { await Promise.all(apps.map(async (h) => { await h.close() })) })
   for (let i = 0; i < 2; i++) {
     apps.push(await startApp({
+      fastify: { forceCloseConnections: true },
       // 2,000 frames as fast as the batches go: over the default rate, which the stream pays as a socket would.
       realtime: { broker: redisBroker({ url: REDIS_URL, prefix }), fallback: true, limits: { rate: 100_000 } },
       setup: (app) => {

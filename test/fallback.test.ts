@@ -9,6 +9,9 @@ import { StreamClient, StreamRefused } from './helpers/stream.js'
 async function chatApp (t: { after: (fn: () => Promise<void>) => void }, options: Parameters<typeof startApp>[0] = {}): Promise<TestApp> {
   const h = await startApp({
     ...options,
+    // fetch's pool may open a connection it never sends a request on, which Node closes at app.close() only after
+    // its headers timeout (60 s), unless told to close every connection.
+    fastify: { forceCloseConnections: true, ...options.fastify },
     setup: (app) => {
       app.realtimeRoute({
         url: '/rt',
@@ -101,6 +104,7 @@ test('a route without fallback answers a stream request 426, and POST 404', asyn
   const h = await startApp({
     jwt: false,
     realtime: { auth: false },
+    fastify: { forceCloseConnections: true },
     setup: (app) => { app.realtimeRoute({ url: '/rt', messages: { echo: { schema: Type.Unknown(), handler: (d) => d } } }) }
   })
   t.after(async () => { await h.close() })

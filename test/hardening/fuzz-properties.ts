@@ -5,6 +5,7 @@ import fc from 'fast-check'
 import { decodeEnvelope, isDecodeFailure } from '../../lib/protocol/envelope.js'
 import { ErrorCode } from '../../lib/index.js'
 import type { TestClient } from '../helpers/client.js'
+import type { StreamClient } from '../helpers/stream.js'
 import { MAX_PAYLOAD } from './harness.js'
 
 export const REGRESSIONS = new URL('./fuzz-regressions.json', import.meta.url)
@@ -98,6 +99,69 @@ export function dispatcherProperty (client: TestClient): fc.IAsyncPropertyWithHo
     if (answer !== undefined && 'id' in answer) assert.equal(answer.id, sentId)
     assert.equal(client.ws.readyState, client.ws.OPEN)
     assert.equal(({} as Record<string, unknown>).polluted, undefined)
+  })
+}
+
+/**
+ * The fallback's batches: 1 to 5 arbitrary frames and a sentinel echo in one POST. The batch is taken (200, its
+ * seq acknowledged); the stream carries, before the sentinel's reply, at most one answer per frame, each a known
+ * error or a reply/pong with the frame's id, as over a WebSocket.
+ */
+export function batchProperty (stream: StreamClient, headers: Record<string, string>): fc.IAsyncPropertyWithHooks<[string[]]> {
+  let sentinel = 0
+  return fc.asyncProperty(fc.array(frames(), { minLength: 1, maxLength: 5 }), async (texts) => {
+    const id = `sentinel-${++sentinel}`
+    const answer = await stream.send([...texts, JSON.stringify({ type: 'echo', data: id, id })], { headers })
+    assert.equal(answer.status, 200, JSON.stringify(answer.body))
+    const answers = []
+    for (;;) {
+      const message = await stream.nextMessage(5000)
+      if (message.type === 'reply' && message.id === id) break
+      answers.push(message)
+    }
+    assert.ok(answers.length <= texts.length, `one answer a frame at most, got ${JSON.stringify(answers)}`)
+    for (const answer of answers) {
+      if (answer.type === 'error') assert.ok(KNOWN_CODES.has(answer.error.code), answer.error.code)
+      else assert.ok(['reply', 'pong'].includes(answer.type), JSON.stringify(answer))
+    }
+    assert.equal(({} as Record<string, unknown>).polluted, undefined)
+  })
+}
+
+/** Refusal codes a POST may get for a body that is not a batch of this session. */
+const BODY_CODES = new Set(['BAD_BATCH', 'BATCH_TOO_LARGE', 'UNKNOWN_SESSION', 'SEQ_GAP', 'FST_ERR_CTP_INVALID_JSON_BODY', 'FST_ERR_CTP_EMPTY_JSON_BODY'])
+
+/**
+ * Arbitrary POST bodies, and batches shaped almost right (this session or another, any seq, frames of any kind):
+ * each gets a 4xx with a known code, or, for a well-formed batch of the next seq, 200; nothing else ever reaches a
+ * handler: the stream stays silent but for those batches' answers.
+ */
+export function bodyProperty (stream: StreamClient, headers: Record<string, string>): fc.IAsyncPropertyWithHooks<[unknown]> {
+  const session = fc.oneof(fc.constant(stream.session), fc.string({ maxLength: 260 }), fc.constant(stream.session.slice(0, -1) + 'A'), fc.integer())
+  const seq = fc.oneof(fc.integer({ min: -2, max: 3 }), fc.double(), fc.string({ maxLength: 3 }), fc.constant(null))
+  const frame = fc.oneof(fc.string({ maxLength: 40 }), fc.record({ binary: fc.string({ maxLength: 20 }) }), fc.jsonValue({ maxDepth: 2 }))
+  const body = fc.oneof(
+    fc.jsonValue({ maxDepth: 3 }),
+    fc.string({ maxLength: 80 }),
+    fc.record({ session, seq, frames: fc.oneof(fc.array(frame, { maxLength: 70 }), fc.jsonValue({ maxDepth: 1 })) }, { requiredKeys: [] })
+  )
+  return fc.asyncProperty(body, async (value) => {
+    const before = stream.received.length
+    const answer = await stream.send([], { body: typeof value === 'string' ? value : JSON.stringify(value) ?? 'null', headers })
+    if (answer.status === 200) {
+      // Only a well-formed batch of the next seq (or one already taken) of this session is taken.
+      const batch = value as { session: string, seq: number, frames: unknown[] }
+      assert.equal(batch.session, stream.session)
+      assert.equal(answer.body.ack, batch.seq)
+      stream.seq = Math.max(stream.seq, batch.seq)
+      // Its frames' answers come down the stream: let them arrive before the next body is judged.
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      return
+    }
+    assert.ok(answer.status >= 400 && answer.status < 500, `${answer.status} ${JSON.stringify(answer.body)}`)
+    assert.ok(BODY_CODES.has(answer.body.code), JSON.stringify(answer.body))
+    await new Promise((resolve) => setImmediate(resolve))
+    assert.equal(stream.received.length, before, 'a refused body reached no handler')
   })
 }
 

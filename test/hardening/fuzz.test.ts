@@ -3,7 +3,9 @@ import { after, test } from 'node:test'
 import fc from 'fast-check'
 import { connect, type TestClient } from '../helpers/client.js'
 import { startHarness, type Harness } from './harness.js'
-import { decoderProperty, dispatcherProperty, readRegressions, runKept } from './fuzz-properties.js'
+import { batchProperty, bodyProperty, decoderProperty, dispatcherProperty, readRegressions, runKept } from './fuzz-properties.js'
+import { StreamClient } from '../helpers/stream.js'
+import { waitFor } from '../helpers/client.js'
 import assert from 'node:assert/strict'
 import { redisBroker } from '../../lib/redis.js'
 import { call, client as historyClient, historyApp } from '../helpers/history.js'
@@ -17,7 +19,7 @@ let harness: Harness | undefined
  */
 async function server (): Promise<Harness> {
   // No rate limit in the way: the fuzzer sends as fast as the loopback allows.
-  harness ??= await startHarness({ limits: { rate: 1e9, burst: 1e9 } })
+  harness ??= await startHarness({ limits: { rate: 1e9, burst: 1e9 }, fallback: true })
   return harness
 }
 after(async () => { await harness?.close() })
@@ -43,15 +45,49 @@ test('dispatcher: 10,000 arbitrary frames through a real connection', { timeout:
   await (await server()).check(baseline)
 })
 
+test('fallback: 1,000 batches of arbitrary frames through a stream answer as the WebSocket would', { timeout: 120000 }, async () => {
+  const h = await server()
+  const auth = { authorization: `Bearer ${h.token('fuzz-stream')}` }
+  const stream = await StreamClient.open(`${h.h.httpBase}/rt`, { headers: auth })
+  try {
+    await runKept('fallback-batches', batchProperty(stream, auth), 1000)
+  } finally {
+    stream.abort()
+  }
+  await waitFor(() => h.h.app.realtime.stats().connections === 1, 5000, 'the stream gone')
+})
+
+test('fallback: 2,000 arbitrary POST bodies are refused with a status and a code, and reach no handler', { timeout: 120000 }, async () => {
+  const h = await server()
+  const auth = { authorization: `Bearer ${h.token('fuzz-bodies')}` }
+  const stream = await StreamClient.open(`${h.h.httpBase}/rt`, { headers: auth })
+  try {
+    await runKept('fallback-bodies', bodyProperty(stream, auth), 2000)
+  } finally {
+    stream.abort()
+  }
+  await waitFor(() => h.h.app.realtime.stats().connections === 1, 5000, 'the stream gone')
+})
+
 test('every kept regression replays clean', { timeout: 60000 }, async () => {
   const client = await fuzzClient()
+  const h = await server()
+  const auth = { authorization: `Bearer ${h.token('fuzz-replay')}` }
+  let stream: StreamClient | undefined
   try {
     for (const r of await readRegressions()) {
-      const property = r.property === 'decoder' ? decoderProperty : dispatcherProperty(client)
+      let property
+      if (r.property.startsWith('fallback-')) {
+        stream ??= await StreamClient.open(`${h.h.httpBase}/rt`, { headers: auth })
+        property = r.property === 'fallback-batches' ? batchProperty(stream, auth) : bodyProperty(stream, auth)
+      } else {
+        property = r.property === 'decoder' ? decoderProperty : dispatcherProperty(client)
+      }
       await fc.assert(property as fc.IRawProperty<unknown, boolean>, { seed: r.seed, path: r.path, endOnFailure: true })
     }
   } finally {
     client.destroy()
+    stream?.abort()
   }
 })
 
