@@ -112,3 +112,65 @@ test('a route without fallback answers a stream request 426, and POST 404', asyn
   const post = await fetch(`${h.httpBase}/rt`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
   assert.equal(post.status, 404)
 })
+
+test('binary frames both ways (base64 on the wire), onOpen and onClose once each, conn.transport', async (t) => {
+  const events: string[] = []
+  const h = await startApp({
+    jwt: false,
+    realtime: { auth: false },
+    fastify: { forceCloseConnections: true },
+    setup: (app) => {
+      app.realtimeRoute({
+        url: '/rt',
+        fallback: true,
+        messages: { echo: { schema: Type.Unknown(), handler: (d) => d } },
+        binary: (data, conn) => { conn.sendBinary(Buffer.concat([Buffer.from([0xff]), data])) },
+        onOpen: (conn) => { events.push(`open ${conn.transport}`) },
+        onClose: (conn, code) => { events.push(`close ${conn.transport} ${code}`) }
+      })
+    }
+  })
+  t.after(async () => { await h.close() })
+  const stream = await StreamClient.open(`${h.httpBase}/rt`)
+  assert.deepEqual(await stream.send([{ binary: Buffer.from([0, 1, 2, 0xfe]).toString('base64') }]), { status: 200, body: { ack: 1 } })
+  assert.deepEqual(await stream.nextMessage(), { binary: Buffer.from([0xff, 0, 1, 2, 0xfe]) })
+  stream.abort()
+  await waitFor(() => events.length === 2)
+  assert.deepEqual(events, ['open stream', 'close stream 1006'])
+})
+
+test('heartbeat: a comment line at each sweep; session expiry ends the stream with 4401', { timeout: 10_000 }, async (t) => {
+  const h = await chatApp(t, { realtime: { heartbeat: { interval: 200 } } })
+  const stream = await StreamClient.open(`${h.httpBase}/rt`, { headers: { authorization: `Bearer ${h.sign({ sub: 'ann', exp: Math.floor(Date.now() / 1000) + 2 })}` } })
+  t.after(() => { stream.abort() })
+  assert.equal(stream.heartbeat, 200)
+  const comments = stream.parser.comments
+  await new Promise((resolve) => setTimeout(resolve, 700))
+  assert.ok(stream.parser.comments - comments >= 2, `comments: ${stream.parser.comments - comments}`)
+  assert.deepEqual(await stream.closed, { code: 4401, reason: 'session expired' })
+  await waitFor(() => h.app.realtime.stats().connections === 0)
+})
+
+test('limits count a stream as a connection: maxConnectionsPerUser across both transports', async (t) => {
+  const h = await chatApp(t, { realtime: { limits: { maxConnectionsPerUser: 1 } } })
+  const auth = { authorization: `Bearer ${h.sign({ sub: 'ann' })}` }
+  const stream = await StreamClient.open(`${h.httpBase}/rt`, { headers: auth })
+  t.after(() => { stream.abort() })
+  await assert.rejects(StreamClient.open(`${h.httpBase}/rt`, { headers: auth }), (err: StreamRefused) => err.status === 429 && err.body.code === 'TOO_MANY_CONNECTIONS')
+  await assert.rejects(connect(`${h.wsBase}/rt`, { headers: auth }))
+  // Batches are no connections: they pass the per-user limit.
+  assert.deepEqual(await stream.request('echo', 1, { headers: auth }), { type: 'reply', id: 1, data: 1 })
+  assert.equal(h.app.realtime.byUser('ann').length, 1)
+})
+
+test('auth.refresh over the stream renews the session as on a socket', async (t) => {
+  const h = await chatApp(t)
+  const auth = { authorization: `Bearer ${h.sign({ sub: 'ann', exp: Math.floor(Date.now() / 1000) + 60 })}` }
+  const stream = await StreamClient.open(`${h.httpBase}/rt`, { headers: auth })
+  t.after(() => { stream.abort() })
+  const exp = Math.floor(Date.now() / 1000) + 3600
+  const answer = await stream.request('auth.refresh', { token: h.sign({ sub: 'ann', exp }) }, { headers: auth })
+  assert.deepEqual(answer, { type: 'reply', id: 1, data: { exp } })
+  const conn = [...h.app.realtime.connections.values()][0]
+  assert.equal(conn?.expiresAt, exp * 1000)
+})
