@@ -174,3 +174,36 @@ test('auth.refresh over the stream renews the session as on a socket', async (t)
   const conn = [...h.app.realtime.connections.values()][0]
   assert.equal(conn?.expiresAt, exp * 1000)
 })
+
+test('a client gone while its stream was being admitted (a slow authenticate): the connection opens and closes, none is left', async (t) => {
+  const events: string[] = []
+  const h = await startApp({
+    jwt: false,
+    realtime: { auth: { authenticate: async () => { await new Promise((resolve) => setTimeout(resolve, 50)); return { sub: 'slow' } } } },
+    fastify: { forceCloseConnections: true },
+    setup: (app) => {
+      app.realtimeRoute({
+        url: '/rt',
+        fallback: true,
+        messages: { echo: { schema: Type.Unknown(), handler: (d) => d } },
+        onOpen: () => { events.push('open') },
+        onClose: (_conn, code) => { events.push(`close ${code}`) }
+      })
+    }
+  })
+  t.after(async () => { await h.close() })
+  const http = await import('node:http')
+  await Promise.all(Array.from({ length: 5 }, async () => await new Promise<void>((resolve) => {
+    const request = http.request({ host: '127.0.0.1', port: h.port, path: '/rt', agent: false, headers: { accept: 'text/event-stream' } })
+    request.on('error', () => { resolve() })
+    setTimeout(() => { request.destroy(); resolve() }, 10)
+    request.end()
+  })))
+  await new Promise((resolve) => setTimeout(resolve, 150))
+  await waitFor(() => h.app.realtime.stats().connections === 0, 3000, 'no connection left')
+  assert.equal(events.filter((e) => e === 'open').length, events.filter((e) => e.startsWith('close')).length)
+  // The slots their handshakes reserved were given back.
+  const registry = h.app.realtime as unknown as { reserved: number, reservedFor: (user: string) => number }
+  assert.equal(registry.reserved, 0)
+  assert.equal(registry.reservedFor('slow'), 0)
+})

@@ -65,6 +65,9 @@ export class StreamSocket extends EventEmitter {
     res.on('close', () => { this.ended() })
     // A reset peer: 'close' follows and reports 1006.
     res.on('error', () => {})
+    // A client gone before its stream opened: the response's 'close' was before this listener. The connection still
+    // opens (synchronously, after this) and closes on the next tick, so onOpen and onClose stay a pair.
+    if (res.destroyed || res.socket === null || res.socket.destroyed) process.nextTick(() => { this.ended() })
   }
 
   /** Bytes written and not yet taken by the kernel: the reader's backlog, as ws's `bufferedAmount` is. */

@@ -145,6 +145,18 @@ const cases: Array<[string, () => Promise<unknown>]> = [
     await new Promise((resolve) => setTimeout(resolve, 100))
     assert.deepEqual(envelopes(stream), [{ type: 'reply', id: 1, data: 1 }])
   })],
+  ['100 stream requests cut off as they are answered: every connection they opened is gone', async () => {
+    const http = await import('node:http')
+    await Promise.all(Array.from({ length: 100 }, async (_, i) => await new Promise<void>((resolve) => {
+      const request = http.request({ host: '127.0.0.1', port: harness.h.port, path: '/rt', agent: false, headers: { accept: 'text/event-stream', ...bearer(`cut-${i % 10}`) } })
+      request.on('error', () => { resolve() })
+      request.on('close', () => { resolve() })
+      // Cut at once, or once the head came, or after a first byte of the body.
+      if (i % 3 === 0) setImmediate(() => { request.destroy() })
+      else request.on('response', (response) => { if (i % 3 === 1) request.destroy(); else response.once('data', () => { request.destroy() }) })
+      request.end()
+    })))
+  }],
   ['a stream that is not read: closed as a slow consumer (4408), gone from the registry', async () => {
     const stream = await open(bearer('slow'))
     stream.pause()
