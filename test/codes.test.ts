@@ -2,7 +2,7 @@ import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { readFile } from 'node:fs/promises'
 import { docsPage } from './helpers/readme.js'
-import { CloseCode, CloseReason, ErrorCode, HandshakeCode } from '../lib/index.js'
+import { BatchCode, CloseCode, CloseReason, ErrorCode, HandshakeCode } from '../lib/index.js'
 
 // The tables live in docs/14-reference.md.
 const reference = await docsPage('reference')
@@ -41,6 +41,13 @@ test('the reference\'s handshake refusals are exactly the exported ones, with th
   const statuses = tableColumn('### Handshake refusals', 0).map(Number)
   assert.deepEqual([...codes].sort(), Object.keys(HandshakeCode).sort())
   codes.forEach((code, i) => { assert.equal(HandshakeCode[code as keyof typeof HandshakeCode].statusCode, statuses[i], code) })
+})
+
+test('the reference lists every batch refusal with its status', async () => {
+  const codes = tableColumn('### Batch refusals', 1)
+  const statuses = tableColumn('### Batch refusals', 0).map(Number)
+  assert.deepEqual([...codes].sort(), Object.keys(BatchCode).sort())
+  codes.forEach((code, i) => { assert.equal(BatchCode[code as keyof typeof BatchCode].statusCode, statuses[i], code) })
 })
 
 test('the reference documents every option', async () => {

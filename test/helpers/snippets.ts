@@ -11,7 +11,7 @@ import { readFile, readdir } from 'node:fs/promises'
 
 export const PRELUDES = new URL('../fixtures/docs-preludes/', import.meta.url)
 /** Fence languages a page may use; only `ts` is compiled. A block without a language cannot hide from the compiler. */
-export const LANGUAGES = new Set(['ts', 'sh', 'json', 'mermaid', 'text'])
+export const LANGUAGES = new Set(['ts', 'sh', 'json', 'mermaid', 'text', 'nginx'])
 
 export interface Marker { file?: string, prelude?: string, run: boolean, skip?: string }
 export interface Block { page: string, line: number, lang: string, code: string, marker?: Marker }
