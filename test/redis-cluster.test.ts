@@ -13,6 +13,7 @@ import { redisTest, uniquePrefix } from './helpers/redis.js'
 import { startRedisCluster, type TestRedisCluster } from './helpers/redis-cluster.js'
 import { call, client as historyClient, historyApp } from './helpers/history.js'
 import { checkRoomNames } from './helpers/room-names.js'
+import { StreamClient } from './helpers/stream.js'
 
 let cluster: TestRedisCluster
 let admin: Cluster
@@ -291,5 +292,30 @@ redisTest('an instance just started on the cluster: members who join at once cou
     // second; two allowed for busy cores).
     for (const room of rooms) await eventually(async () => await observer.app.realtime.roomSize(room) === 1, `roomSize(${room}) in round ${round}`, 2000)
     await eventually(async () => await observer.app.realtime.online(`user-${round}`), `online(user-${round})`, 2000)
+  }
+})
+
+redisTest('the fallback on the cluster: a batch POSTed to another instance reaches the session\'s owner over its shard channel (sharded and classic pub/sub)', { timeout: 30000 }, async (t) => {
+  for (const sharded of [true, false]) {
+    const prefix = uniquePrefix()
+    const apps: TestApp[] = []
+    for (let i = 0; i < 2; i++) {
+      apps.push(await startApp({
+        jwt: false,
+        fastify: { forceCloseConnections: true },
+        realtime: { auth: { authenticate: (request) => ({ sub: String(request.headers['x-user']) }) }, broker: redisBroker(onCluster(prefix, { sharded })), fallback: true },
+        setup: (app) => { app.realtimeRoute({ url: '/rt', messages: { echo: { schema: Type.Unknown(), handler: (data, conn) => ({ data, user: conn.userId }) } } }) }
+      }))
+    }
+    const [a, b] = apps as [TestApp, TestApp]
+    const stream = await StreamClient.open(`${a.httpBase}/rt`, { headers: { 'x-user': 'ann' }, postBase: b.httpBase })
+    try {
+      assert.deepEqual(await stream.request('echo', sharded, { headers: { 'x-user': 'ann' } }), { type: 'reply', id: 1, data: { data: sharded, user: 'ann' } })
+      const other = await stream.send([JSON.stringify({ type: 'echo', data: 0 })], { headers: { 'x-user': 'eve' } })
+      assert.equal(other.status, 403)
+    } finally {
+      stream.abort()
+      await Promise.all(apps.map(async (h) => { await h.close() }))
+    }
   }
 })
