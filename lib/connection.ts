@@ -93,7 +93,11 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   readonly userId: string | undefined
   /** The upgrade request. */
   readonly request: FastifyRequest
-  /** The ws WebSocket. Write through `send`/`sendBinary`, which know the backlog. */
+  /**
+   * The ws WebSocket. Write through `send`/`sendBinary`, which know the backlog. On the HTTP-streaming fallback
+   * (`transport === 'stream'`) it is the stream's own object, with WebSocket's `readyState`, `bufferedAmount`, `send`,
+   * `ping`, `close` and `terminate` and its `close` event, and nothing else of ws.
+   */
   readonly socket: WebSocket
 
   /** Session expiry in ms since the epoch (undefined: none, or `closeOnExpiry: false`). */

@@ -1,8 +1,12 @@
 import type { BrokerNode } from './types.js'
 
-/** The first byte of a request to one instance on its own channel, and of its answer (other messages use 1-4). */
-export const REQUEST = 5
-export const ANSWER = 6
+/**
+ * The first byte of a request to one instance on its own channel, and of its answer. The other messages' first
+ * bytes: 1 and 5 a fan-out (lib/broker/redis-codec.ts, short and long header), 2 and 4 a history room's frame, 3 a
+ * presence diff.
+ */
+export const REQUEST = 6
+export const ANSWER = 7
 
 interface Waiting {
   resolve: (answer: string) => void

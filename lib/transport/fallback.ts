@@ -53,7 +53,9 @@ export class StreamSessions {
     reply.hijack()
     res.writeHead(200, headers)
     // Each event leaves at once: a proxy or the kernel holding small writes back delays every frame.
-    request.raw.socket?.setNoDelay?.(true)
+    try {
+      request.raw.socket?.setNoDelay?.(true)
+    } catch {} // (HTTP/2's compatibility socket refuses socket manipulation; its frames are not held back anyway.)
     const socket = new StreamSocket(session, res)
     socket.open(route.path, this.ctx.options.heartbeatInterval)
     const conn = openConnection(this.ctx, route, socket, request)
