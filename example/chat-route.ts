@@ -33,6 +33,8 @@ export function registerChat (app: FastifyInstance, recent = new RecentMessages(
   return app.realtimeRoute({
     url: '/chat',
     protocols: ['realtime.v1'],
+    // Users behind a proxy that blocks WebSockets get the HTTP-streaming fallback (docs/15-fallback.md).
+    fallback: true,
     messages: {
       'room.join': {
         schema: Type.Object({ room: Room }),

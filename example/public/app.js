@@ -135,7 +135,9 @@ function start (session) {
   state.client = client
   client.on('open', () => {
     clearInterval(state.countdown)
-    setStatus('connected', 'connected')
+    // Where WebSockets are blocked the client falls back to an HTTP stream, and goes back once one opens.
+    setStatus('connected', client.transport === 'stream' ? 'connected (HTTP stream)' : 'connected')
+    $('status').dataset.transport = client.transport
   })
   client.on('reconnecting', ({ attempt, delay }) => {
     clearInterval(state.countdown)
