@@ -110,7 +110,8 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   meter: RouteMeter | undefined
 
   // Made on first use: most connections of a large instance never log, keep state or join a second room.
-  private roomSet: Set<string> | undefined
+  /** The rooms joined: a connection in one room keeps its name alone, a Set from the second (or once `rooms` is read). */
+  private roomSet: Set<string> | string | undefined
   private logger: FastifyBaseLogger | undefined
   private stateObject: Record<string, unknown> | undefined
   private drainer: (() => void) | undefined
@@ -156,7 +157,15 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** The rooms this connection is in (in `onClose`: the rooms it was in). */
   get rooms (): ReadonlySet<string> {
-    return this.roomSet ?? NO_ROOMS
+    const rooms = this.roomSet
+    if (typeof rooms === 'string') return (this.roomSet = new Set([rooms]))
+    return rooms ?? NO_ROOMS
+  }
+
+  /** @internal Whether the connection is in `room` (`rooms.has(room)` without making the Set). */
+  inRoom (room: string): boolean {
+    const rooms = this.roomSet
+    return rooms === room || (typeof rooms === 'object' && rooms.has(room))
   }
 
   get isOpen (): boolean {
@@ -174,18 +183,35 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
    */
   join (room: string, options?: JoinOptions): Promise<JoinResult | undefined> {
     if (!this.isOpen) return NO_POSITION
-    this.roomSet ??= new Set()
-    if (this.roomSet.has(room)) return NO_POSITION
+    const joined = this.roomSet
+    if (this.inRoom(room)) return NO_POSITION
+    if (joined === undefined) {
+      try {
+        this.checkJoin(room, 0, options)
+      } catch (err) {
+        // As once a room was asked for: `rooms` is the connection's own (live) Set from now on.
+        this.roomSet = new Set()
+        throw err
+      }
+      this.roomSet = room
+    } else {
+      const set = typeof joined === 'string' ? (this.roomSet = new Set([joined])) : joined
+      this.checkJoin(room, set.size, options)
+      set.add(room)
+    }
+    return this.index.join(this, room, options) ?? NO_POSITION
+  }
+
+  /** Throws, before anything is joined, when `room` cannot be joined by a connection in `size` rooms. */
+  private checkJoin (room: string, size: number, options: JoinOptions | undefined): void {
     // Every room a client can name creates state (a subscription, a history meta, a presence hash): bounded here.
     if (typeof room !== 'string' || room.length === 0 || room.length > this.limits.maxRoomNameLength) {
       throw new RealtimeError(ErrorCode.INVALID_ROOM, `a room name is 1-${this.limits.maxRoomNameLength} characters`)
     }
-    if (this.roomSet.size >= this.limits.maxRoomsPerConnection) {
+    if (size >= this.limits.maxRoomsPerConnection) {
       throw new RealtimeError(ErrorCode.TOO_MANY_ROOMS, `a connection is in at most ${this.limits.maxRoomsPerConnection} rooms; leave one first`)
     }
     this.index.checkJoin(this, room, options)
-    this.roomSet.add(room)
-    return this.index.join(this, room, options) ?? NO_POSITION
   }
 
   /** A presence room this connection is a member of: `update(data)` replaces the member's data. */
@@ -195,7 +221,9 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** Leaves a room (idempotent). An empty room disappears. */
   leave (room: string): void {
-    if (this.roomSet?.delete(room) !== true) return
+    const joined = this.roomSet
+    if (joined === room) this.roomSet = new Set()
+    else if (typeof joined !== 'object' || !joined.delete(room)) return
     this.index.leave(this, room)
   }
 
@@ -325,7 +353,9 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     this.queue = undefined
     if (this.killTimer !== undefined) clearTimeout(this.killTimer)
     this.killTimer = undefined
-    for (const room of this.rooms) this.index.leave(this, room)
+    const joined = this.roomSet
+    if (typeof joined === 'string') this.index.leave(this, joined)
+    else if (joined !== undefined) for (const room of joined) this.index.leave(this, room)
   }
 
   private run (task: () => unknown): void {
