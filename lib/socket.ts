@@ -22,6 +22,12 @@ interface SocketState {
 
 type RealtimeSocket = WebSocket & { [kState]: SocketState }
 
+/** The ServerResponse @fastify/websocket assigns to an upgrade's socket. */
+interface UpgradeResponse {
+  listenerCount: (event: 'close') => number
+  detachSocket: (socket: unknown) => void
+}
+
 function socketOnMessage (this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
   const { ctx, route, conn } = (this as RealtimeSocket)[kState]
   try {
@@ -113,8 +119,13 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   // the listener that would have given the slots back.
   ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = undefined
   // (injectWS's request has a socket of its own making, without events.)
-  const raw = request.raw.socket as { removeListener?: (event: 'close', listener: () => void) => void } | undefined
+  const raw = request.raw.socket as { removeListener?: (event: 'close', listener: () => void) => void, _httpMessage?: UpgradeResponse | null } | undefined
   if (typeof raw?.removeListener === 'function') raw.removeListener('close', admission.release)
+  // @fastify/websocket routes the upgrade with a ServerResponse of its own, assigned to the TCP socket, which never
+  // writes a byte: the socket kept it (with the Reply, its headers and Fastify's finish listener, some 700 bytes)
+  // for the connection's life only to emit its 'close' at the end. Nobody listening to that, it is let go.
+  const response = raw?._httpMessage
+  if (response != null && response.listenerCount('close') === 0) response.detachSocket(raw)
   const conn = new Connection(socket, request, session.user, session.userId, ctx.limits, ctx.registry.counters, ctx.registry)
   conn.expiresAt = session.expiresAt
   const meter = route.meter
