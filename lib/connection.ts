@@ -74,6 +74,21 @@ function uncork (conn: Connection<any, any>, raw: { uncork: () => void }): void 
 }
 const TEXT = { binary: false } as const
 const BINARY = { binary: true } as const
+/** A connection's message and byte buckets (`limits.rate`, `limits.byteRate`), refilled together. */
+class RateBucket {
+  constructor (
+    public tokens: number,
+    public byteTokens: number,
+    /** Monotonic (performance.now()): a wall clock stepped back must not starve the bucket. */
+    public refilledAt: number
+  ) {}
+}
+
+/** The control lane's bucket (see `Connection.takeControlToken`). */
+class ControlBucket {
+  constructor (public tokens: number, public at: number) {}
+}
+
 /** After the 4408 close frame, how long a slow consumer gets to complete the close before it is terminated. */
 const SLOW_CONSUMER_GRACE_MS = 1000
 
@@ -118,13 +133,10 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   private readonly index: RoomIndex
   private readonly limits: ResolvedLimits
   private readonly counters: Counters
-  private tokens: number
-  /** The byte bucket (`limits.byteRate`), refilled with the message bucket. */
-  private byteTokens: number
-  /** Monotonic (performance.now()): a wall clock stepped back must not starve the bucket. */
-  private refilledAt = performance.now()
-  private controlTokens = CONTROL_BURST
-  private controlAt = performance.now()
+  // The rate buckets are made full at the first frame that pays: a bucket made full at the open and refilled at
+  // that frame is full too, so an idle connection keeps none (and none of their heap numbers).
+  private bucket: RateBucket | undefined
+  private controlBucket: ControlBucket | undefined
   private busy = false
   private queue: Array<() => unknown> | undefined
   private killTimer: NodeJS.Timeout | undefined
@@ -139,8 +151,6 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     this.limits = limits
     this.counters = counters
     this.index = index
-    this.tokens = limits.burst
-    this.byteTokens = limits.byteBurst
   }
 
   /** A child logger bound to the connection id, the user id and the remote address. */
@@ -296,23 +306,31 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
    */
   takeToken (bytes = 0): boolean {
     const now = performance.now()
-    const elapsed = now - this.refilledAt
     const limits = this.limits
-    if (elapsed > 0) {
-      this.tokens = Math.min(limits.burst, this.tokens + elapsed * limits.rate / 1000)
-      this.byteTokens = Math.min(limits.byteBurst, this.byteTokens + elapsed * limits.byteRate / 1000)
-      this.refilledAt = now
+    let bucket = this.bucket
+    if (bucket === undefined) {
+      bucket = this.bucket = new RateBucket(limits.burst, limits.byteBurst, now)
+    } else {
+      const elapsed = now - bucket.refilledAt
+      if (elapsed > 0) {
+        bucket.tokens = Math.min(limits.burst, bucket.tokens + elapsed * limits.rate / 1000)
+        bucket.byteTokens = Math.min(limits.byteBurst, bucket.byteTokens + elapsed * limits.byteRate / 1000)
+        bucket.refilledAt = now
+      }
     }
-    if (this.tokens < 1 || this.byteTokens < bytes) return false
-    this.tokens -= 1
-    this.byteTokens -= bytes
+    if (bucket.tokens < 1 || bucket.byteTokens < bytes) return false
+    bucket.tokens -= 1
+    bucket.byteTokens -= bytes
     return true
   }
 
   /** Gives back a message token and `bytes` byte tokens taken by a frame that turned out to be paid otherwise. */
   returnToken (bytes: number): void {
-    this.tokens = Math.min(this.limits.burst, this.tokens + 1)
-    this.byteTokens = Math.min(this.limits.byteBurst, this.byteTokens + bytes)
+    const bucket = this.bucket
+    // No bucket yet: it is full.
+    if (bucket === undefined) return
+    bucket.tokens = Math.min(this.limits.burst, bucket.tokens + 1)
+    bucket.byteTokens = Math.min(this.limits.byteBurst, bucket.byteTokens + bytes)
   }
 
   /**
@@ -322,10 +340,15 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
    */
   takeControlToken (): boolean {
     const now = performance.now()
-    this.controlTokens = Math.min(CONTROL_BURST, this.controlTokens + (now - this.controlAt) * CONTROL_RATE / 1000)
-    this.controlAt = now
-    if (this.controlTokens < 1) return false
-    this.controlTokens -= 1
+    let bucket = this.controlBucket
+    if (bucket === undefined) {
+      bucket = this.controlBucket = new ControlBucket(CONTROL_BURST, now)
+    } else {
+      bucket.tokens = Math.min(CONTROL_BURST, bucket.tokens + (now - bucket.at) * CONTROL_RATE / 1000)
+      bucket.at = now
+    }
+    if (bucket.tokens < 1) return false
+    bucket.tokens -= 1
     return true
   }
 
