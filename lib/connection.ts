@@ -8,11 +8,11 @@ import { encodeEvent, envelopeType } from './protocol/envelope.js'
 import { textFrameOf } from './protocol/frame.js'
 import type { EventSchemas } from './definition.js'
 import type { ResolvedLimits } from './options.js'
-import type { Counters } from './stats.js'
 import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
 import type { RouteMeter } from './meter.js'
 import type { ConnectionPresence, PresenceJoinOptions, PresenceOutcome } from './presence/rooms.js'
+import type { CompiledRoute, RealtimeContext } from './route.js'
 
 /** The control lane's budget: messages a second, and at once (see `takeControlToken`). */
 const CONTROL_RATE = 2
@@ -121,8 +121,14 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   violations = 0
   /** The close code the server chose, kept when it had to terminate the socket before the handshake ended. */
   closeIntent: number | undefined
-  /** @internal The route's metrics counters, when the app asked for metrics. */
-  meter: RouteMeter | undefined
+  /** @internal The instance's context and the route, for the socket's shared listeners (lib/socket.ts). */
+  readonly ctx: RealtimeContext
+  /** @internal */
+  readonly route: CompiledRoute
+  /** @internal onOpen has run (or started): onClose is owed. */
+  opened = false
+  /** @internal An async onOpen still running (bounded by `limits.handlerTimeout`): onClose waits for it. */
+  opening: Promise<void> | undefined
 
   // Made on first use: most connections of a large instance never log, keep state or join a second room.
   /** The rooms joined: a connection in one room keeps its name alone, a Set from the second (or once `rooms` is read). */
@@ -130,9 +136,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   private logger: FastifyBaseLogger | undefined
   private stateObject: Record<string, unknown> | undefined
   private drainer: (() => void) | undefined
-  private readonly index: RoomIndex
   private readonly limits: ResolvedLimits
-  private readonly counters: Counters
   // The rate buckets are made full at the first frame that pays: a bucket made full at the open and refilled at
   // that frame is full too, so an idle connection keeps none (and none of their heap numbers).
   private bucket: RateBucket | undefined
@@ -143,14 +147,24 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   private corked = false
 
   constructor (socket: WebSocket, request: FastifyRequest, user: unknown, userId: string | undefined,
-    limits: ResolvedLimits, counters: Counters, index: RoomIndex) {
+    ctx: RealtimeContext, route: CompiledRoute) {
     this.socket = socket
     this.request = request
     this.user = user as U
     this.userId = userId
-    this.limits = limits
-    this.counters = counters
-    this.index = index
+    this.ctx = ctx
+    this.route = route
+    this.limits = ctx.limits
+  }
+
+  /** @internal The route's metrics counters, when the app asked for metrics. */
+  get meter (): RouteMeter | undefined {
+    return this.route.meter
+  }
+
+  /** The room indexes (the registry). */
+  private get index (): RoomIndex {
+    return this.ctx.registry
   }
 
   /** A child logger bound to the connection id, the user id and the remote address. */
@@ -420,7 +434,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
       backlog = socket.bufferedAmount
     }
     if (backlog > 0 && backlog + size > this.limits.maxBufferedBytes) {
-      this.counters.dropped++
+      this.ctx.registry.counters.dropped++
       if (this.limits.onSlowConsumer === 'close') this.closeSlowConsumer()
       return false
     }
@@ -454,8 +468,9 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
       this.corkUntilNextTick()
       this.socket.send(frame, options)
     }
-    this.counters.messagesOut++
-    this.counters.bytesOut += size
+    const counters = this.ctx.registry.counters
+    counters.messagesOut++
+    counters.bytesOut += size
     // Without metrics there is no meter: this one check is all they cost.
     const meter = this.meter
     if (meter !== undefined) {

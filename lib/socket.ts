@@ -7,20 +7,13 @@ import { kAdmission } from './symbols.js'
 import type { Admission, CompiledRoute, RealtimeContext } from './route.js'
 import { bump } from './stats.js'
 
-const kState = Symbol('fastify-realtime.socketState')
+const kConn = Symbol('fastify-realtime.connection')
 
-/** What the shared socket listeners need, kept on the socket so that no listener is a per-connection closure. */
-interface SocketState {
-  ctx: RealtimeContext
-  route: CompiledRoute
-  conn: Connection<any, any>
-  /** onOpen has run (or started): onClose is owed. */
-  opened: boolean
-  /** An async onOpen still running (bounded by `limits.handlerTimeout`): onClose waits for it. */
-  opening: Promise<void> | undefined
-}
-
-type RealtimeSocket = WebSocket & { [kState]: SocketState }
+/**
+ * The socket keeps its connection, which holds what the shared socket listeners need (the context, the route,
+ * whether onOpen ran), so that no listener is a per-connection closure.
+ */
+type RealtimeSocket = WebSocket & { [kConn]: Connection<any, any> }
 
 /** The ServerResponse @fastify/websocket assigns to an upgrade's socket. */
 interface UpgradeResponse {
@@ -29,10 +22,10 @@ interface UpgradeResponse {
 }
 
 function socketOnMessage (this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-  const { ctx, route, conn } = (this as RealtimeSocket)[kState]
+  const conn = (this as RealtimeSocket)[kConn]
   try {
     // ws hands fragmented messages over as one Buffer unless binaryType says otherwise; ours is the default.
-    handleFrame(ctx, route, conn, data as Buffer, isBinary)
+    handleFrame(conn.ctx, conn.route, conn, data as Buffer, isBinary)
   } catch (err) {
     // A throw inside a ws listener would end the process; the dispatcher never throws, this is the last guard.
     conn.log.error({ err }, 'realtime frame handling failed')
@@ -40,12 +33,12 @@ function socketOnMessage (this: WebSocket, data: Buffer | ArrayBuffer | Buffer[]
 }
 
 function socketOnPong (this: WebSocket): void {
-  const { ctx, conn } = (this as RealtimeSocket)[kState]
+  const conn = (this as RealtimeSocket)[kConn]
   conn.alive = true
   // Only the answer to the heartbeat's ping is a round trip: an unsolicited pong (a peer may send any) is not timed.
   if (!conn.pinged) return
   conn.pinged = false
-  const meter = ctx.registry.meter
+  const meter = conn.ctx.registry.meter
   // The heartbeat pings every connection in one sweep: the round trip runs from that sweep to this pong.
   if (meter !== undefined && meter.pingedAt > 0) meter.pingRtt.observe((performance.now() - meter.pingedAt) / 1000)
 }
@@ -55,23 +48,23 @@ function socketOnPong (this: WebSocket): void {
  * and a reset peer is ordinary life. Either way the close event cleans up; nothing here may throw.
  */
 function socketOnError (this: WebSocket, err: Error & { code?: string }): void {
-  const { conn } = (this as RealtimeSocket)[kState]
+  const conn = (this as RealtimeSocket)[kConn]
   const closeCode = closeCodeOfSocketError(err)
   if (closeCode !== undefined) conn.closeIntent ??= closeCode
   conn.log.debug({ code: err.code, message: err.message }, 'realtime socket error')
 }
 
 function socketOnClose (this: WebSocket, code: number, reasonBuffer: Buffer): void {
-  const state = (this as RealtimeSocket)[kState]
-  const { ctx, route, conn } = state
+  const conn = (this as RealtimeSocket)[kConn]
+  const { ctx, route } = conn
   const closeCode = conn.closeIntent ?? code
   ctx.registry.remove(conn, closeCode)
   if (route.meter !== undefined) closed(ctx, route, conn)
-  if (!state.opened || route.definition.onClose === undefined) return
+  if (!conn.opened || route.definition.onClose === undefined) return
   const reason = reasonBuffer.toString()
   // onClose always runs after onOpen: an app that sets up in one and tears down in the other never sees them overlap.
-  if (state.opening !== undefined) {
-    state.opening.then(() => { runOnClose(route, conn, closeCode, reason) }, () => {})
+  if (conn.opening !== undefined) {
+    conn.opening.then(() => { runOnClose(route, conn, closeCode, reason) }, () => {})
     return
   }
   runOnClose(route, conn, closeCode, reason)
@@ -126,15 +119,14 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   // for the connection's life only to emit its 'close' at the end. Nobody listening to that, it is let go.
   const response = raw?._httpMessage
   if (response != null && response.listenerCount('close') === 0) response.detachSocket(raw)
-  const conn = new Connection(socket, request, session.user, session.userId, ctx.limits, ctx.registry.counters, ctx.registry)
+  const conn = new Connection(socket, request, session.user, session.userId, ctx, route)
   conn.expiresAt = session.expiresAt
   const meter = route.meter
   if (meter !== undefined) {
-    conn.meter = meter
     meter.open++
     bump(meter.handshakes, 101)
   }
-  socket[kState] = { ctx, route, conn, opened: false, opening: undefined }
+  socket[kConn] = conn
   // The connection owns its socket's errors: @fastify/websocket's default handler logs them as errors and
   // terminates, which would cut off the close frame ws is sending for a protocol error.
   socket.removeAllListeners('error')
@@ -146,17 +138,16 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
 
   const onOpen = route.definition.onOpen
   if (onOpen === undefined) {
-    socket[kState].opened = true
+    conn.opened = true
     return
   }
   conn.enqueue(() => {
-    const state = socket[kState]
-    state.opened = true
+    conn.opened = true
     try {
       const result = onOpen(conn)
       if (result instanceof Promise) {
-        state.opening = openSettled(ctx, conn, result).then(() => { state.opening = undefined })
-        return state.opening
+        conn.opening = openSettled(ctx, conn, result).then(() => { conn.opening = undefined })
+        return conn.opening
       }
     } catch (err) {
       openFailed(conn, err)
