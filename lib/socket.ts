@@ -115,7 +115,7 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   const raw = request.raw.socket as { removeListener?: (event: 'close', listener: () => void) => void, _httpMessage?: UpgradeResponse | null } | undefined
   if (typeof raw?.removeListener === 'function') raw.removeListener('close', admission.release)
   // @fastify/websocket routes the upgrade with a ServerResponse of its own, assigned to the TCP socket, which never
-  // writes a byte: the socket kept it (with the Reply, its headers and Fastify's finish listener, some 700 bytes)
+  // writes a byte: the socket kept it (with the Reply, its headers and Fastify's finish listener, ~1,000 bytes)
   // for the connection's life only to emit its 'close' at the end. Nobody listening to that, it is let go.
   const response = raw?._httpMessage
   if (response != null && response.listenerCount('close') === 0) response.detachSocket(raw)
