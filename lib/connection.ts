@@ -9,11 +9,11 @@ import { textFrameOf } from './protocol/frame.js'
 import { StreamSocket } from './transport/stream.js'
 import type { EventSchemas } from './definition.js'
 import type { ResolvedLimits } from './options.js'
-import type { Counters } from './stats.js'
 import type { JoinPosition } from './history/recovery.js'
 import type { Position } from './history/store.js'
 import type { RouteMeter } from './meter.js'
 import type { ConnectionPresence, PresenceJoinOptions, PresenceOutcome } from './presence/rooms.js'
+import type { CompiledRoute, RealtimeContext } from './route.js'
 
 /** The control lane's budget: messages a second, and at once (see `takeControlToken`). */
 const CONTROL_RATE = 2
@@ -75,6 +75,21 @@ function uncork (conn: Connection<any, any>, raw: { uncork: () => void }): void 
 }
 const TEXT = { binary: false } as const
 const BINARY = { binary: true } as const
+/** A connection's message and byte buckets (`limits.rate`, `limits.byteRate`), refilled together. */
+class RateBucket {
+  constructor (
+    public tokens: number,
+    public byteTokens: number,
+    /** Monotonic (performance.now()): a wall clock stepped back must not starve the bucket. */
+    public refilledAt: number
+  ) {}
+}
+
+/** The control lane's bucket (see `Connection.takeControlToken`). */
+class ControlBucket {
+  constructor (public tokens: number, public at: number) {}
+}
+
 /** After the 4408 close frame, how long a slow consumer gets to complete the close before it is terminated. */
 const SLOW_CONSUMER_GRACE_MS = 1000
 
@@ -111,40 +126,50 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
   violations = 0
   /** The close code the server chose, kept when it had to terminate the socket before the handshake ended. */
   closeIntent: number | undefined
-  /** @internal The route's metrics counters, when the app asked for metrics. */
-  meter: RouteMeter | undefined
+  /** @internal The instance's context and the route, for the socket's shared listeners (lib/socket.ts). */
+  readonly ctx: RealtimeContext
+  /** @internal */
+  readonly route: CompiledRoute
+  /** @internal onOpen has run (or started): onClose is owed. */
+  opened = false
+  /** @internal An async onOpen still running (bounded by `limits.handlerTimeout`): onClose waits for it. */
+  opening: Promise<void> | undefined
 
   // Made on first use: most connections of a large instance never log, keep state or join a second room.
-  private roomSet: Set<string> | undefined
+  /** The rooms joined: a connection in one room keeps its name alone, a Set from the second (or once `rooms` is read). */
+  private roomSet: Set<string> | string | undefined
   private logger: FastifyBaseLogger | undefined
   private stateObject: Record<string, unknown> | undefined
   private drainer: (() => void) | undefined
-  private readonly index: RoomIndex
   private readonly limits: ResolvedLimits
-  private readonly counters: Counters
-  private tokens: number
-  /** The byte bucket (`limits.byteRate`), refilled with the message bucket. */
-  private byteTokens: number
-  /** Monotonic (performance.now()): a wall clock stepped back must not starve the bucket. */
-  private refilledAt = performance.now()
-  private controlTokens = CONTROL_BURST
-  private controlAt = performance.now()
+  // The rate buckets are made full at the first frame that pays: a bucket made full at the open and refilled at
+  // that frame is full too, so an idle connection keeps none (and none of their heap numbers).
+  private bucket: RateBucket | undefined
+  private controlBucket: ControlBucket | undefined
   private busy = false
   private queue: Array<() => unknown> | undefined
   private killTimer: NodeJS.Timeout | undefined
   private corked = false
 
   constructor (socket: WebSocket, request: FastifyRequest, user: unknown, userId: string | undefined,
-    limits: ResolvedLimits, counters: Counters, index: RoomIndex) {
+    ctx: RealtimeContext, route: CompiledRoute) {
     this.socket = socket
     this.request = request
     this.user = user as U
     this.userId = userId
-    this.limits = limits
-    this.counters = counters
-    this.index = index
-    this.tokens = limits.burst
-    this.byteTokens = limits.byteBurst
+    this.ctx = ctx
+    this.route = route
+    this.limits = ctx.limits
+  }
+
+  /** @internal The route's metrics counters, when the app asked for metrics. */
+  get meter (): RouteMeter | undefined {
+    return this.route.meter
+  }
+
+  /** The room indexes (the registry). */
+  private get index (): RoomIndex {
+    return this.ctx.registry
   }
 
   /** A child logger bound to the connection id, the user id and the remote address. */
@@ -161,7 +186,15 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** The rooms this connection is in (in `onClose`: the rooms it was in). */
   get rooms (): ReadonlySet<string> {
-    return this.roomSet ?? NO_ROOMS
+    const rooms = this.roomSet
+    if (typeof rooms === 'string') return (this.roomSet = new Set([rooms]))
+    return rooms ?? NO_ROOMS
+  }
+
+  /** @internal Whether the connection is in `room` (`rooms.has(room)` without making the Set). */
+  inRoom (room: string): boolean {
+    const rooms = this.roomSet
+    return rooms === room || (typeof rooms === 'object' && rooms.has(room))
   }
 
   get isOpen (): boolean {
@@ -179,18 +212,35 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
    */
   join (room: string, options?: JoinOptions): Promise<JoinResult | undefined> {
     if (!this.isOpen) return NO_POSITION
-    this.roomSet ??= new Set()
-    if (this.roomSet.has(room)) return NO_POSITION
+    const joined = this.roomSet
+    if (this.inRoom(room)) return NO_POSITION
+    if (joined === undefined) {
+      try {
+        this.checkJoin(room, 0, options)
+      } catch (err) {
+        // As once a room was asked for: `rooms` is the connection's own (live) Set from now on.
+        this.roomSet = new Set()
+        throw err
+      }
+      this.roomSet = room
+    } else {
+      const set = typeof joined === 'string' ? (this.roomSet = new Set([joined])) : joined
+      this.checkJoin(room, set.size, options)
+      set.add(room)
+    }
+    return this.index.join(this, room, options) ?? NO_POSITION
+  }
+
+  /** Throws, before anything is joined, when `room` cannot be joined by a connection in `size` rooms. */
+  private checkJoin (room: string, size: number, options: JoinOptions | undefined): void {
     // Every room a client can name creates state (a subscription, a history meta, a presence hash): bounded here.
     if (typeof room !== 'string' || room.length === 0 || room.length > this.limits.maxRoomNameLength) {
       throw new RealtimeError(ErrorCode.INVALID_ROOM, `a room name is 1-${this.limits.maxRoomNameLength} characters`)
     }
-    if (this.roomSet.size >= this.limits.maxRoomsPerConnection) {
+    if (size >= this.limits.maxRoomsPerConnection) {
       throw new RealtimeError(ErrorCode.TOO_MANY_ROOMS, `a connection is in at most ${this.limits.maxRoomsPerConnection} rooms; leave one first`)
     }
     this.index.checkJoin(this, room, options)
-    this.roomSet.add(room)
-    return this.index.join(this, room, options) ?? NO_POSITION
   }
 
   /** A presence room this connection is a member of: `update(data)` replaces the member's data. */
@@ -200,7 +250,9 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
 
   /** Leaves a room (idempotent). An empty room disappears. */
   leave (room: string): void {
-    if (this.roomSet?.delete(room) !== true) return
+    const joined = this.roomSet
+    if (joined === room) this.roomSet = new Set()
+    else if (typeof joined !== 'object' || !joined.delete(room)) return
     this.index.leave(this, room)
   }
 
@@ -281,23 +333,31 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
    */
   takeToken (bytes = 0): boolean {
     const now = performance.now()
-    const elapsed = now - this.refilledAt
     const limits = this.limits
-    if (elapsed > 0) {
-      this.tokens = Math.min(limits.burst, this.tokens + elapsed * limits.rate / 1000)
-      this.byteTokens = Math.min(limits.byteBurst, this.byteTokens + elapsed * limits.byteRate / 1000)
-      this.refilledAt = now
+    let bucket = this.bucket
+    if (bucket === undefined) {
+      bucket = this.bucket = new RateBucket(limits.burst, limits.byteBurst, now)
+    } else {
+      const elapsed = now - bucket.refilledAt
+      if (elapsed > 0) {
+        bucket.tokens = Math.min(limits.burst, bucket.tokens + elapsed * limits.rate / 1000)
+        bucket.byteTokens = Math.min(limits.byteBurst, bucket.byteTokens + elapsed * limits.byteRate / 1000)
+        bucket.refilledAt = now
+      }
     }
-    if (this.tokens < 1 || this.byteTokens < bytes) return false
-    this.tokens -= 1
-    this.byteTokens -= bytes
+    if (bucket.tokens < 1 || bucket.byteTokens < bytes) return false
+    bucket.tokens -= 1
+    bucket.byteTokens -= bytes
     return true
   }
 
   /** Gives back a message token and `bytes` byte tokens taken by a frame that turned out to be paid otherwise. */
   returnToken (bytes: number): void {
-    this.tokens = Math.min(this.limits.burst, this.tokens + 1)
-    this.byteTokens = Math.min(this.limits.byteBurst, this.byteTokens + bytes)
+    const bucket = this.bucket
+    // No bucket yet: it is full.
+    if (bucket === undefined) return
+    bucket.tokens = Math.min(this.limits.burst, bucket.tokens + 1)
+    bucket.byteTokens = Math.min(this.limits.byteBurst, bucket.byteTokens + bytes)
   }
 
   /**
@@ -307,10 +367,15 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
    */
   takeControlToken (): boolean {
     const now = performance.now()
-    this.controlTokens = Math.min(CONTROL_BURST, this.controlTokens + (now - this.controlAt) * CONTROL_RATE / 1000)
-    this.controlAt = now
-    if (this.controlTokens < 1) return false
-    this.controlTokens -= 1
+    let bucket = this.controlBucket
+    if (bucket === undefined) {
+      bucket = this.controlBucket = new ControlBucket(CONTROL_BURST, now)
+    } else {
+      bucket.tokens = Math.min(CONTROL_BURST, bucket.tokens + (now - bucket.at) * CONTROL_RATE / 1000)
+      bucket.at = now
+    }
+    if (bucket.tokens < 1) return false
+    bucket.tokens -= 1
     return true
   }
 
@@ -338,7 +403,9 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
     this.queue = undefined
     if (this.killTimer !== undefined) clearTimeout(this.killTimer)
     this.killTimer = undefined
-    for (const room of this.rooms) this.index.leave(this, room)
+    const joined = this.roomSet
+    if (typeof joined === 'string') this.index.leave(this, joined)
+    else if (joined !== undefined) for (const room of joined) this.index.leave(this, room)
   }
 
   private run (task: () => unknown): void {
@@ -380,7 +447,7 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
       backlog = socket.bufferedAmount
     }
     if (backlog > 0 && backlog + size > this.limits.maxBufferedBytes) {
-      this.counters.dropped++
+      this.ctx.registry.counters.dropped++
       if (this.limits.onSlowConsumer === 'close') this.closeSlowConsumer()
       return false
     }
@@ -414,8 +481,9 @@ export class Connection<E extends EventSchemas = EventSchemas, U = UserType> {
       this.corkUntilNextTick()
       this.socket.send(frame, options)
     }
-    this.counters.messagesOut++
-    this.counters.bytesOut += size
+    const counters = this.ctx.registry.counters
+    counters.messagesOut++
+    counters.bytesOut += size
     // Without metrics there is no meter: this one check is all they cost.
     const meter = this.meter
     if (meter !== undefined) {

@@ -8,26 +8,25 @@ import type { Admission, CompiledRoute, RealtimeContext } from './route.js'
 import { bump } from './stats.js'
 import type { StreamSocket } from './transport/stream.js'
 
-const kState = Symbol('fastify-realtime.socketState')
+const kConn = Symbol('fastify-realtime.connection')
 
-/** What the shared socket listeners need, kept on the socket so that no listener is a per-connection closure. */
-interface SocketState {
-  ctx: RealtimeContext
-  route: CompiledRoute
-  conn: Connection<any, any>
-  /** onOpen has run (or started): onClose is owed. */
-  opened: boolean
-  /** An async onOpen still running (bounded by `limits.handlerTimeout`): onClose waits for it. */
-  opening: Promise<void> | undefined
+/**
+ * The socket keeps its connection, which holds what the shared socket listeners need (the context, the route,
+ * whether onOpen ran), so that no listener is a per-connection closure.
+ */
+type RealtimeSocket = WebSocket & { [kConn]: Connection<any, any> }
+
+/** The ServerResponse @fastify/websocket assigns to an upgrade's socket. */
+interface UpgradeResponse {
+  listenerCount: (event: 'close') => number
+  detachSocket: (socket: unknown) => void
 }
 
-type RealtimeSocket = WebSocket & { [kState]: SocketState }
-
 function socketOnMessage (this: WebSocket, data: Buffer | ArrayBuffer | Buffer[], isBinary: boolean): void {
-  const { ctx, route, conn } = (this as RealtimeSocket)[kState]
+  const conn = (this as RealtimeSocket)[kConn]
   try {
     // ws hands fragmented messages over as one Buffer unless binaryType says otherwise; ours is the default.
-    handleFrame(ctx, route, conn, data as Buffer, isBinary)
+    handleFrame(conn.ctx, conn.route, conn, data as Buffer, isBinary)
   } catch (err) {
     // A throw inside a ws listener would end the process; the dispatcher never throws, this is the last guard.
     conn.log.error({ err }, 'realtime frame handling failed')
@@ -35,12 +34,12 @@ function socketOnMessage (this: WebSocket, data: Buffer | ArrayBuffer | Buffer[]
 }
 
 function socketOnPong (this: WebSocket): void {
-  const { ctx, conn } = (this as RealtimeSocket)[kState]
+  const conn = (this as RealtimeSocket)[kConn]
   conn.alive = true
   // Only the answer to the heartbeat's ping is a round trip: an unsolicited pong (a peer may send any) is not timed.
   if (!conn.pinged) return
   conn.pinged = false
-  const meter = ctx.registry.meter
+  const meter = conn.ctx.registry.meter
   // The heartbeat pings every connection in one sweep: the round trip runs from that sweep to this pong.
   if (meter !== undefined && meter.pingedAt > 0) meter.pingRtt.observe((performance.now() - meter.pingedAt) / 1000)
 }
@@ -50,23 +49,23 @@ function socketOnPong (this: WebSocket): void {
  * and a reset peer is ordinary life. Either way the close event cleans up; nothing here may throw.
  */
 function socketOnError (this: WebSocket, err: Error & { code?: string }): void {
-  const { conn } = (this as RealtimeSocket)[kState]
+  const conn = (this as RealtimeSocket)[kConn]
   const closeCode = closeCodeOfSocketError(err)
   if (closeCode !== undefined) conn.closeIntent ??= closeCode
   conn.log.debug({ code: err.code, message: err.message }, 'realtime socket error')
 }
 
 function socketOnClose (this: WebSocket, code: number, reasonBuffer: Buffer): void {
-  const state = (this as RealtimeSocket)[kState]
-  const { ctx, route, conn } = state
+  const conn = (this as RealtimeSocket)[kConn]
+  const { ctx, route } = conn
   const closeCode = conn.closeIntent ?? code
   ctx.registry.remove(conn, closeCode)
   if (route.meter !== undefined) closed(ctx, route, conn)
-  if (!state.opened || route.definition.onClose === undefined) return
+  if (!conn.opened || route.definition.onClose === undefined) return
   const reason = reasonBuffer.toString()
   // onClose always runs after onOpen: an app that sets up in one and tears down in the other never sees them overlap.
-  if (state.opening !== undefined) {
-    state.opening.then(() => { runOnClose(route, conn, closeCode, reason) }, () => {})
+  if (conn.opening !== undefined) {
+    conn.opening.then(() => { runOnClose(route, conn, closeCode, reason) }, () => {})
     return
   }
   runOnClose(route, conn, closeCode, reason)
@@ -117,13 +116,17 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
   // the listener that would have given the slots back.
   ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = undefined
   // (injectWS's request has a socket of its own making, without events.)
-  const raw = request.raw.socket as { removeListener?: (event: 'close', listener: () => void) => void } | undefined
+  const raw = request.raw.socket as { removeListener?: (event: 'close', listener: () => void) => void, _httpMessage?: UpgradeResponse | null } | undefined
   if (typeof raw?.removeListener === 'function') raw.removeListener('close', admission.release)
-  const conn = new Connection(socket, request, session.user, session.userId, ctx.limits, ctx.registry.counters, ctx.registry)
+  // @fastify/websocket routes the upgrade with a ServerResponse of its own, assigned to the TCP socket, which never
+  // writes a byte: the socket kept it (with the Reply, its headers and Fastify's finish listener, ~1,000 bytes)
+  // for the connection's life only to emit its 'close' at the end. Nobody listening to that, it is let go.
+  const response = raw?._httpMessage
+  if (response != null && response.listenerCount('close') === 0) response.detachSocket(raw)
+  const conn = new Connection(socket, request, session.user, session.userId, ctx, route)
   conn.expiresAt = session.expiresAt
   const meter = route.meter
   if (meter !== undefined) {
-    conn.meter = meter
     meter.open++
     if (conn.transport === 'stream') {
       meter.openStreams++
@@ -132,7 +135,7 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
       bump(meter.handshakes, 101)
     }
   }
-  socket[kState] = { ctx, route, conn, opened: false, opening: undefined }
+  socket[kConn] = conn
   // The connection owns its socket's errors: @fastify/websocket's default handler logs them as errors and
   // terminates, which would cut off the close frame ws is sending for a protocol error.
   socket.removeAllListeners('error')
@@ -144,17 +147,16 @@ export function openConnection (ctx: RealtimeContext, route: CompiledRoute, ws: 
 
   const onOpen = route.definition.onOpen
   if (onOpen === undefined) {
-    socket[kState].opened = true
+    conn.opened = true
     return conn
   }
   conn.enqueue(() => {
-    const state = socket[kState]
-    state.opened = true
+    conn.opened = true
     try {
       const result = onOpen(conn)
       if (result instanceof Promise) {
-        state.opening = openSettled(ctx, conn, result).then(() => { state.opening = undefined })
-        return state.opening
+        conn.opening = openSettled(ctx, conn, result).then(() => { conn.opening = undefined })
+        return conn.opening
       }
     } catch (err) {
       openFailed(conn, err)

@@ -4,6 +4,7 @@ import net from 'node:net'
 import { Type } from '@sinclair/typebox'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, waitFor, type TestClient } from './helpers/client.js'
+import type { Connection } from '../lib/connection.js'
 
 async function roomsApp (extra: { onOpenThrows?: boolean, closes?: Array<[string, number]>, roomsAtClose?: Map<string, unknown> } = {}): Promise<TestApp> {
   return await startApp({
@@ -267,4 +268,56 @@ test('with permessage-deflate negotiated, the connection leaves its frames to ws
   assert.equal((await plain.request('big', null)).data, big)
   assert.ok(deflated.bytes < 500, `compressed: ${deflated.bytes} bytes`)
   assert.ok(raw.bytes > 4000, `not compressed: ${raw.bytes} bytes`)
+})
+
+// A connection in one room keeps the room's name alone (lib/connection.ts): joins, leaves and the close behave as
+// with the Set, and `conn.rooms`, once read, is the connection's own live Set.
+test('a connection in one room: joins, leaves, fan-outs and the close as with several; conn.rooms read later is live', { timeout: 10000 }, async (t) => {
+  let conn: Connection<any, any> | undefined
+  const atClose: string[][] = []
+  const h = await startApp({
+    realtime: { auth: false },
+    setup: (app) => {
+      app.realtimeRoute({
+        url: '/rt',
+        messages: {
+          // Neither reads conn.rooms: the single room stays a name.
+          join: { schema: Type.String(), handler: (room: string, c) => { conn = c; c.join(room); return null } },
+          leave: { schema: Type.String(), handler: (room: string, c) => { c.leave(room); return null } }
+        },
+        events: { said: Type.Null() },
+        onClose: (c) => { atClose.push([...c.rooms]) }
+      })
+    }
+  })
+  const members = (room: string): number => h.app.realtime.roomMembers(room).size
+  const a = await connect(`${h.wsBase}/rt`)
+  t.after(async () => { a.destroy(); await h.close() })
+  await a.request('join', 'x')
+  await a.request('join', 'x')
+  assert.equal(members('x'), 1)
+  assert.equal(h.app.realtime.to('x').send('said', null), 1)
+  assert.deepEqual(await a.nextMessage(), { type: 'said', data: null })
+  await a.request('leave', 'y')
+  assert.equal(members('x'), 1, 'leaving a room it is not in changes nothing')
+  await a.request('leave', 'x')
+  assert.equal(members('x'), 0)
+  const rooms = (conn as Connection<any, any>).rooms
+  assert.deepEqual([...rooms], [])
+  await a.request('join', 'y')
+  assert.deepEqual([...rooms], ['y'], 'conn.rooms, read after a leave, sees the later join')
+  await a.request('join', 'z')
+  assert.deepEqual([...(conn as Connection<any, any>).rooms], ['y', 'z'])
+  assert.equal((conn as Connection<any, any>).rooms, rooms)
+
+  // One room, never read: the close leaves it, and onClose sees it.
+  const b = await connect(`${h.wsBase}/rt`)
+  t.after(() => { b.destroy() })
+  await b.request('join', 'w')
+  assert.equal(members('w'), 1)
+  b.destroy()
+  await waitFor(() => atClose.length === 1)
+  assert.deepEqual(atClose[0], ['w'])
+  assert.equal(members('w'), 0)
+  assert.equal(h.app.realtime.stats().rooms, 2)
 })

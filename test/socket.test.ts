@@ -15,7 +15,7 @@ const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{1
 // An idle connection lives for hours: whatever the handshake made for itself must not live with it.
 test('an open connection keeps nothing of its handshake: no admission, no slot listener, one error listener', async (t) => {
   let admission: Admission | undefined
-  let seen: { conn: Connection<any, any>, admission: unknown, closeListeners: unknown[], errorListeners: number } | undefined
+  let seen: { conn: Connection<any, any>, admission: unknown, closeListeners: unknown[], errorListeners: number, response: unknown } | undefined
   const h = await startApp({
     realtime: { auth: false },
     setup: (app) => {
@@ -33,7 +33,8 @@ test('an open connection keeps nothing of its handshake: no admission, no slot l
             conn,
             admission: raw[kAdmission],
             closeListeners: raw.socket.rawListeners('close').map((l) => (l as { listener?: unknown }).listener ?? l),
-            errorListeners: conn.socket.listenerCount('error')
+            errorListeners: conn.socket.listenerCount('error'),
+            response: (raw.socket as { _httpMessage?: unknown })._httpMessage
           }
         }
       })
@@ -48,11 +49,31 @@ test('an open connection keeps nothing of its handshake: no admission, no slot l
   assert.equal(seen.admission, undefined)
   assert.ok(!seen.closeListeners.includes(admission.release), 'the slots listener is off the TCP socket')
   assert.equal(seen.errorListeners, 1)
+  // @fastify/websocket's ServerResponse (and with it the Reply) is off the TCP socket: nothing listened to its 'close'.
+  assert.equal(seen.response, null)
   assert.match(seen.conn.id, UUID)
   assert.equal(h.app.realtime.connections.get(seen.conn.id), seen.conn)
   // The slots were given back once, at the open: the counts are the registry's alone.
   const stats = h.app.realtime.stats()
   assert.equal(stats.connections, 1)
+})
+
+test("an app that listens to the upgrade response's 'close' still hears it when the connection ends", async (t) => {
+  let heard = 0
+  let opened = false
+  const h = await startApp({
+    realtime: { auth: false },
+    setup: (app) => {
+      app.addHook('onRequest', async (_request, reply) => { reply.raw.on('close', () => { heard++ }) })
+      app.realtimeRoute({ url: '/rt', messages: {}, onOpen: () => { opened = true } })
+    }
+  })
+  t.after(async () => { await h.close() })
+  const c = await connect(`${h.wsBase}/rt`)
+  await waitFor(() => opened)
+  assert.equal(heard, 0)
+  c.destroy()
+  await waitFor(() => heard === 1)
 })
 
 test('a client that hangs up while its session check awaits gets no socket, and its slots are given back', { timeout: 10000 }, async (t) => {

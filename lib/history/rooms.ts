@@ -329,7 +329,7 @@ export class RoomHistory {
     for (const conn of life.state.positionless) {
       if (life.state.syncing.has(conn)) continue
       life.state.positionless.delete(conn)
-      if (conn.isOpen && conn.rooms.has(life.room)) conn.sendProtocol(text, 'rt.position')
+      if (conn.isOpen && conn.inRoom(life.room)) conn.sendProtocol(text, 'rt.position')
     }
   }
 
@@ -382,7 +382,7 @@ export class RoomHistory {
   private finish (conn: Connection<any, any>, room: string, policy: HistoryPolicy, from: Position | undefined, read: HistoryRead, sync: Sync | undefined): JoinPosition {
     const result: JoinPosition = { epoch: read.epoch, offset: read.top }
     // Left (or closed) while reading: nothing to send, nothing to count.
-    if (!conn.rooms.has(room) || !conn.isOpen) return result
+    if (!conn.inRoom(room) || !conn.isOpen) return result
     const held: Held[] = []
     let heldBytes = 0
     for (const entry of sync?.buffer ?? []) {
@@ -430,7 +430,7 @@ export class RoomHistory {
   /** The store did not answer: the client learns its position is unknown, and live frames (held ones first) flow on. */
   private unavailable (conn: Connection<any, any>, room: string, held: Held[]): JoinPosition {
     const recovery = { recovered: false, reason: 'unavailable' } as const
-    if (conn.isOpen && conn.rooms.has(room)) {
+    if (conn.isOpen && conn.inRoom(room)) {
       bump(this.host.counters.recoveries, 'unavailable')
       conn.sendProtocol(JSON.stringify({ type: 'rt.position', data: { room, offset: null, recovery } }), 'rt.position')
       for (const entry of held) conn.sendFrame(entry.frame)
