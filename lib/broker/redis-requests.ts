@@ -8,6 +8,12 @@ import type { BrokerNode } from './types.js'
 export const REQUEST = 6
 export const ANSWER = 7
 
+/**
+ * Requests waiting for their answer, at most: past it a request fails at once (the POST gets 503 and is retried), so
+ * batches for an instance that does not answer cannot pile up for their 5 s each.
+ */
+const MAX_WAITING = 1024
+
 interface Waiting {
   resolve: (answer: string) => void
   reject: (err: Error) => void
@@ -39,6 +45,7 @@ export class RedisRequests {
   }
 
   async request (instance: string, body: string, timeoutMs: number): Promise<string> {
+    if (this.waiting.size >= MAX_WAITING) throw new Error(`${MAX_WAITING} requests to other instances are waiting for their answers`)
     const id = ++this.seq
     const message = encode(REQUEST, { id, from: this.instanceId, body })
     return await new Promise<string>((resolve, reject) => {
