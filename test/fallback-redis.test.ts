@@ -129,3 +129,33 @@ async function sendAll (client: StreamClient, frames: string[], headers: Record<
   }
   throw new Error(`batch ${seq} never acknowledged`)
 }
+
+redisTest('batches forwarded to an instance that never answers: 503 after 5 s, and past 1,024 waiting at once, 503 at once', { timeout: 30_000 }, async (t) => {
+  const { a, b } = await pair(t)
+  // A subscriber on a made-up instance's channel: publishes reach it (1 receiver), and it never answers.
+  const ghost = '00000000-0000-4000-8000-00000000beef'
+  const listener = redis.duplicate()
+  t.after(() => { listener.disconnect() })
+  const channels = await redis.pubsub('CHANNELS', '*instance:*') as string[]
+  const ours = channels.find((c) => c.includes('instance:')) as string
+  await listener.subscribe(ours.slice(0, ours.indexOf('instance:') + 'instance:'.length) + ghost)
+  const auth = { authorization: `Bearer ${a.sign({ sub: 'ann' })}` }
+  const session = `${ghost}.${'A'.repeat(24)}`
+  const post = async (): Promise<{ status: number, code: string }> => {
+    const response = await fetch(`${b.httpBase}/rt`, { method: 'POST', headers: { ...auth, 'content-type': 'application/json' }, body: JSON.stringify({ session, seq: 1, frames: ['{}'] }) })
+    return { status: response.status, code: (await response.json() as { code: string }).code }
+  }
+  const started = performance.now()
+  let published = 0
+  listener.on('messageBuffer', () => { published++ })
+  const waiting = Array.from({ length: 1024 }, post)
+  await waitFor(() => published === 1024, 10_000, 'the 1,024 batches forwarded')
+  // The 1,025th is refused at once, while the others still wait.
+  const extra = performance.now()
+  assert.deepEqual(await post(), { status: 503, code: 'SESSION_UNREACHABLE' })
+  assert.ok(performance.now() - extra < 1000)
+  const answers = await Promise.all(waiting)
+  assert.ok(answers.every((x) => x.status === 503 && x.code === 'SESSION_UNREACHABLE'))
+  assert.ok(performance.now() - started >= 4900, 'the others waited for their 5 s')
+  assert.equal(published, 1024, 'the refused one was never published')
+})
