@@ -289,8 +289,12 @@ async function refuse (ctx: RealtimeContext, route: CompiledRoute, request: Fast
       : `realtime handshake refused: FORBIDDEN_ORIGIN, ${origin} is not in the \`origins\` option`)
   }
   if (kind !== 'upgrade') await allowCors(route, request, reply, err.code)
-  // RFC 9110: a 426 names the protocol to upgrade to.
-  if (err.code === 'UPGRADE_REQUIRED') reply.header('upgrade', 'websocket')
+  // RFC 9110: a 426 names the protocol to upgrade to. A fallback route says it serves the stream too: the client's
+  // diagnosis of a failed upgrade reads it (a page on an allowed origin may: it is exposed).
+  if (err.code === 'UPGRADE_REQUIRED') {
+    reply.header('upgrade', 'websocket')
+    if (route.fallback) reply.header('x-realtime-fallback', 'stream').header('access-control-expose-headers', 'x-realtime-fallback')
+  }
   return await reply.code(err.statusCode).send({ statusCode: err.statusCode, code: err.code, message: err.message })
 }
 

@@ -94,7 +94,7 @@ for (const [name, code] of [['4408 slow-consumer close', ServerCloseCode.SLOW_CO
     const reopened = nextEvent(c, 'open')
     c.send('kick', code)
     assert.deepEqual(await closed, { code, reason: 'kicked' })
-    assert.deepEqual(await reopened, { reconnected: true })
+    assert.deepEqual(await reopened, { reconnected: true, transport: 'websocket' })
     assert.deepEqual(await c.request('echo', { text: 'back' }), { echoed: 'back', length: 4 })
   })
 }

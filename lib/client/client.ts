@@ -9,8 +9,9 @@ import { Positions, type RoomPosition } from './positions.js'
 import { PresenceViews, type PresenceView } from './presence.js'
 import { backoffDelay, CloseCode, isSendableCloseCode, shouldReconnect } from './reconnect.js'
 import { handshakeOf, listen } from './socket.js'
+import { StreamLink } from './stream.js'
 import { deadline } from './timer.js'
-import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData, MessageType, ReplyData, WebSocketConstructor, WebSocketLike } from './types.js'
+import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData, MessageType, ReplyData, Transport, WebSocketConstructor, WebSocketLike } from './types.js'
 
 /**
  * The client's life (`state`; docs/03-the-client.md, "The client's states", draws it):
@@ -21,6 +22,13 @@ import type { AnyRoute, LifecycleEvents, ListenerData, ListenerType, MessageData
  *       └─ an attempt fails before open ─▶ diagnosis over HTTP ─┬─ network, 426, 429, 5xx, TOKEN_EXPIRED ─▶ reconnecting
  *                                                               └─ other 4xx (401, 403) ─▶ closed
  *   any ──close(), maxAttempts──▶ closed: timers cleared, requests rejected, nothing left running
+ *
+ * Transports (`transports`, docs/15-fallback.md): a connect tries a WebSocket; one that has not opened within
+ * `fallbackAfter`, or failed on the way to a route that serves the stream (the diagnosis got a 426 with
+ * `X-Realtime-Fallback: stream`), is followed at once by the HTTP stream. A stream that fails before opening sends the next attempt (after the backoff) to a WebSocket
+ * again. On an open stream a WebSocket is tried every `probeInterval`; once one opens, the client waits (at most
+ * UPGRADE_WAIT) for the stream's requests and batches to be answered, then moves: the WebSocket opens as a reconnect
+ * (resume, onReconnect, the queue) and the stream is closed after onReconnect, so rooms are joined again first.
  */
 export type ClientState = 'connecting' | 'open' | 'reconnecting' | 'closed'
 
@@ -35,16 +43,42 @@ const RETRY_LATER: ReadonlySet<string> = new Set(['REQUEST_IN_PROGRESS', 'STORE_
  */
 const DIAGNOSIS_TIMEOUT = 3000
 const PRESENCE: ReadonlySet<string> = new Set(['rt.presence', 'rt.presence.diff', 'rt.presence.left'])
+/** The longest a WebSocket that opened beside the stream waits for the stream's requests to be answered (ms). */
+const UPGRADE_WAIT = 2000
+/** How often that wait looks whether they were. */
+const UPGRADE_POLL = 20
 const LIFECYCLE: ReadonlySet<string> = new Set<keyof LifecycleEvents>(['open', 'close', 'reconnecting', 'offline', 'error', 'binary', 'recovery'])
 
 /**
  * A typed client of one realtime route. It connects at once, reconnects with backoff after an abnormal close,
  * queues what is sent while it is away, and asks the server why when a handshake fails.
  */
+/** A WebSocket opened while the stream carries the connection. */
+interface Upgrade {
+  ws: WebSocketLike
+  detach: () => void
+  /** It opened: what is sent now waits, until the stream is quiet and the WebSocket takes over. */
+  opened: boolean
+  /** Frames it got before taking over (an onOpen's message), handled after the switch. */
+  early: unknown[]
+  timer: ReturnType<typeof setTimeout> | undefined
+  poll: ReturnType<typeof setInterval> | undefined
+}
+
 export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   readonly url: string
   private readonly options: ResolvedOptions<R>
-  private readonly WS: WebSocketConstructor
+  private readonly WS: WebSocketConstructor | undefined
+  private readonly fetchFn: typeof fetch | undefined
+  /** The transport of the connection, or of the attempt under way. */
+  private current: Transport
+  /** The WebSocket attempt's deadline before the stream is tried. */
+  private fallbackTimer: ReturnType<typeof setTimeout> | undefined
+  /** The next try of a WebSocket while on the stream. */
+  private probeTimer: ReturnType<typeof setTimeout> | undefined
+  private upgrading: Upgrade | undefined
+  /** The stream the client moved away from: closed once onReconnect ran on the WebSocket. */
+  private retiring: WebSocketLike | undefined
   private readonly outbox: Outbox
   private readonly link: Liveness
   private readonly listeners = new Listeners()
@@ -74,15 +108,27 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   private readonly direct: WebSocketLike | undefined
 
   constructor (url: string, options: ClientOptions<R> = {}) {
-    const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
-    if (WS === undefined) throw new TypeError('no WebSocket: pass options.WebSocket (on Node 20: import WebSocket from \'ws\')')
-    this.url = url
     this.options = resolveOptions(options)
+    const { transports } = this.options
+    const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket
+    if (WS === undefined && transports.includes('websocket')) {
+      throw new TypeError('no WebSocket: pass options.WebSocket (on Node 20: import WebSocket from \'ws\'), or transports: [\'stream\']')
+    }
+    const fetchFn = options.fetch ?? (globalThis as { fetch?: typeof fetch }).fetch?.bind(globalThis)
+    if (fetchFn === undefined && transports.length === 1 && transports[0] === 'stream') throw new TypeError('no fetch for the stream: pass options.fetch')
+    this.url = url
     this.WS = WS
+    this.fetchFn = fetchFn
+    this.current = transports[0] as Transport
     this.token = options.token
     this.outbox = new Outbox(this.options.maxQueue)
     this.link = new Liveness(this.options)
     this.background(this.connect())
+  }
+
+  /** What carries the connection (or the attempt under way): `'websocket'`, or `'stream'`, the HTTP-streaming fallback. */
+  get transport (): Transport {
+    return this.root.current
   }
 
   /** `connecting`, `open`, `reconnecting`, or `closed` for good. */
@@ -134,6 +180,8 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     }
     root.token = next
     if (root.freshToken === next) root.freshToken = undefined
+    // The stream's batches carry the token: the renewed session needs the renewed token.
+    if (root.ws instanceof StreamLink) root.ws.setToken(next)
     return reply
   }
 
@@ -224,7 +272,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
 
   /** The socket is open, and this is not a frame from elsewhere while `onReconnect` runs (it waits for the hook). */
   private canSend (): boolean {
-    return this.ready && this.ws?.readyState === OPEN && (this.holding === undefined || this.direct === this.holding)
+    return this.ready && this.ws?.readyState === OPEN && (this.holding === undefined || this.direct === this.holding) && this.upgrading?.opened !== true
   }
 
   private emit (type: string, data: unknown): void {
@@ -246,13 +294,21 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
       }
     }
     if (this.isClosed()) return
+    if (this.current === 'stream') return this.openStream()
     const { url, protocols } = handshakeOf(this.url, this.token, this.options.tokenSource, this.options.protocol)
     let ws: WebSocketLike
     try {
-      ws = new this.WS(url, protocols)
+      ws = new (this.WS as WebSocketConstructor)(url, protocols)
     } catch (err) {
       return this.giveUp(new RealtimeClientError(ClientErrorCode.CLOSED, `cannot open ${this.url}: ${(err as Error).message}`), true)
     }
+    this.attach(ws)
+    this.link.connecting(() => { this.abandon('connect timeout') })
+    if (this.canFallBack()) this.fallbackTimer = deadline(this.options.fallbackAfter, () => { this.fallBack() })
+  }
+
+  /** Makes `ws` the connection's link: its frames and its close are the client's. */
+  private attach (ws: WebSocketLike): void {
     this.ws = ws
     ws.binaryType = 'arraybuffer'
     this.detach = listen(ws, {
@@ -260,7 +316,129 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
       message: (data) => { this.handleMessage(data) },
       close: (code, reason) => { this.background(this.handleClose(code, reason)) }
     })
+  }
+
+  private openStream (): void {
+    const { tokenSource, protocol } = this.options
+    this.attach(new StreamLink(this.url, { token: this.token, tokenSource, protocol, fetch: this.fetchFn as typeof fetch }))
     this.link.connecting(() => { this.abandon('connect timeout') })
+  }
+
+  /** The stream may follow a WebSocket that failed. */
+  private canFallBack (): boolean {
+    return this.current === 'websocket' && this.options.transports.includes('stream') && this.fetchFn !== undefined
+  }
+
+  /** The WebSocket did not open within `fallbackAfter`: it is dropped and the stream tried at once. */
+  private fallBack (): void {
+    this.fallbackTimer = undefined
+    const ws = this.ws
+    if (this.ready || ws === undefined || this.isClosed()) return
+    this.detach?.()
+    this.detach = undefined
+    if (typeof ws.terminate === 'function') ws.terminate()
+    else ws.close(CloseCode.NORMAL)
+    this.current = 'stream'
+    this.openStream()
+  }
+
+  /** On the stream: a WebSocket is tried again in `probeInterval`. */
+  private scheduleProbe (): void {
+    clearTimeout(this.probeTimer)
+    this.probeTimer = undefined
+    if (this.current !== 'stream' || this.WS === undefined || !this.options.transports.includes('websocket')) return
+    this.probeTimer = deadline(this.options.probeInterval, () => {
+      this.probeTimer = undefined
+      this.probe()
+    })
+  }
+
+  /** Opens a WebSocket beside the open stream; if it opens, the connection moves to it (`upgradeOpened`). */
+  private probe (): void {
+    if (!this.ready || this.current !== 'stream' || this.upgrading !== undefined || this.isClosed()) return
+    const { url, protocols } = handshakeOf(this.url, this.token, this.options.tokenSource, this.options.protocol)
+    let ws: WebSocketLike
+    try {
+      ws = new (this.WS as WebSocketConstructor)(url, protocols)
+    } catch {
+      return this.scheduleProbe()
+    }
+    ws.binaryType = 'arraybuffer'
+    const up: Upgrade = { ws, detach: () => {}, opened: false, early: [], timer: undefined, poll: undefined }
+    this.upgrading = up
+    up.detach = listen(ws, {
+      open: () => { this.upgradeOpened(up) },
+      message: (data) => { up.early.push(data) },
+      close: () => { if (this.upgrading === up) this.cancelUpgrade() }
+    })
+    up.timer = deadline(this.options.connectTimeout, () => { if (this.upgrading === up) this.cancelUpgrade() })
+  }
+
+  /** The probe's WebSocket opened: what is sent now waits; the move comes once the stream is quiet (or UPGRADE_WAIT). */
+  private upgradeOpened (up: Upgrade): void {
+    if (this.upgrading !== up) return
+    up.opened = true
+    clearTimeout(up.timer)
+    up.timer = setTimeout(() => { this.completeUpgrade(up) }, UPGRADE_WAIT)
+    up.poll = setInterval(() => {
+      const stream = this.ws
+      if (!this.outbox.waiting && (!(stream instanceof StreamLink) || stream.idle)) this.completeUpgrade(up)
+    }, UPGRADE_POLL)
+  }
+
+  /** The probe failed (or the stream went first): its socket is dropped, the queue goes on over the stream. */
+  private cancelUpgrade (): void {
+    const up = this.upgrading
+    if (up === undefined) return
+    this.upgrading = undefined
+    clearTimeout(up.timer)
+    clearInterval(up.poll)
+    up.detach()
+    if (up.ws.readyState <= OPEN) {
+      if (typeof up.ws.terminate === 'function') up.ws.terminate()
+      else up.ws.close(CloseCode.NORMAL)
+    }
+    if (this.ready && !this.isClosed()) {
+      if (up.opened && this.ws !== undefined) this.flush(this.ws)
+      this.scheduleProbe()
+    }
+  }
+
+  /**
+   * The move from the stream to the WebSocket, as a reconnect: the stream is read no more (a request still waiting on
+   * it is failed or retried as after a drop), the WebSocket opens with the resume frame, onReconnect and the queue,
+   * and the stream is closed once onReconnect is over. History rooms lose and repeat nothing (the positions).
+   */
+  private completeUpgrade (up: Upgrade): void {
+    if (this.upgrading !== up) return
+    this.upgrading = undefined
+    clearTimeout(up.timer)
+    clearInterval(up.poll)
+    up.detach()
+    if (up.ws.readyState !== OPEN || !this.ready || this.isClosed()) {
+      up.ws.close(CloseCode.NORMAL)
+      return
+    }
+    this.detach?.()
+    this.detach = undefined
+    this.retiring = this.ws
+    this.ready = false
+    this.link.stop()
+    clearTimeout(this.stableTimer)
+    this.stableTimer = undefined
+    this.positions.closed(Date.now())
+    this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection moved to a WebSocket before the reply: the request may have run', { closeCode: CloseCode.NORMAL }))
+    this.current = 'websocket'
+    this.attach(up.ws)
+    this.handleOpen(up.ws)
+    for (const data of up.early) this.handleMessage(data)
+  }
+
+  /** Closes the stream the client moved away from. */
+  private retire (): void {
+    const old = this.retiring
+    this.retiring = undefined
+    if (old !== undefined && old.readyState <= OPEN) old.close(CloseCode.NORMAL, 'moved to a WebSocket')
   }
 
   /** `getToken()`, bounded by `connectTimeout` (a promise that never settles would stall the client for good). */
@@ -274,6 +452,8 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   }
 
   private handleOpen (ws: WebSocketLike): void {
+    clearTimeout(this.fallbackTimer)
+    this.fallbackTimer = undefined
     const reconnected = this.everOpened
     this.ready = this.everOpened = true
     // A connection that the server closes at once is no success: the count (and the backoff) goes on until it stayed.
@@ -285,12 +465,15 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     // First frame of the connection, before onReconnect's joins and the queue: the server holds the positions.
     const resume = this.options.recovery ? this.positions.resumeFrame(Date.now()) : undefined
     if (resume !== undefined) ws.send(resume)
+    if (this.current === 'stream') this.scheduleProbe()
+    const transport = this.current
     const hook = reconnected ? this.options.onReconnect : undefined
     if (hook === undefined) {
       this.flush(ws)
-      return this.emit('open', { reconnected })
+      this.emit('open', { reconnected, transport })
+      return this.retire()
     }
-    this.emit('open', { reconnected })
+    this.emit('open', { reconnected, transport })
     this.background(this.rejoin(ws, hook))
   }
 
@@ -310,6 +493,7 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
       if (this.holding === ws) this.holding = undefined
     }
     this.flush(ws)
+    if (this.ws === ws) this.retire()
   }
 
   /** Sends the queue on `ws`, if it is still the open socket (else the queue waits for the next one). */
@@ -355,6 +539,11 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     this.detach?.()
     this.detach = undefined
     this.link.stop()
+    clearTimeout(this.fallbackTimer)
+    clearTimeout(this.probeTimer)
+    this.fallbackTimer = this.probeTimer = undefined
+    this.cancelUpgrade()
+    this.retire()
     clearTimeout(this.stableTimer)
     this.stableTimer = undefined
     this.positions.closed(Date.now())
@@ -383,6 +572,13 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     if (!verdict.retry) {
       return this.giveUp(new RealtimeClientError(verdict.code ?? ClientErrorCode.REFUSED, verdict.message, { status: verdict.status }), true)
     }
+    // A WebSocket that failed on the way to a route that serves the stream: the stream, at once. A stream that failed:
+    // the next attempt, after the backoff, is a WebSocket again.
+    if (verdict.stream && this.canFallBack()) {
+      this.current = 'stream'
+      return this.background(this.connect())
+    }
+    if (this.current === 'stream' && this.options.transports.includes('websocket') && this.WS !== undefined) this.current = 'websocket'
     this.schedule(verdict.message)
   }
 
@@ -420,7 +616,11 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     clearTimeout(this.reconnectTimer)
     clearTimeout(this.stableTimer)
     clearTimeout(this.tokenTimer)
-    this.reconnectTimer = this.stableTimer = this.tokenTimer = undefined
+    clearTimeout(this.fallbackTimer)
+    clearTimeout(this.probeTimer)
+    this.reconnectTimer = this.stableTimer = this.tokenTimer = this.fallbackTimer = this.probeTimer = undefined
+    this.cancelUpgrade()
+    this.retire()
     this.link.stop()
     this.diagnosis?.abort()
     this.detach?.()

@@ -8,6 +8,11 @@ export interface Verdict {
   code: string | undefined
   status: number | undefined
   message: string
+  /**
+   * The route would have taken the socket (426) and says it serves the HTTP-streaming fallback
+   * (`X-Realtime-Fallback: stream`): the upgrade failed on the way, the stream is worth trying.
+   */
+  stream: boolean
 }
 
 export interface DiagnoseOptions {
@@ -28,7 +33,7 @@ export interface DiagnoseOptions {
 /** The plugin's refusal codes that retrying cannot change (the token, the page's origin, what the route accepts). */
 const FINAL: Readonly<Record<string, number>> = { INVALID_TOKEN: 401, MISSING_TOKEN: 401, TOKEN_EXPIRED: 401, FORBIDDEN_ORIGIN: 403, UNSUPPORTED_PROTOCOL: 400 }
 
-const NETWORK: Verdict = { retry: true, code: undefined, status: undefined, message: 'the server could not be reached' }
+const NETWORK: Verdict = { retry: true, code: undefined, status: undefined, message: 'the server could not be reached', stream: false }
 
 /**
  * Browsers hide the status of a refused upgrade, so the client asks the same URL over HTTP (ws→http, wss→https),
@@ -66,8 +71,10 @@ export async function diagnose (wsUrl: string, options: DiagnoseOptions): Promis
   const { code: rawCode, message: rawMessage, statusCode } = (typeof body === 'object' && body !== null ? body : {}) as { code?: unknown, message?: unknown, statusCode?: unknown }
   const code = typeof rawCode === 'string' ? rawCode : undefined
   const message = typeof rawMessage === 'string' ? rawMessage : `HTTP ${res.status}`
-  const verdict = { code, status: res.status, message }
-  if (res.status === 426) return { retry: true, ...verdict, message: 'the endpoint is up; the connection failed on the way' }
+  const verdict = { code, status: res.status, message, stream: false }
+  if (res.status === 426) {
+    return { retry: true, ...verdict, message: 'the endpoint is up; the connection failed on the way', stream: res.headers.get('x-realtime-fallback') === 'stream' }
+  }
   const own = code !== undefined && statusCode === res.status && FINAL[code] === res.status
   if (!own) return { retry: true, ...verdict }
   if (code === 'TOKEN_EXPIRED') return { retry: options.canRenewToken, ...verdict }

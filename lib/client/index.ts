@@ -8,5 +8,5 @@ export { RealtimeClientError, ClientErrorCode, type ClientErrorCodeName } from '
 export { CloseCode, shouldReconnect, backoffDelay, type CloseCodeNumber, type BackoffOptions } from './reconnect.js'
 export type {
   AnyRoute, MessageType, MessageData, ReplyData, WireResult, EventType, EventData, ListenerType, ListenerData,
-  LifecycleEvent, LifecycleEvents, WebSocketLike, WebSocketConstructor
+  LifecycleEvent, LifecycleEvents, Transport, WebSocketLike, WebSocketConstructor
 } from './types.js'

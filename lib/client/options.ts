@@ -17,8 +17,20 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
   protocol?: string
   /** The WebSocket constructor: pass `ws`'s on Node 20. @default globalThis.WebSocket */
   WebSocket?: WebSocketConstructor
-  /** `fetch`, to learn why a handshake was refused. @default globalThis.fetch */
+  /** `fetch`, to learn why a handshake was refused, and for the HTTP-streaming fallback. @default globalThis.fetch */
   fetch?: typeof fetch
+  /**
+   * The transports to use, in order of preference: `'websocket'`, and `'stream'`, the HTTP-streaming fallback of a
+   * route with `fallback: true` (docs/15-fallback.md). With both, the client falls back to the stream when a
+   * WebSocket does not open within `fallbackAfter`, or fails on the way to a route that says it serves the stream
+   * (a proxy's refusal, a cut), never on the route's own refusals (401, 403, 429…); on the stream it tries a
+   * WebSocket again every `probeInterval` and moves over when one opens. @default ['websocket', 'stream']
+   */
+  transports?: ReadonlyArray<'websocket' | 'stream'>
+  /** How long (ms) a WebSocket may take to open before the stream is tried. @default 3000 */
+  fallbackAfter?: number
+  /** On the stream, how often (ms) a WebSocket is tried again (0: never). @default 30000 */
+  probeInterval?: number
   /**
    * Reconnect delays, exponential with full jitter; the count starts again once a connection stayed open
    * `stableAfter` ms. `base` and `cap` must be > 0 (the constructor throws RangeError). Every delay and timeout is
@@ -72,7 +84,7 @@ export interface RequestOptions {
   retry?: boolean
 }
 
-type Defaulted = 'backoff' | 'tokenSource' | 'protocol' | 'maxAttempts' | 'connectTimeout' | 'pingInterval' | 'pingTimeout' | 'requestTimeout' | 'maxQueue' | 'recovery'
+type Defaulted = 'backoff' | 'transports' | 'fallbackAfter' | 'probeInterval' | 'tokenSource' | 'protocol' | 'maxAttempts' | 'connectTimeout' | 'pingInterval' | 'pingTimeout' | 'requestTimeout' | 'maxQueue' | 'recovery'
 /** The options with every default applied. */
 export type ResolvedOptions<R extends AnyRoute> = Omit<ClientOptions<R>, 'backoff'> & Required<Pick<ClientOptions<R>, Defaulted>> & { backoff: Required<BackoffOptions> }
 
@@ -80,6 +92,9 @@ export function resolveOptions<R extends AnyRoute> (options: ClientOptions<R>): 
   return {
     ...options,
     backoff: resolveBackoff(options.backoff),
+    transports: resolveTransports(options.transports),
+    fallbackAfter: options.fallbackAfter ?? 3000,
+    probeInterval: options.probeInterval ?? 30_000,
     tokenSource: options.tokenSource ?? 'protocol',
     protocol: options.protocol ?? 'realtime.v1',
     maxAttempts: options.maxAttempts ?? Infinity,
@@ -90,4 +105,13 @@ export function resolveOptions<R extends AnyRoute> (options: ClientOptions<R>): 
     maxQueue: options.maxQueue ?? 100,
     recovery: options.recovery ?? true
   }
+}
+
+/** `transports`, checked: a non-empty list of 'websocket' and 'stream' (TypeError otherwise). */
+function resolveTransports (transports: ClientOptions['transports']): ReadonlyArray<'websocket' | 'stream'> {
+  if (transports === undefined) return ['websocket', 'stream']
+  if (!Array.isArray(transports) || transports.length === 0 || transports.some((t) => t !== 'websocket' && t !== 'stream')) {
+    throw new TypeError("transports must be a non-empty list of 'websocket' and 'stream'")
+  }
+  return [...new Set(transports)]
 }

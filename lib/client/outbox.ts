@@ -126,6 +126,12 @@ export class Outbox {
     if (i !== -1) this.queue.splice(i, 1)
   }
 
+  /** Whether a request written to the socket waits for its reply. */
+  get waiting (): boolean {
+    for (const entry of this.pending.values()) if (entry.inFlight) return true
+    return false
+  }
+
   /** Whether request `id` still waits (a reply or error for any other id answers nothing). */
   has (id: string): boolean {
     return this.pending.has(id)

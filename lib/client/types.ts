@@ -11,10 +11,13 @@ export interface AnyRoute {
   events: Record<string, TSchema>
 }
 
+/** What carries the connection: a WebSocket, or the HTTP-streaming fallback (docs/15-fallback.md). */
+export type Transport = 'websocket' | 'stream'
+
 /** The client's own events, beside the route's. */
 export interface LifecycleEvents {
-  /** The socket opened (the first time, and after each reconnect). */
-  open: { reconnected: boolean }
+  /** The connection opened (the first time, after each reconnect, and on moving from the stream to a WebSocket). */
+  open: { reconnected: boolean, transport: Transport }
   /** The socket closed (or a connect attempt failed), with the close code and reason. */
   close: { code: number, reason: string }
   /** A reconnect attempt is scheduled in `delay` ms. */

@@ -1,13 +1,14 @@
 import { Type } from '@sinclair/typebox'
 import type { RealtimeOptions } from '../../lib/index.js'
 import type { HistoryOptions } from '../../lib/history/options.js'
-import { startApp, type TestApp } from './app.js'
+import { startApp, type StartOptions, type TestApp } from './app.js'
 import { connect, type TestClient } from './client.js'
 
 /** An app whose rooms starting with `h:` keep history; `join` awaits `conn.join` and replies with its result. */
-export async function historyApp (history: Partial<HistoryOptions> = {}, realtime: RealtimeOptions = {}, port = 0): Promise<TestApp> {
+export async function historyApp (history: Partial<HistoryOptions> = {}, realtime: RealtimeOptions = {}, port = 0, fastify?: StartOptions['fastify']): Promise<TestApp> {
   return await startApp({
     port,
+    fastify,
     jwt: false,
     realtime: { auth: false, history: { rooms: /^h:/, ...history }, ...realtime },
     setup: (app) => {

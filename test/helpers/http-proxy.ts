@@ -4,8 +4,11 @@ import type { AddressInfo } from 'node:net'
 export interface HttpProxyOptions {
   /** The backends' `http://127.0.0.1:<port>` bases. */
   targets: () => string[]
-  /** Upgrade requests: refused with 400 and closed (a network that blocks WebSockets), or passed through. */
-  upgrades?: () => 'refuse' | 'pass'
+  /**
+   * Upgrade requests: refused with 400 and closed (a network that blocks WebSockets), held unanswered until the
+   * client gives up (a middlebox that swallows them), or passed through.
+   */
+  upgrades?: () => 'refuse' | 'hang' | 'pass'
   /**
    * Called for each POST after the backend answered: true drops the answer (the client's connection is cut), so the
    * client retries a request that was handled.
@@ -24,6 +27,8 @@ export class HttpProxy {
   readonly routed = new Map<string, number>()
   /** Upgrade requests refused. */
   refusedUpgrades = 0
+  /** Upgrade requests held unanswered. */
+  heldUpgrades = 0
   private next = 0
   private readonly agent = new http.Agent({ keepAlive: true })
   private readonly sockets = new Set<import('node:net').Socket>()
@@ -35,7 +40,13 @@ export class HttpProxy {
       socket.on('close', () => { this.sockets.delete(socket) })
     })
     this.server.on('upgrade', (request, socket) => {
-      if ((this.options.upgrades?.() ?? 'refuse') === 'refuse') {
+      const mode = this.options.upgrades?.() ?? 'refuse'
+      if (mode === 'hang') {
+        this.heldUpgrades++
+        socket.on('error', () => {})
+        return
+      }
+      if (mode === 'refuse') {
         this.refusedUpgrades++
         socket.on('error', () => {})
         socket.end('HTTP/1.1 400 Bad Request\r\nConnection: close\r\nContent-Length: 0\r\n\r\n')
