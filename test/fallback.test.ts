@@ -111,6 +111,19 @@ test('a route without fallback answers a stream request 426, and POST 404', asyn
   await assert.rejects(StreamClient.open(`${h.httpBase}/rt`), (err: StreamRefused) => err.status === 426 && err.body.code === 'UPGRADE_REQUIRED')
   const post = await fetch(`${h.httpBase}/rt`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{}' })
   assert.equal(post.status, 404)
+  // The client's diagnosis reads whether the route offers the stream from its 426: this one does not.
+  const plain = await fetch(`${h.httpBase}/rt`)
+  assert.equal(plain.status, 426)
+  assert.equal(plain.headers.get('x-realtime-fallback'), null)
+})
+
+test('a fallback route\'s 426 offers the stream (X-Realtime-Fallback, exposed to an allowed Origin)', async (t) => {
+  const h = await chatApp(t, { jwt: false, realtime: { auth: false, origins: ['https://app.example'] } })
+  const res = await fetch(`${h.httpBase}/rt`, { headers: { origin: 'https://app.example' } })
+  assert.equal(res.status, 426)
+  assert.equal(res.headers.get('x-realtime-fallback'), 'stream')
+  assert.equal(res.headers.get('access-control-allow-origin'), 'https://app.example')
+  assert.match(res.headers.get('access-control-expose-headers') ?? '', /x-realtime-fallback/)
 })
 
 test('binary frames both ways (base64 on the wire), onOpen and onClose once each, conn.transport', async (t) => {
