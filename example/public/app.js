@@ -125,6 +125,8 @@ function start (session) {
   setStatus('connecting', 'connecting…')
   const url = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/chat`
   const client = createClient(url, {
+    // Other client options for experiments (and the browser test): `window.chatClientOptions = { probeInterval: 1000 }`.
+    ...globalThis.chatClientOptions,
     getToken: async () => {
       const fresh = await fetchSession()
       scheduleRenewal(fresh.exp)

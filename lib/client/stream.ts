@@ -20,6 +20,8 @@ const CLOSED = 3
 
 /** Frames in one batch, at most (the server's limit). */
 const MAX_FRAMES = 64
+/** The longest line (an event's data) the client takes from a stream, in UTF-16 units: past it the link ends (1009). */
+const MAX_LINE = 16 * 1024 * 1024
 /** The wait before a batch is sent again after no answer, a 429 or a 5xx (ms); it doubles up to RETRY_CAP. */
 const RETRY_BASE = 200
 const RETRY_CAP = 4000
@@ -60,6 +62,7 @@ class SseReader {
       } // ':' comments (the heartbeat) and other fields are skipped.
     }
     this.buffer = this.buffer.slice(start)
+    if (this.buffer.length > MAX_LINE) throw new RangeError('a server-sent event line over 16 MiB')
   }
 }
 
@@ -177,7 +180,13 @@ export class StreamLink implements WebSocketLike {
       for (;;) {
         const { done, value } = await reader.read()
         if (done || this.readyState >= CLOSING) break
-        sse.push(decoder.decode(value, { stream: true }), (event) => { this.received(event) })
+        try {
+          sse.push(decoder.decode(value, { stream: true }), (event) => { this.received(event) })
+        } catch {
+          // A line past MAX_LINE, or an rt.open that is not the server's: the stream is not one to trust.
+          this.fail(CloseCode.MESSAGE_TOO_BIG, 'the stream sent what no server of this route would')
+          break
+        }
       }
       await reader.cancel().catch(() => {})
     } catch {
@@ -194,6 +203,8 @@ export class StreamLink implements WebSocketLike {
       const { session, post } = JSON.parse(data) as { session: string, post: string }
       this.session = session
       const postUrl = new URL(post, this.url)
+      // Batches carry the token: never to another origin than the stream's.
+      if (postUrl.origin !== new URL(this.url).origin) throw new Error('rt.open names another origin')
       if (this.token !== undefined && this.options.tokenSource === 'query') postUrl.searchParams.set('token', this.token)
       this.postUrl = postUrl.href
       this.readyState = OPEN
