@@ -8,6 +8,8 @@ import { waitFor } from './helpers/client.js'
 import { HttpProxy } from './helpers/http-proxy.js'
 import { REDIS_SKIP, REDIS_URL, redisTest, requireRedis, uniquePrefix } from './helpers/redis.js'
 import { StreamClient } from './helpers/stream.js'
+import WebSocket from 'ws'
+import { createClient } from '../lib/client/index.js'
 
 let redis: Redis
 before(async () => { if (REDIS_SKIP === undefined) redis = await requireRedis() })
@@ -110,6 +112,36 @@ redisTest('behind a round-robin proxy that drops answers: 1,000 messages each wa
   assert.deepEqual(stream.received.map((m: any) => m.data), Array.from({ length: total }, (_, i) => i + 1))
   assert.deepEqual(listener.received.slice(1).map((m: any) => m.data), Array.from({ length: total }, (_, i) => i + 1))
   assert.ok((proxy.routed.get(a.httpBase) ?? 0) > 50 && (proxy.routed.get(b.httpBase) ?? 0) > 50)
+})
+
+redisTest('the typed client on two instances behind a round-robin proxy that refuses upgrades and drops answers: 500 requests and 500 events, each once and in order', { timeout: 60_000 }, async (t) => {
+  const { a, b, seen } = await pair(t)
+  let posts = 0
+  const proxy = new HttpProxy({ targets: () => [a.httpBase, b.httpBase], upgrades: () => 'refuse', dropAnswer: () => ++posts % 5 === 0 })
+  const base = (await proxy.listen()).replace('http:', 'ws:')
+  t.after(async () => { await proxy.close() })
+  const ann = createClient<any>(`${base}/rt`, { WebSocket: WebSocket as never, token: a.sign({ sub: 'ann' }), backoff: { base: 20, cap: 100 } })
+  const bob = createClient<any>(`${base}/rt`, { WebSocket: WebSocket as never, token: a.sign({ sub: 'bob' }), backoff: { base: 20, cap: 100 } })
+  t.after(() => { ann.close(); bob.close() })
+  const shouts: number[] = []
+  bob.on('shout', (n: number) => { shouts.push(n) })
+  assert.equal(await bob.request('join', 'r'), 'r')
+  assert.deepEqual([ann.transport, bob.transport], ['stream', 'stream'])
+  const total = 500
+  const replies: number[] = []
+  for (let n = 1; n <= total; n += 25) {
+    const wave = Array.from({ length: Math.min(25, total - n + 1) }, (_, i) => n + i)
+    for (const k of wave) ann.send('shout', { room: 'r', n: k })
+    replies.push(...await Promise.all(wave.map(async (k) => await ann.request('n', k) as number)))
+  }
+  assert.deepEqual(replies, Array.from({ length: total }, (_, i) => i + 1))
+  assert.deepEqual(seen.get('ann'), Array.from({ length: total }, (_, i) => i + 1))
+  await waitFor(() => shouts.length >= total, 20_000, 'every event')
+  await new Promise((resolve) => setTimeout(resolve, 200))
+  assert.deepEqual(shouts, Array.from({ length: total }, (_, i) => i + 1))
+  assert.ok(posts >= 20, `${posts} POSTs, every fifth answer lost`)
+  assert.ok((proxy.routed.get(a.httpBase) ?? 0) > 10 && (proxy.routed.get(b.httpBase) ?? 0) > 10)
+  assert.deepEqual([ann.state, bob.state], ['open', 'open'])
 })
 
 /** POSTs one batch (the client's next seq) until it is acknowledged; returns how many retries it took. */
