@@ -88,18 +88,27 @@ test('transports: [\'stream\']: requests, sends, events, errors and the server\'
   await waitFor(() => h.app.realtime.connections.size === 0, 3000, 'the server\'s connection closed')
 })
 
-test('the client\'s close() ends the stream: the server\'s connection closes, nothing reconnects', { timeout: 10000 }, async (t) => {
+test('the client\'s close() ends the stream after what was sent before it: the server\'s onClose gets its code, nothing reconnects', { timeout: 10000 }, async (t) => {
   const h = await serveFallback()
   t.after(async () => { await h.close() })
   const c = typedClient(h.url, { transports: ['stream'] })
   await opened(c)
   assert.equal(h.app.realtime.connections.size, 1)
-  c.close()
+  for (let i = 0; i < 3; i++) c.send('note', `last ${i}`)
+  c.close(4000, 'bye')
   assert.equal(c.state, 'closed')
   await waitFor(() => h.seen.closes.length === 1, 3000, 'onClose')
+  assert.deepEqual(h.seen.closes, [4000])
+  assert.deepEqual(h.seen.notes, ['last 0', 'last 1', 'last 2'])
+  // A default close: 1000.
+  const d = typedClient(h.url, { transports: ['stream'] })
+  await opened(d)
+  d.close()
+  await waitFor(() => h.seen.closes.length === 2, 3000, 'onClose')
+  assert.deepEqual(h.seen.closes, [4000, 1000])
   await sleep(200)
   assert.equal(h.app.realtime.connections.size, 0)
-  assert.equal(h.streams(), 1)
+  assert.equal(h.streams(), 2)
 })
 
 test('a proxy refuses upgrades: the client falls back to the stream at once and works there', { timeout: 15000 }, async (t) => {

@@ -220,3 +220,35 @@ test('a client gone while its stream was being admitted (a slow authenticate): t
   assert.equal(registry.reserved, 0)
   assert.equal(registry.reservedFor('slow'), 0)
 })
+
+test('a batch with close: its frames run, then the stream ends with rt.close echoing the code and onClose gets it; bad closes are refused', async (t) => {
+  const closes: Array<[number, string]> = []
+  const h = await startApp({
+    jwt: false,
+    realtime: { auth: false },
+    fastify: { forceCloseConnections: true },
+    setup: (app) => {
+      app.realtimeRoute({
+        url: '/rt',
+        fallback: true,
+        messages: { echo: { schema: Type.Unknown(), handler: (d) => d } },
+        onClose: (_conn, code, reason) => { closes.push([code, reason]) }
+      })
+    }
+  })
+  t.after(async () => { await h.close() })
+  const stream = await StreamClient.open(`${h.httpBase}/rt`)
+  t.after(() => { stream.abort() })
+  for (const close of [{ code: 1001 }, { code: 2999 }, { code: 5000 }, { code: 4000, reason: 'x'.repeat(124) }, { code: '4000' }, null]) {
+    const refused = await stream.send([], { body: { session: stream.session, seq: 1, frames: [], close } })
+    assert.equal(refused.status, 400, JSON.stringify(close))
+    assert.equal(refused.body.code, 'BAD_BATCH')
+  }
+  const empty = await stream.send([], { body: { session: stream.session, seq: 1, frames: [] } })
+  assert.equal(empty.status, 400)
+  const answer = await stream.send([], { body: { session: stream.session, seq: 1, frames: [JSON.stringify({ type: 'echo', id: 1, data: 'last' })], close: { code: 4001, reason: 'done' } } })
+  assert.deepEqual(answer, { status: 200, body: { ack: 1 } })
+  assert.deepEqual(await stream.closed, { code: 4001, reason: 'done' })
+  assert.deepEqual(closes, [[4001, 'done']])
+  assert.equal(h.app.realtime.connections.size, 0)
+})

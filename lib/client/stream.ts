@@ -25,6 +25,8 @@ const MAX_LINE = 16 * 1024 * 1024
 /** The wait before a batch is sent again after no answer, a 429 or a 5xx (ms); it doubles up to RETRY_CAP. */
 const RETRY_BASE = 200
 const RETRY_CAP = 4000
+/** How long `close()` waits for the frames sent before it and the close itself to be taken (ms); then it aborts. */
+const CLOSE_WAIT = 2000
 
 export interface StreamLinkOptions {
   /** The session token: an `Authorization` header, or `?token=` with the query source. */
@@ -98,9 +100,12 @@ export class StreamLink implements WebSocketLike {
   /** A batch is on its way (or waits to be sent again). */
   private posting = false
   private retryTimer: ReturnType<typeof setTimeout> | undefined
+  private closeTimer: ReturnType<typeof setTimeout> | undefined
   private wake: (() => void) | undefined
   private code: number = CloseCode.ABNORMAL
   private reason = ''
+  /** `close()` was called on the open stream: the queue, then a batch with `close`, go up before the end. */
+  private closing = false
 
   constructor (url: string, private readonly options: StreamLinkOptions) {
     this.token = options.token === '' ? undefined : options.token
@@ -126,12 +131,20 @@ export class StreamLink implements WebSocketLike {
     if (!this.posting) this.post().catch(() => {})
   }
 
+  /**
+   * On an open stream, what was sent before goes up, then a batch with `close` (the server's connection closes with
+   * this code, as after a WebSocket's close frame), and the stream ends when the server ends it (CLOSE_WAIT at most).
+   */
   close (code: number = CloseCode.NORMAL, reason = ''): void {
     if (this.readyState >= CLOSING) return
     this.code = code
     this.reason = reason
+    const open = this.readyState === OPEN
     this.readyState = CLOSING
-    this.controller.abort()
+    if (!open) return this.controller.abort()
+    this.closing = true
+    this.closeTimer = setTimeout(() => { this.controller.abort() }, CLOSE_WAIT)
+    if (!this.posting) this.post().catch(() => {})
   }
 
   terminate (): void {
@@ -179,7 +192,7 @@ export class StreamLink implements WebSocketLike {
       const sse = new SseReader()
       for (;;) {
         const { done, value } = await reader.read()
-        if (done || this.readyState >= CLOSING) break
+        if (done || (this.readyState >= CLOSING && !this.closing)) break
         try {
           sse.push(decoder.decode(value, { stream: true }), (event) => { this.received(event) })
         } catch {
@@ -225,9 +238,11 @@ export class StreamLink implements WebSocketLike {
   private async post (): Promise<void> {
     this.posting = true
     let delay = RETRY_BASE
-    while (this.readyState === OPEN && this.queue.length > 0) {
+    let closed = false
+    while (this.sending() && (this.queue.length > 0 || (this.closing && !closed))) {
       const frames = this.queue.slice(0, MAX_FRAMES)
-      const body = JSON.stringify({ session: this.session, seq: ++this.seq, frames })
+      closed = this.closing && frames.length === this.queue.length
+      const body = JSON.stringify(closed ? { session: this.session, seq: ++this.seq, frames, close: { code: this.code, reason: this.reason } } : { session: this.session, seq: ++this.seq, frames })
       for (;;) {
         let status = 0
         try {
@@ -241,10 +256,11 @@ export class StreamLink implements WebSocketLike {
           status = res.status
           await res.text().catch(() => {})
         } catch {} // No answer: the batch may or may not have been taken; its seq makes a retry safe.
-        if (this.readyState !== OPEN) return this.stopPosting()
+        if (!this.sending()) return this.stopPosting()
         if (status === 200) break
         if (status !== 0 && status !== 429 && status < 500) {
           this.stopPosting()
+          if (this.closing) return this.controller.abort()
           return this.fail(status === 401 ? CloseCode.SESSION_EXPIRED : status === 413 ? CloseCode.MESSAGE_TOO_BIG : CloseCode.ABNORMAL, `batch refused with ${status}`)
         }
         await new Promise<void>((resolve) => {
@@ -253,12 +269,17 @@ export class StreamLink implements WebSocketLike {
         })
         this.wake = undefined
         delay = Math.min(delay * 2, RETRY_CAP)
-        if (this.readyState !== OPEN) return this.stopPosting()
+        if (!this.sending()) return this.stopPosting()
       }
       delay = RETRY_BASE
       this.queue.splice(0, frames.length)
     }
     this.stopPosting()
+  }
+
+  /** Batches may go up: the stream is open, or closing by `close()` and not yet ended. */
+  private sending (): boolean {
+    return this.readyState === OPEN || (this.closing && this.readyState === CLOSING)
   }
 
   private stopPosting (): void {
@@ -267,6 +288,7 @@ export class StreamLink implements WebSocketLike {
 
   private fail (code: number, reason: string): void {
     if (this.readyState >= CLOSING) return
+    this.closing = false
     this.code = code
     this.reason = reason
     this.readyState = CLOSING
@@ -276,7 +298,9 @@ export class StreamLink implements WebSocketLike {
   private ended (): void {
     if (this.readyState === CLOSED) return
     this.readyState = CLOSED
+    this.closing = false
     clearTimeout(this.retryTimer)
+    clearTimeout(this.closeTimer)
     this.wake?.()
     this.controller.abort()
     this.queue = []

@@ -6,7 +6,7 @@ import { handleFrame } from '../dispatch.js'
 import type { Admission, CompiledRoute, RealtimeContext } from '../route.js'
 import { openConnection } from '../socket.js'
 import { kAdmission } from '../symbols.js'
-import { batchRefusal, ownerOf, parseBatch, sessionIdOf, STREAM_HEADERS, StreamSocket, type BatchRefusal } from './stream.js'
+import { batchRefusal, ownerOf, parseBatch, sessionIdOf, STREAM_HEADERS, StreamSocket, type Batch, type BatchRefusal } from './stream.js'
 
 /** How long an instance waits for the instance holding a session to answer a batch it forwarded. */
 const FORWARD_TIMEOUT_MS = 5000
@@ -104,7 +104,7 @@ export class StreamSessions {
    * past the next is refused. Each frame goes through the dispatcher as a WebSocket message would (rates, limits,
    * the connection's queue); the handlers run in order after this returns, and their replies go down the stream.
    */
-  private take (session: Session, path: string, userId: string | undefined, batch: { seq: number, frames: Array<{ data: Buffer, binary: boolean }> }): BatchAnswer {
+  private take (session: Session, path: string, userId: string | undefined, batch: Batch): BatchAnswer {
     const { socket, conn, route } = session
     if (route.path !== path || conn.userId !== userId) return batchRefusal('FORBIDDEN_SESSION')
     if (socket.readyState !== StreamSocket.OPEN) return batchRefusal('UNKNOWN_SESSION')
@@ -118,6 +118,7 @@ export class StreamSessions {
         conn.log.error({ err }, 'realtime frame handling failed')
       }
     }
+    if (batch.close !== undefined) socket.closedByPeer(batch.close.code, batch.close.reason)
     return { status: 200, ack: batch.seq }
   }
 }

@@ -113,6 +113,14 @@ export class StreamSocket extends EventEmitter {
     this.res.end(eventOf(JSON.stringify({ code, reason }), 'rt.close'))
   }
 
+  /**
+   * The client closed (a batch's `close`): the stream ends with `rt.close` echoing its code, and the connection closes
+   * with it, as a WebSocket's close frame from the client would.
+   */
+  closedByPeer (code: number, reason: string): void {
+    this.close(code, reason)
+  }
+
   /** Cuts the response off (a dead or hopeless reader). */
   terminate (): void {
     if (this.readyState === CLOSED) return
@@ -140,6 +148,13 @@ export interface Batch {
   session: string
   seq: number
   frames: Array<{ data: Buffer, binary: boolean }>
+  /** The client closes the connection after the frames, with this code and reason. */
+  close?: { code: number, reason: string }
+}
+
+/** A close code a client may send: 1000, or 3000-4999 (as WebSocket's `close()` allows). */
+function isClientCloseCode (code: unknown): code is number {
+  return code === 1000 || (Number.isInteger(code) && (code as number) >= 3000 && (code as number) <= 4999)
 }
 
 /** Why a batch is refused: its status and body. */
@@ -153,10 +168,18 @@ export function batchRefusal (code: BatchCodeName, message?: string): BatchRefus
 export function parseBatch (body: unknown, maxPayload: number): Batch | BatchRefusal {
   const bad = (message: string): BatchRefusal => batchRefusal('BAD_BATCH', message)
   if (body === null || typeof body !== 'object' || Array.isArray(body)) return bad('the body must be a JSON object { session, seq, frames }')
-  const { session, seq, frames } = body as Record<string, unknown>
+  const { session, seq, frames, close } = body as Record<string, unknown>
   if (typeof session !== 'string' || session.length === 0 || session.length > 200) return bad('session must be the id from the stream\'s rt.open event')
   if (typeof seq !== 'number' || !Number.isSafeInteger(seq) || seq < 1) return bad('seq must be a positive integer')
-  if (!Array.isArray(frames) || frames.length === 0) return bad('frames must be a non-empty array')
+  let closing: Batch['close']
+  if (close !== undefined) {
+    const { code, reason = '' } = (close ?? {}) as { code?: unknown, reason?: unknown }
+    if (!isClientCloseCode(code) || typeof reason !== 'string' || Buffer.byteLength(reason) > 123) {
+      return bad('close must be { code: 1000 or 3000-4999, reason?: up to 123 bytes }')
+    }
+    closing = { code, reason }
+  }
+  if (!Array.isArray(frames) || (frames.length === 0 && closing === undefined)) return bad('frames must be a non-empty array (it may be empty with close)')
   if (frames.length > MAX_BATCH_FRAMES) return batchRefusal('BATCH_TOO_LARGE', `a batch carries at most ${MAX_BATCH_FRAMES} frames`)
   const parsed: Batch['frames'] = []
   for (const frame of frames) {
@@ -173,5 +196,5 @@ export function parseBatch (body: unknown, maxPayload: number): Batch | BatchRef
     if (data.length > maxPayload) return batchRefusal('BATCH_TOO_LARGE', `a frame is over limits.maxPayload (${maxPayload} bytes)`)
     parsed.push({ data, binary })
   }
-  return { session, seq, frames: parsed }
+  return closing === undefined ? { session, seq, frames: parsed } : { session, seq, frames: parsed, close: closing }
 }
