@@ -346,7 +346,8 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
   private scheduleProbe (): void {
     clearTimeout(this.probeTimer)
     this.probeTimer = undefined
-    if (this.current !== 'stream' || this.WS === undefined || !this.options.transports.includes('websocket')) return
+    // Only where a WebSocket is preferred: `['stream', 'websocket']` stays on the stream it prefers.
+    if (this.current !== 'stream' || this.WS === undefined || this.options.transports[0] !== 'websocket') return
     this.probeTimer = deadline(this.options.probeInterval, () => {
       this.probeTimer = undefined
       this.probe()

@@ -24,7 +24,8 @@ export interface ClientOptions<R extends AnyRoute = AnyRoute> {
    * route with `fallback: true` (docs/15-fallback.md). With both, the client falls back to the stream when a
    * WebSocket does not open within `fallbackAfter`, or fails on the way to a route that says it serves the stream
    * (a proxy's refusal, a cut), never on the route's own refusals (401, 403, 429…); on the stream it tries a
-   * WebSocket again every `probeInterval` and moves over when one opens. @default ['websocket', 'stream']
+   * WebSocket again every `probeInterval` and moves over when one opens (only when `'websocket'` comes first).
+   * @default ['websocket', 'stream']
    */
   transports?: ReadonlyArray<'websocket' | 'stream'>
   /** How long (ms) a WebSocket may take to open before the stream is tried. @default 3000 */
