@@ -1,6 +1,7 @@
 import { test } from 'node:test'
 import assert from 'node:assert/strict'
 import { Type } from '@sinclair/typebox'
+import type { RouteDefinition } from '../lib/index.js'
 import { startApp, type TestApp } from './helpers/app.js'
 import { connect, waitFor } from './helpers/client.js'
 import { StreamClient, StreamRefused } from './helpers/stream.js'
@@ -24,6 +25,18 @@ async function chatApp (t: { after: (fn: () => Promise<void>) => void }, options
         }
       })
     }
+  })
+  t.after(async () => { await h.close() })
+  return h
+}
+
+/** An anonymous fallback route `/rt` with an `echo` message and the route options given. */
+async function echoApp (t: { after: (fn: () => Promise<void>) => void }, route: Pick<RouteDefinition<any, any, any>, 'binary' | 'onOpen' | 'onClose'>): Promise<TestApp> {
+  const h = await startApp({
+    jwt: false,
+    realtime: { auth: false },
+    fastify: { forceCloseConnections: true },
+    setup: (app) => { app.realtimeRoute({ url: '/rt', fallback: true, messages: { echo: { schema: Type.Unknown(), handler: (d) => d } }, ...route }) }
   })
   t.after(async () => { await h.close() })
   return h
@@ -128,22 +141,11 @@ test('a fallback route\'s 426 offers the stream (X-Realtime-Fallback, exposed to
 
 test('binary frames both ways (base64 on the wire), onOpen and onClose once each, conn.transport', async (t) => {
   const events: string[] = []
-  const h = await startApp({
-    jwt: false,
-    realtime: { auth: false },
-    fastify: { forceCloseConnections: true },
-    setup: (app) => {
-      app.realtimeRoute({
-        url: '/rt',
-        fallback: true,
-        messages: { echo: { schema: Type.Unknown(), handler: (d) => d } },
-        binary: (data, conn) => { conn.sendBinary(Buffer.concat([Buffer.from([0xff]), data])) },
-        onOpen: (conn) => { events.push(`open ${conn.transport}`) },
-        onClose: (conn, code) => { events.push(`close ${conn.transport} ${code}`) }
-      })
-    }
+  const h = await echoApp(t, {
+    binary: (data, conn) => { conn.sendBinary(Buffer.concat([Buffer.from([0xff]), data])) },
+    onOpen: (conn) => { events.push(`open ${conn.transport}`) },
+    onClose: (conn, code) => { events.push(`close ${conn.transport} ${code}`) }
   })
-  t.after(async () => { await h.close() })
   const stream = await StreamClient.open(`${h.httpBase}/rt`)
   assert.deepEqual(await stream.send([{ binary: Buffer.from([0, 1, 2, 0xfe]).toString('base64') }]), { status: 200, body: { ack: 1 } })
   assert.deepEqual(await stream.nextMessage(), { binary: Buffer.from([0xff, 0, 1, 2, 0xfe]) })
@@ -223,20 +225,7 @@ test('a client gone while its stream was being admitted (a slow authenticate): t
 
 test('a batch with close: its frames run, then the stream ends with rt.close echoing the code and onClose gets it; bad closes are refused', async (t) => {
   const closes: Array<[number, string]> = []
-  const h = await startApp({
-    jwt: false,
-    realtime: { auth: false },
-    fastify: { forceCloseConnections: true },
-    setup: (app) => {
-      app.realtimeRoute({
-        url: '/rt',
-        fallback: true,
-        messages: { echo: { schema: Type.Unknown(), handler: (d) => d } },
-        onClose: (_conn, code, reason) => { closes.push([code, reason]) }
-      })
-    }
-  })
-  t.after(async () => { await h.close() })
+  const h = await echoApp(t, { onClose: (_conn, code, reason) => { closes.push([code, reason]) } })
   const stream = await StreamClient.open(`${h.httpBase}/rt`)
   t.after(() => { stream.abort() })
   for (const close of [{ code: 1001 }, { code: 2999 }, { code: 5000 }, { code: 4000, reason: 'x'.repeat(124) }, { code: '4000' }, null]) {
