@@ -1,7 +1,7 @@
 // From the repeats' raw figures to the table: medians, ratios to raw ws taken within each repeat, the targets.
 import { median, type Kind } from './workloads.js'
 
-export type Workload = 'A' | 'B' | 'C' | 'D' | 'E'
+export type Workload = 'A' | 'B' | 'C' | 'D' | 'E' | 'G-echo' | 'G-fanout'
 
 /** One figure of one server in one repeat. */
 export interface Result { repeat: number, workload: Workload, kind: Kind, value: number, cpu?: number }
@@ -12,7 +12,10 @@ export const WORKLOADS: Record<Workload, { title: string, better: 'higher' | 'lo
   B: { title: 'B fan-out, ms to the last member', better: 'lower', cpuUnit: 'µs/delivery' },
   C: { title: 'C heap, bytes/idle conn', better: 'lower' },
   D: { title: 'D set-up, conn/s', better: 'higher', cpuUnit: 'µs/conn' },
-  E: { title: 'E reconnect storm, ms until all joined', better: 'lower', cpuUnit: 'µs/client' }
+  E: { title: 'E reconnect storm, ms until all joined', better: 'lower', cpuUnit: 'µs/client' },
+  // G: the HTTP-streaming fallback (realtime-stream) and socket.io's long-polling beside the WebSocket servers.
+  'G-echo': { title: 'G echo, fallback rows, msg/s', better: 'higher', cpuUnit: 'µs/msg' },
+  'G-fanout': { title: 'G fan-out, fallback rows, ms to the last member', better: 'lower', cpuUnit: 'µs/delivery' }
 }
 
 export interface Row {
@@ -113,5 +116,7 @@ export function targets (rows: Row[], results: Result[]): Target[] {
   add('C heap, ratio to raw ws', row('C')?.ratio, 2.0, false, '')
   add('D set-up, ratio to raw ws', row('D')?.ratio, 0.9, true, '')
   add('E reconnect storm, ms until every client recovered', row('E', 'realtime-history')?.value, 2000, false, ' ms')
+  // Issue 24: the fallback's echo throughput over socket.io's long-polling, within each repeat.
+  add('G echo, fallback (HTTP streaming) over socket.io long-polling', within('G-echo', 'realtime-stream', 'socket.io-polling'), 1.5, true, '×')
   return list
 }

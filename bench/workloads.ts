@@ -1,9 +1,9 @@
-// The four workloads, each run against one server process and driven by the generator pool. Every figure a server
+// The workloads, each run against one server process and driven by the generator pool. Every figure a server
 // contributes (CPU time, heap) is read inside that server and sent over IPC.
 import type { ChildProcess } from 'node:child_process'
 import { command, expect, sleep, spawn, stop } from './children.js'
 
-export type Kind = 'raw-ws' | 'raw-ws-preframed' | 'fastify-ws' | 'minimal' | 'realtime' | 'socket.io' | 'realtime-redis' | 'realtime-history' | 'realtime-history-redis' | 'realtime-observed' | 'realtime-rooms'
+export type Kind = 'raw-ws' | 'raw-ws-preframed' | 'fastify-ws' | 'minimal' | 'realtime' | 'socket.io' | 'realtime-redis' | 'realtime-history' | 'realtime-history-redis' | 'realtime-observed' | 'realtime-rooms' | 'realtime-stream' | 'socket.io-polling'
 
 export interface Sizes {
   repeats: number
@@ -27,6 +27,17 @@ export interface Sizes {
   /** E: clients coming back at once, and the events each missed (and recovers, on a history room). */
   stormClients: number
   stormEvents: number
+  /**
+   * G, over the HTTP-streaming fallback and socket.io's long-polling: the echo's connections, requests in flight on
+   * each and time (as A's, in `rounds` rounds, over `echoGenerators`), and the fan-out's members and sends (as B's,
+   * over `fallbackMemberGenerators`).
+   */
+  fallbackConns: number
+  fallbackInflight: number
+  fallbackMs: number
+  fallbackMembers: number
+  fallbackMemberGenerators: number
+  fallbackFires: number
   /** The longest wait for one answer, and for opening many connections. */
   stepMs: number
   connectMs: number
