@@ -73,6 +73,8 @@ async function openWs (kind: string, port: number): Promise<Peer> {
  * client so much that it, not the server, would be measured. A batch reuses a free connection, as a browser's would.
  */
 const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, noDelay: true })
+/** Batches POSTed by this process's fallback clients (the echo reports them: frames a batch). */
+let batches = 0
 
 /**
  * A client of the HTTP-streaming fallback (docs/15-fallback.md), as the real one behaves: the SSE stream read as it
@@ -108,6 +110,7 @@ async function openStream (port: number): Promise<Peer> {
     const frames = queue.length <= 64 ? queue : queue.slice(0, 64)
     queue = queue.length <= 64 ? [] : queue.slice(64)
     const body = JSON.stringify({ session, seq: ++seq, frames })
+    batches++
     const post = http.request({
       host: '127.0.0.1',
       port,
@@ -224,6 +227,7 @@ async function echo (_kind: string, _port: number, [inflight, ms]: number[], gro
   let done = 0
   let running = true
   const started = now()
+  const batchesBefore = batches
   await Promise.all(mine.flatMap((p) => Array.from({ length: inflight as number }, async () => {
     while (running) {
       await p.request(DATA)
@@ -231,7 +235,7 @@ async function echo (_kind: string, _port: number, [inflight, ms]: number[], gro
       if (now() - started > (ms as number)) running = false
     }
   })))
-  send({ messages: done, seconds: (now() - started) / 1000 })
+  send({ messages: done, seconds: (now() - started) / 1000, batches: batches - batchesBefore })
 }
 
 /** Fan-out: `count` members join the room; with `trigger` 1, one more connection sends what fans out. */

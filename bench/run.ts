@@ -93,7 +93,7 @@ const serverSet = (tag: string): ServerSet => new ServerSet({
 
 function record (repeat: number, workload: Workload, slot: Kind, m: Measurement): void {
   results.push({ repeat, workload, kind: slot, ...m })
-  progress(`repeat ${repeat + 1}/${sizes.repeats} ${workload} ${slot}: ${m.value.toFixed(1)}${m.cpu === undefined ? '' : ` (server CPU ${m.cpu.toFixed(2)} µs)`}`)
+  progress(`repeat ${repeat + 1}/${sizes.repeats} ${workload} ${slot}: ${m.value.toFixed(1)}${m.cpu === undefined ? '' : ` (server CPU ${m.cpu.toFixed(2)} µs)`}${m.perBatch === undefined ? '' : `, ${m.perBatch.toFixed(1)} messages a batch`}`)
 }
 
 /** Records a failure (the time budget is not one: it ends the run) and replaces the server for what follows. */

@@ -43,16 +43,23 @@ export interface Sizes {
   connectMs: number
 }
 
-/** One workload's figure for one server in one repeat; `cpu` is the server's CPU µs per unit of work. */
-export interface Measurement { value: number, cpu?: number }
+/**
+ * One workload's figure for one server in one repeat; `cpu` is the server's CPU µs per unit of work; `perBatch`, in
+ * G's echo over the fallback, the messages a POSTed batch carried on average.
+ */
+export interface Measurement { value: number, cpu?: number, perBatch?: number }
 
-/** A share of a throughput workload: units of work (messages, connections) done in `seconds`, costing `cpu` µs. */
-export interface Slice { units: number, seconds: number, cpu: number }
+/**
+ * A share of a throughput workload: units of work (messages, connections) done in `seconds`, costing `cpu` µs;
+ * `batches`, the fallback's POSTs that carried them.
+ */
+export interface Slice { units: number, seconds: number, cpu: number, batches?: number }
 
 /** Units a second, and CPU µs per unit, over all the slices. */
 export function fromSlices (slices: Slice[]): Measurement {
   const units = slices.reduce((n, s) => n + s.units, 0)
-  return { value: units / slices.reduce((n, s) => n + s.seconds, 0), cpu: slices.reduce((n, s) => n + s.cpu, 0) / units }
+  const batches = slices.reduce((n, s) => n + (s.batches ?? 0), 0)
+  return { value: units / slices.reduce((n, s) => n + s.seconds, 0), cpu: slices.reduce((n, s) => n + s.cpu, 0) / units, ...(batches > 0 ? { perBatch: units / batches } : {}) }
 }
 
 /** A server under test: `slot` names the row (`realtime-redis` runs the `realtime` protocol). */
@@ -139,9 +146,9 @@ export async function echo (pool: GeneratorPool, targets: Target[], sizes: Sizes
       for (const t of turn(targets, round)) {
         const before = await cpuOf(t.server, sizes.stepMs)
         for (const g of generators) run(g, 'echo', t.kind, t.server.port, [sizes.inflight, sliceMs], t.slot)
-        const reports = await Promise.all(generators.map(async (g) => await expect<{ messages: number, seconds: number }>(g, 'messages', sliceMs + sizes.stepMs)))
+        const reports = await Promise.all(generators.map(async (g) => await expect<{ messages: number, seconds: number, batches: number }>(g, 'messages', sliceMs + sizes.stepMs)))
         const after = await cpuOf(t.server, sizes.stepMs)
-        slices.get(t.slot)?.push({ units: reports.reduce((n, r) => n + r.messages, 0), seconds: Math.max(...reports.map((r) => r.seconds)), cpu: after - before })
+        slices.get(t.slot)?.push({ units: reports.reduce((n, r) => n + r.messages, 0), seconds: Math.max(...reports.map((r) => r.seconds)), cpu: after - before, batches: reports.reduce((n, r) => n + r.batches, 0) })
       }
     }
     return new Map(targets.map((t) => [t.slot, fromSlices(slices.get(t.slot) ?? [])]))
