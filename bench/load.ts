@@ -1,8 +1,9 @@
 // A load generator in its own process: `node --import tsx --expose-gc bench/load.ts`. The runner starts a few once
 // and hands them work over IPC, `{ cmd: 'run', mode, kind, port, args }`, then `{ cmd: 'reset' }` to close every
 // connection; a fresh process per step would cost a second of start-up each time. It speaks each server's protocol
-// (JSON envelopes over ws, or socket.io). Receipt times are `performance.timeOrigin + performance.now()`,
+// (JSON envelopes over ws or over the HTTP-streaming fallback, or socket.io on either of its transports). Receipt times are `performance.timeOrigin + performance.now()`,
 // comparable across the processes of one machine.
+import http from 'node:http'
 import WebSocket from 'ws'
 import { io as ioClient, type Socket } from 'socket.io-client'
 import { createSigner } from 'fast-jwt'
@@ -22,8 +23,9 @@ interface Peer {
   close: () => void
 }
 
-async function openSocketIo (port: number): Promise<Peer> {
-  const socket: Socket = ioClient(`http://127.0.0.1:${port}`, { transports: ['websocket'], reconnection: false, forceNew: true })
+/** socket.io's own client, on the websocket transport or (`socket.io-polling`) on HTTP long-polling alone. */
+async function openSocketIo (port: number, transport: 'websocket' | 'polling' = 'websocket'): Promise<Peer> {
+  const socket: Socket = ioClient(`http://127.0.0.1:${port}`, { transports: [transport], reconnection: false, forceNew: true })
   await new Promise<void>((resolve, reject) => { socket.once('connect', resolve); socket.once('connect_error', reject) })
   return {
     request: async (data) => { await new Promise<void>((resolve) => socket.emit('echo', data, () => { resolve() })) },
@@ -66,7 +68,132 @@ async function openWs (kind: string, port: number): Promise<Peer> {
   }
 }
 
-const open = async (kind: string, port: number): Promise<Peer> => kind === 'socket.io' ? await openSocketIo(port) : await openWs(kind, port)
+/**
+ * The fallback's streams and batches (G). node:http with a keep-alive agent, not fetch: undici's fetch costs the
+ * client so much that it, not the server, would be measured. A batch reuses a free connection, as a browser's would.
+ */
+const agent = new http.Agent({ keepAlive: true, maxSockets: Infinity, noDelay: true })
+/** Batches POSTed by this process's fallback clients (the echo reports them: frames a batch). */
+let batches = 0
+
+/**
+ * A client of the HTTP-streaming fallback (docs/15-fallback.md), as the real one behaves: the SSE stream read as it
+ * arrives, one frame per `data:` event; frames sent as POSTed batches, one batch in flight per session, and every
+ * frame queued since the last POST in the next (64 at most). The first frames of a tick wait for its end, so that a
+ * burst goes as one batch.
+ */
+async function openStream (port: number): Promise<Peer> {
+  const authorization = `Bearer ${token}`
+  const waiting = new Map<number, () => void>()
+  let id = 0
+  let news: (() => void) | undefined
+  let session = ''
+  let seq = 0
+  let queue: string[] = []
+  let posting = false
+  let scheduled = false
+  let closed = false
+  const fail = (message: string): void => { if (!closed) send({ error: `stream client: ${message}` }) }
+  const onFrame = (text: string): void => {
+    const m = JSON.parse(text)
+    if (m.type === 'news') {
+      news?.()
+    } else {
+      waiting.get(m.id)?.()
+      waiting.delete(m.id)
+    }
+  }
+  const flush = (): void => {
+    scheduled = false
+    if (posting || queue.length === 0 || closed) return
+    posting = true
+    const frames = queue.length <= 64 ? queue : queue.slice(0, 64)
+    queue = queue.length <= 64 ? [] : queue.slice(64)
+    const body = JSON.stringify({ session, seq: ++seq, frames })
+    batches++
+    const post = http.request({
+      host: '127.0.0.1',
+      port,
+      path: '/rt',
+      method: 'POST',
+      agent,
+      headers: { authorization, 'content-type': 'application/json', 'content-length': Buffer.byteLength(body) }
+    }, (res) => {
+      let answer = ''
+      res.setEncoding('utf8')
+      res.on('data', (chunk: string) => { answer += chunk })
+      res.on('end', () => {
+        posting = false
+        if (res.statusCode !== 200) return fail(`batch ${seq}: ${res.statusCode ?? '?'} ${answer}`)
+        flush()
+      })
+    })
+    post.on('error', (err) => { fail(`batch ${seq}: ${err.message}`) })
+    post.end(body)
+  }
+  const push = (frame: string): void => {
+    queue.push(frame)
+    if (posting || scheduled) return
+    scheduled = true
+    queueMicrotask(flush)
+  }
+  const stream = http.request({ host: '127.0.0.1', port, path: '/rt', method: 'GET', agent, headers: { accept: 'text/event-stream', authorization } })
+  await new Promise<void>((resolve, reject) => {
+    stream.once('error', reject)
+    stream.once('response', (res) => {
+      if (res.statusCode !== 200) {
+        res.resume()
+        reject(new Error(`stream: ${res.statusCode ?? '?'}`))
+        return
+      }
+      res.setEncoding('utf8')
+      res.on('error', () => {})
+      let buffered = ''
+      // An event ends at a blank line; `data:` lines, `event:` names and `:` comments (the heartbeat) before it.
+      res.on('data', (chunk: string) => {
+        buffered += chunk
+        let end = buffered.indexOf('\n\n')
+        if (end === -1) return
+        let start = 0
+        while (end !== -1) {
+          const event = buffered.slice(start, end)
+          start = end + 2
+          end = buffered.indexOf('\n\n', start)
+          if (event.startsWith('data: ') && !event.includes('\n')) {
+            onFrame(event.slice(6))
+          } else if (event.startsWith('event: rt.open\n')) {
+            session = (JSON.parse(event.slice(event.indexOf('data: ') + 6)) as { session: string }).session
+            resolve()
+          }
+        }
+        buffered = buffered.slice(start)
+      })
+    })
+    stream.end()
+  })
+  stream.on('error', () => {})
+  const call = async (type: string, data: unknown): Promise<void> => {
+    const n = ++id
+    await new Promise<void>((resolve) => { waiting.set(n, resolve); push(JSON.stringify({ type, id: n, data })) })
+  }
+  return {
+    request: async (data) => { await call('echo', data) },
+    join: async () => { await call('join', null) },
+    fanout: () => { push(JSON.stringify({ type: 'fanout', data: null })) },
+    onNews: (fn) => { news = fn },
+    close: () => {
+      closed = true
+      stream.destroy()
+    }
+  }
+}
+
+async function open (kind: string, port: number): Promise<Peer> {
+  if (kind === 'socket.io') return await openSocketIo(port)
+  if (kind === 'socket.io-polling') return await openSocketIo(port, 'polling')
+  if (kind === 'realtime-stream') return await openStream(port)
+  return await openWs(kind, port)
+}
 
 /** Every connection this process holds; `reset` closes them. */
 let peers: Peer[] = []
@@ -100,6 +227,7 @@ async function echo (_kind: string, _port: number, [inflight, ms]: number[], gro
   let done = 0
   let running = true
   const started = now()
+  const batchesBefore = batches
   await Promise.all(mine.flatMap((p) => Array.from({ length: inflight as number }, async () => {
     while (running) {
       await p.request(DATA)
@@ -107,7 +235,7 @@ async function echo (_kind: string, _port: number, [inflight, ms]: number[], gro
       if (now() - started > (ms as number)) running = false
     }
   })))
-  send({ messages: done, seconds: (now() - started) / 1000 })
+  send({ messages: done, seconds: (now() - started) / 1000, batches: batches - batchesBefore })
 }
 
 /** Fan-out: `count` members join the room; with `trigger` 1, one more connection sends what fans out. */

@@ -1,10 +1,10 @@
 // From the repeats' raw figures to the table: medians, ratios to raw ws taken within each repeat, the targets.
 import { median, type Kind } from './workloads.js'
 
-export type Workload = 'A' | 'B' | 'C' | 'D' | 'E'
+export type Workload = 'A' | 'B' | 'C' | 'D' | 'E' | 'G-echo' | 'G-fanout'
 
 /** One figure of one server in one repeat. */
-export interface Result { repeat: number, workload: Workload, kind: Kind, value: number, cpu?: number }
+export interface Result { repeat: number, workload: Workload, kind: Kind, value: number, cpu?: number, perBatch?: number }
 export interface Failure { repeat: number, workload: Workload | 'F' | 'P', kind: Kind, error: string }
 
 export const WORKLOADS: Record<Workload, { title: string, better: 'higher' | 'lower', cpuUnit?: string }> = {
@@ -12,7 +12,10 @@ export const WORKLOADS: Record<Workload, { title: string, better: 'higher' | 'lo
   B: { title: 'B fan-out, ms to the last member', better: 'lower', cpuUnit: 'µs/delivery' },
   C: { title: 'C heap, bytes/idle conn', better: 'lower' },
   D: { title: 'D set-up, conn/s', better: 'higher', cpuUnit: 'µs/conn' },
-  E: { title: 'E reconnect storm, ms until all joined', better: 'lower', cpuUnit: 'µs/client' }
+  E: { title: 'E reconnect storm, ms until all joined', better: 'lower', cpuUnit: 'µs/client' },
+  // G: the HTTP-streaming fallback (realtime-stream) and socket.io's long-polling beside the WebSocket servers.
+  'G-echo': { title: 'G echo (fallback), msg/s', better: 'higher', cpuUnit: 'µs/msg' },
+  'G-fanout': { title: 'G fan-out (fallback), ms to the last member', better: 'lower', cpuUnit: 'µs/delivery' }
 }
 
 export interface Row {
@@ -28,6 +31,8 @@ export interface Row {
   cpu?: number
   /** Median over the repeats of cpu / raw ws's cpu in the same repeat. */
   cpuRatio?: number
+  /** G's echo over the fallback: the median of the messages a POSTed batch carried. */
+  perBatch?: number
   repeats: number
 }
 
@@ -47,6 +52,7 @@ export function summarize (results: Result[]): Row[] {
         return base === undefined || r.cpu === undefined ? [] : [r.cpu / base]
       })
       const cpus = mine.flatMap((r) => r.cpu === undefined ? [] : [r.cpu])
+      const perBatch = mine.flatMap((r) => r.perBatch === undefined ? [] : [r.perBatch])
       rows.push({
         workload,
         kind,
@@ -56,6 +62,7 @@ export function summarize (results: Result[]): Row[] {
         ratioMax: Math.max(...ratios),
         ...(cpus.length > 0 ? { cpu: median(cpus) } : {}),
         ...(cpuRatios.length > 0 ? { cpuRatio: median(cpuRatios) } : {}),
+        ...(perBatch.length > 0 ? { perBatch: median(perBatch) } : {}),
         repeats: mine.length
       })
     }
@@ -72,7 +79,8 @@ export function table (rows: Row[]): string[] {
     const meta = WORKLOADS[r.workload]
     const range = r.repeats > 1 && Number.isFinite(r.ratioMin) ? `${fmt(r.ratioMin)}–${fmt(r.ratioMax)}` : ''
     const cpu = r.cpu === undefined ? '' : `${fmt(r.cpu, r.cpu < 10 ? 2 : 1)} ${meta.cpuUnit ?? ''}`
-    lines.push(`| ${meta.title} | ${r.kind} | ${fmtValue(r.value)} | ${fmt(r.ratio)} | ${range} | ${cpu} | ${r.cpuRatio === undefined ? '' : fmt(r.cpuRatio)} |`)
+    const kind = r.perBatch === undefined ? r.kind : `${r.kind} (${fmt(r.perBatch, 1)} msg/batch)`
+    lines.push(`| ${meta.title} | ${kind} | ${fmtValue(r.value)} | ${fmt(r.ratio)} | ${range} | ${cpu} | ${r.cpuRatio === undefined ? '' : fmt(r.cpuRatio)} |`)
   }
   return lines
 }
@@ -113,5 +121,7 @@ export function targets (rows: Row[], results: Result[]): Target[] {
   add('C heap, ratio to raw ws', row('C')?.ratio, 2.0, false, '')
   add('D set-up, ratio to raw ws', row('D')?.ratio, 0.9, true, '')
   add('E reconnect storm, ms until every client recovered', row('E', 'realtime-history')?.value, 2000, false, ' ms')
+  // Issue 24: the fallback's echo throughput over socket.io's long-polling, within each repeat.
+  add('G echo, fallback (HTTP streaming) over socket.io long-polling', within('G-echo', 'realtime-stream', 'socket.io-polling'), 1.5, true, '×')
   return list
 }

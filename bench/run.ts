@@ -22,13 +22,14 @@ const profiled = profileArg === undefined ? undefined : profileArg.split('=')[1]
 const REDIS_URL = process.env.REDIS_URL ?? 'redis://127.0.0.1:6379'
 
 const sizes: Sizes = quick
-  ? { repeats: 1, rounds: 2, echoConns: 40, inflight: 16, echoMs: 800, echoGenerators: 2, members: 800, memberGenerators: 2, fires: 3, idle: 300, setupTotal: 300, setupConcurrency: 24, setupGenerators: 2, stormClients: 200, stormEvents: 10, stepMs: 15_000, connectMs: 20_000 }
-  : { repeats: 3, rounds: 4, echoConns: 100, inflight: 16, echoMs: 4000, echoGenerators: 2, members: 10_000, memberGenerators: 4, fires: 11, idle: 2000, setupTotal: 2000, setupConcurrency: 50, setupGenerators: 2, stormClients: 1000, stormEvents: 10, stepMs: 30_000, connectMs: 90_000 }
+  ? { repeats: 1, rounds: 2, echoConns: 40, inflight: 16, echoMs: 800, echoGenerators: 2, members: 800, memberGenerators: 2, fires: 3, idle: 300, setupTotal: 300, setupConcurrency: 24, setupGenerators: 2, stormClients: 200, stormEvents: 10, fallbackConns: 20, fallbackInflight: 16, fallbackMs: 800, fallbackMembers: 300, fallbackMemberGenerators: 2, fallbackFires: 3, stepMs: 15_000, connectMs: 20_000 }
+  : { repeats: 3, rounds: 4, echoConns: 100, inflight: 16, echoMs: 4000, echoGenerators: 2, members: 10_000, memberGenerators: 4, fires: 11, idle: 2000, setupTotal: 2000, setupConcurrency: 50, setupGenerators: 2, stormClients: 1000, stormEvents: 10, fallbackConns: 40, fallbackInflight: 16, fallbackMs: 4000, fallbackMembers: 1000, fallbackMemberGenerators: 2, fallbackFires: 11, stepMs: 30_000, connectMs: 90_000 }
 // `--sizes='{"members":20000}'` overrides any of them, for a closer look at one thing.
 const overrides = argv.find((a) => a.startsWith('--sizes='))
 if (overrides !== undefined) Object.assign(sizes, JSON.parse(overrides.slice('--sizes='.length)))
-// The whole run ends by itself: quick in under a minute, full in under ten (a hard stop follows the budget).
-const budgetMs = quick ? 50_000 : 560_000
+// The whole run ends by itself: quick in under a minute and a half, full in under twelve (a hard stop follows the
+// budget). G (the fallback, issue 24) added some 35 s a repeat to a full run and 15 s to a quick one on 2 cores.
+const budgetMs = quick ? 80_000 : 680_000
 const startedAt = Date.now()
 setDeadline(startedAt + budgetMs)
 
@@ -41,9 +42,14 @@ const PLAN: Record<Workload, Kind[]> = {
   D: ['raw-ws', 'fastify-ws', 'realtime', 'socket.io'],
   // raw-ws-preframed: the fan-out framed once and written to every member, in plain ws code (the floor of B).
   B: ['raw-ws', 'raw-ws-preframed', 'realtime', 'realtime-history', 'socket.io'],
-  E: ['raw-ws', 'realtime', 'realtime-history']
+  E: ['raw-ws', 'realtime', 'realtime-history'],
+  // G (issue 24): the HTTP-streaming fallback (realtime-stream: the realtime server with `fallback: true`, its
+  // clients on the stream and POSTed batches) against the WebSocket and socket.io's HTTP long-polling.
+  'G-echo': ['raw-ws', 'realtime', 'realtime-stream', 'socket.io', 'socket.io-polling'],
+  'G-fanout': ['raw-ws', 'realtime-stream', 'socket.io-polling']
 }
-const ORDER = (Object.keys(PLAN) as Workload[]).filter((w) => only === undefined || only.includes(w))
+// `--only=G` selects both parts of G; `--only=G-echo` one of them.
+const ORDER = (Object.keys(PLAN) as Workload[]).filter((w) => only === undefined || only.includes(w.toUpperCase()) || only.includes(w.split('-')[0] as string))
 // F (one Redis against a Redis Cluster, issue 16) starts seven Redis and server processes and 20,000 sockets of its
 // own: it runs only when asked for (`--only=F`), never in the default run, whose budget it would not fit.
 const clusterSizes = { ...(quick ? CLUSTER_QUICK : CLUSTER_SIZES) }
@@ -88,7 +94,7 @@ const serverSet = (tag: string): ServerSet => new ServerSet({
 
 function record (repeat: number, workload: Workload, slot: Kind, m: Measurement): void {
   results.push({ repeat, workload, kind: slot, ...m })
-  progress(`repeat ${repeat + 1}/${sizes.repeats} ${workload} ${slot}: ${m.value.toFixed(1)}${m.cpu === undefined ? '' : ` (server CPU ${m.cpu.toFixed(2)} µs)`}`)
+  progress(`repeat ${repeat + 1}/${sizes.repeats} ${workload} ${slot}: ${m.value.toFixed(1)}${m.cpu === undefined ? '' : ` (server CPU ${m.cpu.toFixed(2)} µs)`}${m.perBatch === undefined ? '' : `, ${m.perBatch.toFixed(1)} messages a batch`}`)
 }
 
 /** Records a failure (the time budget is not one: it ends the run) and replaces the server for what follows. */
@@ -99,17 +105,20 @@ async function failed (servers: ServerSet, repeat: number, workload: Workload, s
   await servers.discard(slot)
 }
 
-/** A, every server connected at once and measured in rounds (see `echo`). */
-async function runEcho (servers: ServerSet, slots: Kind[], repeat: number): Promise<void> {
+/** The sizes of G's echo and fan-out, in the shape of A's and B's. */
+const fallbackSizes: Sizes = { ...sizes, echoConns: sizes.fallbackConns, inflight: sizes.fallbackInflight, echoMs: sizes.fallbackMs, members: sizes.fallbackMembers, memberGenerators: sizes.fallbackMemberGenerators, fires: sizes.fallbackFires }
+
+/** A (and G's echo), every server connected at once and measured in rounds (see `echo`). */
+async function runEcho (servers: ServerSet, slots: Kind[], repeat: number, workload: Workload = 'A'): Promise<void> {
   const ready: Target[] = []
   for (const slot of slots) {
-    try { ready.push(await servers.target(slot)) } catch (err) { await failed(servers, repeat, 'A', slot, err) }
+    try { ready.push(await servers.target(slot)) } catch (err) { await failed(servers, repeat, workload, slot, err) }
   }
   try {
-    const measured = await echo(pool, ready, sizes)
-    for (const t of ready) record(repeat, 'A', t.slot, measured.get(t.slot) as Measurement)
+    const measured = await echo(pool, ready, workload === 'A' ? sizes : fallbackSizes)
+    for (const t of ready) record(repeat, workload, t.slot, measured.get(t.slot) as Measurement)
   } catch (err) {
-    for (const t of ready) await failed(servers, repeat, 'A', t.slot, err)
+    for (const t of ready) await failed(servers, repeat, workload, t.slot, err)
   }
 }
 
@@ -140,14 +149,14 @@ async function runRepeat (repeat: number): Promise<void> {
     await servers.startAll([...new Set(ORDER.flatMap((w) => PLAN[w]))])
     for (const workload of ORDER) {
       const slots = turn(PLAN[workload], repeat)
-      if (workload === 'A') await runEcho(servers, slots, repeat)
+      if (workload === 'A' || workload === 'G-echo') await runEcho(servers, slots, repeat, workload)
       else if (workload === 'D') await runSetup(servers, slots, repeat)
       else {
         for (const slot of slots) {
           try {
             const t = await servers.target(slot)
-            const m = workload === 'B'
-              ? await fanout(pool, await servers.get(slot), t.kind, sizes)
+            const m = workload === 'B' || workload === 'G-fanout'
+              ? await fanout(pool, await servers.get(slot), t.kind, workload === 'B' ? sizes : fallbackSizes)
               : workload === 'E' ? await storm(pool, t.server, t.kind, sizes) : await heap(pool, t.server, t.kind, sizes)
             record(repeat, workload, slot, m)
           } catch (err) {
@@ -168,6 +177,11 @@ async function warmUp (): Promise<void> {
     const t = await servers.target('raw-ws')
     await echo(pool, [t], { ...sizes, echoMs: 300, rounds: 1 })
     if (ORDER.includes('D')) await setup(pool, t.server, 'raw-ws', sizes, 100)
+    // G's HTTP clients (the fallback's, socket.io's polling) have code of their own to warm up.
+    if (ORDER.includes('G-echo')) {
+      const http = await Promise.all((['realtime-stream', 'socket.io-polling'] as const).map(async (slot) => await servers.target(slot)))
+      await echo(pool, http, { ...fallbackSizes, echoMs: 600, rounds: 1 })
+    }
   } finally {
     await servers.close()
   }
@@ -196,7 +210,8 @@ async function finish (): Promise<void> {
       ? [
           `Sizes: A ${sizes.echoConns} conns × ${sizes.inflight} in flight, ${sizes.echoMs / 1000} s in ${sizes.rounds} rounds; B ${sizes.members} members, ${sizes.fires} sends; ` +
             `C ${sizes.idle} idle conns; D ${sizes.setupTotal} conns, ${sizes.setupConcurrency} at a time, in ${sizes.rounds} rounds; ` +
-            `E ${sizes.stormClients} clients back at once after ${sizes.stormEvents} events`,
+            `E ${sizes.stormClients} clients back at once after ${sizes.stormEvents} events; ` +
+            `G echo ${sizes.fallbackConns} conns × ${sizes.fallbackInflight} in flight, ${sizes.fallbackMs / 1000} s in ${sizes.rounds} rounds, G fan-out ${sizes.fallbackMembers} members, ${sizes.fallbackFires} sends`,
           'Medians over the repeats; ratios = the figure / raw ws\'s in the same repeat (A, D: higher is better; B, C and CPU: lower is better)',
           '',
           ...table(rows),

@@ -145,9 +145,11 @@ async function observe (): Promise<import('../lib/index.js').RealtimeOptions['me
 /**
  * fastify-realtime from lib/ (through tsx), its defaults but the rate limit; with a Redis URL, on the Redis broker.
  * With `history`, the room keeps history (`realtime-history`): numbered frames, and a join that replays. With
- * `observed`, Prometheus metrics and a tracing subscriber are on (`realtime-observed`).
+ * `observed`, Prometheus metrics and a tracing subscriber are on (`realtime-observed`). With `fallback`, the route
+ * also serves the HTTP-streaming fallback (`realtime-stream`, G): the same handlers over an SSE stream and POSTed
+ * batches, and over a WebSocket too.
  */
-async function fastifyRealtime ({ history = false, observed = false, rooms = false } = {}): Promise<number> {
+async function fastifyRealtime ({ history = false, observed = false, rooms = false, fallback = false } = {}): Promise<number> {
   const { default: Fastify } = await import('fastify')
   const { default: jwt } = await import('@fastify/jwt')
   const { Type } = await import('@sinclair/typebox')
@@ -161,7 +163,8 @@ async function fastifyRealtime ({ history = false, observed = false, rooms = fal
     limits: { rate: 1e6, burst: 1e6 },
     ...(broker !== undefined ? { broker } : {}),
     ...(history ? { history: { rooms: ['room'] } } : {}),
-    ...(metrics !== undefined ? { metrics } : {})
+    ...(metrics !== undefined ? { metrics } : {}),
+    ...(fallback ? { fallback: true } : {})
   })
   app.realtimeRoute({
     url: '/rt',
@@ -198,12 +201,15 @@ function brokerConnection (url: string, prefix: string | undefined): import('../
   return { cluster: { nodes }, sharded: true, prefix }
 }
 
-/** socket.io 4 on the websocket transport alone: acks for replies, `io.to(room).emit` for the fan-out. */
-async function socketIo (): Promise<number> {
+/**
+ * socket.io 4 on the websocket transport alone: acks for replies, `io.to(room).emit` for the fan-out. With
+ * `polling`, on HTTP long-polling alone (`socket.io-polling`, G): what socket.io falls back to without WebSockets.
+ */
+async function socketIo (transport: 'websocket' | 'polling' = 'websocket'): Promise<number> {
   const { createServer } = await import('node:http')
   const { Server } = await import('socket.io')
   const http = createServer()
-  const io = new Server(http, { transports: ['websocket'], serveClient: false })
+  const io = new Server(http, { transports: [transport], serveClient: false })
   io.on('connection', (socket) => {
     connections++
     socket.on('disconnect', () => { connections-- })
@@ -224,7 +230,9 @@ const servers: Record<string, () => Promise<number>> = {
   'realtime-history': async () => await fastifyRealtime({ history: true }),
   'realtime-observed': async () => await fastifyRealtime({ observed: true }),
   'realtime-rooms': async () => await fastifyRealtime({ rooms: true }),
-  'socket.io': socketIo
+  'realtime-stream': async () => await fastifyRealtime({ fallback: true }),
+  'socket.io': async () => await socketIo(),
+  'socket.io-polling': async () => await socketIo('polling')
 }
 const start = servers[kind]
 if (start === undefined) throw new Error(`unknown server kind ${kind}`)

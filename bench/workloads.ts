@@ -1,9 +1,9 @@
-// The four workloads, each run against one server process and driven by the generator pool. Every figure a server
+// The workloads, each run against one server process and driven by the generator pool. Every figure a server
 // contributes (CPU time, heap) is read inside that server and sent over IPC.
 import type { ChildProcess } from 'node:child_process'
 import { command, expect, sleep, spawn, stop } from './children.js'
 
-export type Kind = 'raw-ws' | 'raw-ws-preframed' | 'fastify-ws' | 'minimal' | 'realtime' | 'socket.io' | 'realtime-redis' | 'realtime-history' | 'realtime-history-redis' | 'realtime-observed' | 'realtime-rooms'
+export type Kind = 'raw-ws' | 'raw-ws-preframed' | 'fastify-ws' | 'minimal' | 'realtime' | 'socket.io' | 'realtime-redis' | 'realtime-history' | 'realtime-history-redis' | 'realtime-observed' | 'realtime-rooms' | 'realtime-stream' | 'socket.io-polling'
 
 export interface Sizes {
   repeats: number
@@ -27,21 +27,39 @@ export interface Sizes {
   /** E: clients coming back at once, and the events each missed (and recovers, on a history room). */
   stormClients: number
   stormEvents: number
+  /**
+   * G, over the HTTP-streaming fallback and socket.io's long-polling: the echo's connections, requests in flight on
+   * each and time (as A's, in `rounds` rounds, over `echoGenerators`), and the fan-out's members and sends (as B's,
+   * over `fallbackMemberGenerators`).
+   */
+  fallbackConns: number
+  fallbackInflight: number
+  fallbackMs: number
+  fallbackMembers: number
+  fallbackMemberGenerators: number
+  fallbackFires: number
   /** The longest wait for one answer, and for opening many connections. */
   stepMs: number
   connectMs: number
 }
 
-/** One workload's figure for one server in one repeat; `cpu` is the server's CPU µs per unit of work. */
-export interface Measurement { value: number, cpu?: number }
+/**
+ * One workload's figure for one server in one repeat; `cpu` is the server's CPU µs per unit of work; `perBatch`, in
+ * G's echo over the fallback, the messages a POSTed batch carried on average.
+ */
+export interface Measurement { value: number, cpu?: number, perBatch?: number }
 
-/** A share of a throughput workload: units of work (messages, connections) done in `seconds`, costing `cpu` µs. */
-export interface Slice { units: number, seconds: number, cpu: number }
+/**
+ * A share of a throughput workload: units of work (messages, connections) done in `seconds`, costing `cpu` µs;
+ * `batches`, the fallback's POSTs that carried them.
+ */
+export interface Slice { units: number, seconds: number, cpu: number, batches?: number }
 
 /** Units a second, and CPU µs per unit, over all the slices. */
 export function fromSlices (slices: Slice[]): Measurement {
   const units = slices.reduce((n, s) => n + s.units, 0)
-  return { value: units / slices.reduce((n, s) => n + s.seconds, 0), cpu: slices.reduce((n, s) => n + s.cpu, 0) / units }
+  const batches = slices.reduce((n, s) => n + (s.batches ?? 0), 0)
+  return { value: units / slices.reduce((n, s) => n + s.seconds, 0), cpu: slices.reduce((n, s) => n + s.cpu, 0) / units, ...(batches > 0 ? { perBatch: units / batches } : {}) }
 }
 
 /** A server under test: `slot` names the row (`realtime-redis` runs the `realtime` protocol). */
@@ -128,9 +146,9 @@ export async function echo (pool: GeneratorPool, targets: Target[], sizes: Sizes
       for (const t of turn(targets, round)) {
         const before = await cpuOf(t.server, sizes.stepMs)
         for (const g of generators) run(g, 'echo', t.kind, t.server.port, [sizes.inflight, sliceMs], t.slot)
-        const reports = await Promise.all(generators.map(async (g) => await expect<{ messages: number, seconds: number }>(g, 'messages', sliceMs + sizes.stepMs)))
+        const reports = await Promise.all(generators.map(async (g) => await expect<{ messages: number, seconds: number, batches: number }>(g, 'messages', sliceMs + sizes.stepMs)))
         const after = await cpuOf(t.server, sizes.stepMs)
-        slices.get(t.slot)?.push({ units: reports.reduce((n, r) => n + r.messages, 0), seconds: Math.max(...reports.map((r) => r.seconds)), cpu: after - before })
+        slices.get(t.slot)?.push({ units: reports.reduce((n, r) => n + r.messages, 0), seconds: Math.max(...reports.map((r) => r.seconds)), cpu: after - before, batches: reports.reduce((n, r) => n + r.batches, 0) })
       }
     }
     return new Map(targets.map((t) => [t.slot, fromSlices(slices.get(t.slot) ?? [])]))
