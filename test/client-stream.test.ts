@@ -322,3 +322,27 @@ test('transports: [\'websocket\'] never falls back; [\'stream\', \'websocket\'] 
   assert.throws(() => typedClient(h.url, { transports: [] }), TypeError)
   assert.throws(() => typedClient(h.url, { transports: ['polling' as never] }), TypeError)
 })
+
+test('the move waits for the stream\'s requests, 2 s at most: then a plain request is DISCONNECTED and a keyed one is retried on the WebSocket and runs once', { timeout: 20000 }, async (t) => {
+  const h = await serveFallback()
+  t.after(async () => { await h.close() })
+  let upgrades: 'refuse' | 'pass' = 'refuse'
+  const { wsBase } = await proxyTo(t, `http://127.0.0.1:${h.port}`, { upgrades: () => upgrades })
+  const c = typedClient(`${wsBase}/chat`, { probeInterval: 200 })
+  t.after(() => { c.close() })
+  await opened(c)
+  assert.equal(c.transport, 'stream')
+  // A short request is waited for: it is answered on the stream before the move.
+  const quick = c.request('hang', 300)
+  const keyed = c.request('slow', 3000, { retry: true, timeout: 15000 })
+  const plain = c.request('hang', 3000).then(() => 'answered', (err: RealtimeClientError) => err.code)
+  await sleep(50)
+  upgrades = 'pass'
+  assert.equal(await quick, 300)
+  assert.equal(c.transport, 'stream', 'still on the stream while its requests run')
+  await waitFor(() => c.transport === 'websocket', 5000, 'the move')
+  assert.equal(await plain, 'DISCONNECTED')
+  assert.equal(await keyed, 1, 'the keyed request ran once, its result given to the retry')
+  assert.deepEqual(h.seen.notes.filter((n) => n === 'slow'), ['slow'])
+  assert.deepEqual(await c.request('echo', { text: 'after' }), { echoed: 'after', length: 5 })
+})
