@@ -8,19 +8,10 @@
 // Fastify (routing, hooks, reply), Node's HTTP (the request's parser, the response's headers), Node's other work
 // (streams, net, ticks). Given the messages
 // the profile saw (the run prints them), it also says µs per message.
-import { readFileSync } from 'node:fs'
-import { profileFile } from './cpuprofile.mjs'
+import { readProfile } from './cpuprofile.mjs'
 
 const [given, messagesText] = process.argv.slice(2)
-if (given === undefined) {
-  process.stderr.write('usage: node bench/profile-fallback.mjs <file.cpuprofile | dir> [messages]\n')
-  process.exit(2)
-}
-const file = profileFile(given)
-const profile = JSON.parse(readFileSync(file, 'utf8'))
-const nodes = new Map(profile.nodes.map((n) => [n.id, n]))
-const parents = new Map()
-for (const n of profile.nodes) for (const child of n.children ?? []) parents.set(child, n.id)
+const { file, profile, nodes, parents } = readProfile(given, 'node bench/profile-fallback.mjs <file.cpuprofile | dir> [messages]')
 
 const stackOf = (id) => {
   const stack = []

@@ -4,19 +4,10 @@
 // who spent it: the write syscall (the kernel's TCP send on loopback, which also runs the receiving side's
 // processing, and libuv), Node's streams and net, ws, fastify-realtime's lib/, the garbage collector. Given the
 // deliveries the profile saw (members × fan-outs), it also says µs per delivery.
-import { readFileSync } from 'node:fs'
-import { profileFile } from './cpuprofile.mjs'
+import { readProfile } from './cpuprofile.mjs'
 
 const [given, deliveriesText, root = 'deliver', windowText = '150'] = process.argv.slice(2)
-if (given === undefined) {
-  process.stderr.write('usage: node bench/profile-fanout.mjs <file.cpuprofile | dir> [deliveries] [function] [ms]\n')
-  process.exit(2)
-}
-const file = profileFile(given)
-const profile = JSON.parse(readFileSync(file, 'utf8'))
-const nodes = new Map(profile.nodes.map((n) => [n.id, n]))
-const parents = new Map()
-for (const n of profile.nodes) for (const child of n.children ?? []) parents.set(child, n.id)
+const { file, profile, nodes, parents } = readProfile(given, 'node bench/profile-fanout.mjs <file.cpuprofile | dir> [deliveries] [function] [ms]')
 const inside = new Map()
 function underRoot (id) {
   if (inside.has(id)) return inside.get(id)
