@@ -118,7 +118,8 @@ export class StreamSessions {
         conn.log.error({ err }, 'realtime frame handling failed')
       }
     }
-    if (batch.close !== undefined) socket.closedByPeer(batch.close.code, batch.close.reason)
+    // The client's close (HTTP has no close frame): the stream ends with rt.close echoing it, and onClose gets its code.
+    if (batch.close !== undefined) socket.close(batch.close.code, batch.close.reason)
     return { status: 200, ack: batch.seq }
   }
 }

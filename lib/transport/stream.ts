@@ -1,6 +1,7 @@
 import { EventEmitter } from 'node:events'
 import { randomBytes } from 'node:crypto'
 import type { ServerResponse } from 'node:http'
+import { isSendableCloseCode } from '../client/reconnect.js'
 import { BatchCode, CloseCode, type BatchCodeName } from '../protocol/codes.js'
 
 /**
@@ -113,14 +114,6 @@ export class StreamSocket extends EventEmitter {
     this.res.end(eventOf(JSON.stringify({ code, reason }), 'rt.close'))
   }
 
-  /**
-   * The client closed (a batch's `close`): the stream ends with `rt.close` echoing its code, and the connection closes
-   * with it, as a WebSocket's close frame from the client would.
-   */
-  closedByPeer (code: number, reason: string): void {
-    this.close(code, reason)
-  }
-
   /** Cuts the response off (a dead or hopeless reader). */
   terminate (): void {
     if (this.readyState === CLOSED) return
@@ -152,11 +145,6 @@ export interface Batch {
   close?: { code: number, reason: string }
 }
 
-/** A close code a client may send: 1000, or 3000-4999 (as WebSocket's `close()` allows). */
-function isClientCloseCode (code: unknown): code is number {
-  return code === 1000 || (Number.isInteger(code) && (code as number) >= 3000 && (code as number) <= 4999)
-}
-
 /** Why a batch is refused: its status and body. */
 export interface BatchRefusal { status: number, code: BatchCodeName, message: string }
 
@@ -174,7 +162,7 @@ export function parseBatch (body: unknown, maxPayload: number): Batch | BatchRef
   let closing: Batch['close']
   if (close !== undefined) {
     const { code, reason = '' } = (close ?? {}) as { code?: unknown, reason?: unknown }
-    if (!isClientCloseCode(code) || typeof reason !== 'string' || Buffer.byteLength(reason) > 123) {
+    if (typeof code !== 'number' || !isSendableCloseCode(code) || typeof reason !== 'string' || Buffer.byteLength(reason) > 123) {
       return bad('close must be { code: 1000 or 3000-4999, reason?: up to 123 bytes }')
     }
     closing = { code, reason }
