@@ -420,15 +420,8 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
       up.ws.close(CloseCode.NORMAL)
       return
     }
-    this.detach?.()
-    this.detach = undefined
     this.retiring = this.ws
-    this.ready = false
-    this.link.stop()
-    clearTimeout(this.stableTimer)
-    this.stableTimer = undefined
-    this.positions.closed(Date.now())
-    this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection moved to a WebSocket before the reply: the request may have run', { closeCode: CloseCode.NORMAL }))
+    this.leaveLink(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection moved to a WebSocket before the reply: the request may have run', { closeCode: CloseCode.NORMAL }))
     this.current = 'websocket'
     this.attach(up.ws)
     this.handleOpen(up.ws)
@@ -534,21 +527,29 @@ export class RealtimeClient<R extends AnyRoute = AnyRoute> {
     }
   }
 
-  private async handleClose (code: number, reason: string): Promise<void> {
-    const wasOpen = this.ready
+  /**
+   * The link is left (it closed, or the client moved to a WebSocket): its frames are read no more, its timers stop,
+   * the positions are kept for the resume, and what was sent on it and not answered fails with `err` (or is retried).
+   */
+  private leaveLink (err: RealtimeClientError): void {
     this.ready = false
     this.detach?.()
     this.detach = undefined
     this.link.stop()
+    clearTimeout(this.stableTimer)
+    this.stableTimer = undefined
+    this.positions.closed(Date.now())
+    this.outbox.failInFlight(err)
+  }
+
+  private async handleClose (code: number, reason: string): Promise<void> {
+    const wasOpen = this.ready
     clearTimeout(this.fallbackTimer)
     clearTimeout(this.probeTimer)
     this.fallbackTimer = this.probeTimer = undefined
     this.cancelUpgrade()
     this.retire()
-    clearTimeout(this.stableTimer)
-    this.stableTimer = undefined
-    this.positions.closed(Date.now())
-    this.outbox.failInFlight(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply: the request may have run', { closeCode: code }))
+    this.leaveLink(new RealtimeClientError(ClientErrorCode.DISCONNECTED, 'the connection dropped before the reply: the request may have run', { closeCode: code }))
     if (this.isClosed()) return
     this.emit('close', { code, reason })
     const canRenew = this.options.getToken !== undefined || this.freshToken !== undefined

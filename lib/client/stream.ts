@@ -164,7 +164,8 @@ export class StreamLink implements WebSocketLike {
   }
 
   private emit (type: string, event: unknown): void {
-    for (const listener of [...this.listeners.get(type) ?? []]) listener(event)
+    const listeners = this.listeners.get(type)
+    if (listeners !== undefined) for (const listener of listeners) listener(event)
   }
 
   private headers (extra: Record<string, string>): Record<string, string> {
@@ -237,6 +238,16 @@ export class StreamLink implements WebSocketLike {
   /** Sends the queue, a batch at a time, each until it is answered; stops at the link's end or a final refusal. */
   private async post (): Promise<void> {
     this.posting = true
+    try {
+      await this.postQueue()
+    } finally {
+      this.posting = false
+    }
+    // A frame sent between the queue's last batch and here (a microtask later) found `posting` still set.
+    if (this.readyState === OPEN && this.queue.length > 0) await this.post()
+  }
+
+  private async postQueue (): Promise<void> {
     let delay = RETRY_BASE
     let closed = false
     while (this.sending() && (this.queue.length > 0 || (this.closing && !closed))) {
@@ -256,10 +267,9 @@ export class StreamLink implements WebSocketLike {
           status = res.status
           await res.text().catch(() => {})
         } catch {} // No answer: the batch may or may not have been taken; its seq makes a retry safe.
-        if (!this.sending()) return this.stopPosting()
+        if (!this.sending()) return
         if (status === 200) break
         if (status !== 0 && status !== 429 && status < 500) {
-          this.stopPosting()
           if (this.closing) return this.controller.abort()
           return this.fail(status === 401 ? CloseCode.SESSION_EXPIRED : status === 413 ? CloseCode.MESSAGE_TOO_BIG : CloseCode.ABNORMAL, `batch refused with ${status}`)
         }
@@ -269,21 +279,16 @@ export class StreamLink implements WebSocketLike {
         })
         this.wake = undefined
         delay = Math.min(delay * 2, RETRY_CAP)
-        if (!this.sending()) return this.stopPosting()
+        if (!this.sending()) return
       }
       delay = RETRY_BASE
       this.queue.splice(0, frames.length)
     }
-    this.stopPosting()
   }
 
   /** Batches may go up: the stream is open, or closing by `close()` and not yet ended. */
   private sending (): boolean {
     return this.readyState === OPEN || (this.closing && this.readyState === CLOSING)
-  }
-
-  private stopPosting (): void {
-    this.posting = false
   }
 
   private fail (code: number, reason: string): void {
