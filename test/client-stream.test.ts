@@ -48,6 +48,26 @@ async function proxyTo (t: { after: (fn: () => Promise<void>) => void }, base: s
   return { proxy, wsBase: http.replace('http:', 'ws:') }
 }
 
+/**
+ * The history app (rooms `h:*`) with the fallback on, behind a proxy whose upgrades `upgrades` decides, and a typed
+ * client through it that joins `h:1` again in onReconnect; `said` collects the room's events.
+ */
+async function historyThroughProxy (t: { after: (fn: () => Promise<void> | void) => void }, upgrades: () => 'refuse' | 'pass', options: Record<string, unknown> = {}): Promise<{ h: Awaited<ReturnType<typeof historyApp>>, proxy: HttpProxy, c: RealtimeClient<any>, said: number[] }> {
+  const h = await historyApp({}, { fallback: true }, 0, { forceCloseConnections: true })
+  t.after(async () => { await h.close() })
+  const { proxy, wsBase } = await proxyTo(t, h.httpBase, { upgrades })
+  const c: RealtimeClient<any> = createClient<any>(`${wsBase}/rt`, {
+    WebSocket: WebSocket as never,
+    backoff: { base: 20, cap: 100 },
+    onReconnect: async (client: RealtimeClient<any>) => { await client.request('join', { room: 'h:1' }) },
+    ...options
+  })
+  t.after(() => { c.close() })
+  const said: number[] = []
+  c.on('said', ({ n }: { n: number }) => { said.push(n) })
+  return { h, proxy, c, said }
+}
+
 function transports (h: { app: ChatApp['app'] }): string[] {
   return [...h.app.realtime.connections.values()].map((conn) => conn.transport)
 }
@@ -219,17 +239,7 @@ test('auth.refresh on the stream: the batches after it carry the new token, past
 })
 
 test('a stream dropped: the client comes back on the stream and a history room recovers what it missed', { timeout: 20000 }, async (t) => {
-  const h = await historyApp({}, { fallback: true }, 0, { forceCloseConnections: true })
-  t.after(async () => { await h.close() })
-  const { wsBase } = await proxyTo(t, h.httpBase, { upgrades: () => 'refuse' })
-  const c: RealtimeClient<any> = createClient<any>(`${wsBase}/rt`, {
-    WebSocket: WebSocket as never,
-    backoff: { base: 20, cap: 100 },
-    onReconnect: async (client: RealtimeClient<any>) => { await client.request('join', { room: 'h:1' }) }
-  })
-  t.after(() => { c.close() })
-  const said: number[] = []
-  c.on('said', ({ n }: { n: number }) => { said.push(n) })
+  const { h, c, said } = await historyThroughProxy(t, () => 'refuse')
   const recovery: unknown[] = []
   c.on('recovery', (e) => { recovery.push(e) })
   await c.request('join', { room: 'h:1' })
@@ -247,19 +257,8 @@ test('a stream dropped: the client comes back on the stream and a history room r
 })
 
 test('upgrades let through again: the client moves to a WebSocket, no event of a history room lost or repeated, no request failed', { timeout: 30000 }, async (t) => {
-  const h = await historyApp({}, { fallback: true }, 0, { forceCloseConnections: true })
-  t.after(async () => { await h.close() })
   let upgrades: 'refuse' | 'pass' = 'refuse'
-  const { proxy, wsBase } = await proxyTo(t, h.httpBase, { upgrades: () => upgrades })
-  const c: RealtimeClient<any> = createClient<any>(`${wsBase}/rt`, {
-    WebSocket: WebSocket as never,
-    backoff: { base: 20, cap: 100 },
-    probeInterval: 300,
-    onReconnect: async (client: RealtimeClient<any>) => { await client.request('join', { room: 'h:1' }) }
-  })
-  t.after(() => { c.close() })
-  const said: number[] = []
-  c.on('said', ({ n }: { n: number }) => { said.push(n) })
+  const { h, proxy, c, said } = await historyThroughProxy(t, () => upgrades, { probeInterval: 300 })
   const opens: unknown[] = []
   c.on('open', (e) => { opens.push(e) })
   await c.request('join', { room: 'h:1' })
