@@ -345,3 +345,22 @@ test('the move waits for the stream\'s requests, 2 s at most: then a plain reque
   assert.deepEqual(h.seen.notes.filter((n) => n === 'slow'), ['slow'])
   assert.deepEqual(await c.request('echo', { text: 'after' }), { echoed: 'after', length: 5 })
 })
+
+test('a proxy that swallows upgrades to a route without the fallback: the stream is tried after fallbackAfter, refused, and the next attempt is a WebSocket again', { timeout: 15000 }, async (t) => {
+  const plain = Fastify({ logger: false, forceCloseConnections: true })
+  await plain.register(realtime, { auth: false, heartbeat: false })
+  let streams = 0
+  plain.addHook('onRequest', async (request) => { if (String(request.headers.accept).includes('text/event-stream')) streams++ })
+  chatRoute(plain)
+  await plain.listen({ host: '127.0.0.1', port: 0 })
+  t.after(async () => { await plain.close() })
+  const { proxy, wsBase } = await proxyTo(t, `http://127.0.0.1:${(plain.server.address() as { port: number }).port}`, { upgrades: () => 'hang' })
+  const c = typedClient(`${wsBase}/chat`, { fallbackAfter: 200, backoff: { base: 50, cap: 100 } })
+  t.after(() => { c.close() })
+  await nextEvent(c, 'reconnecting')
+  assert.equal(c.transport, 'websocket', 'back to a WebSocket for the next attempt')
+  await nextEvent(c, 'reconnecting')
+  assert.ok(streams >= 1 && proxy.heldUpgrades >= 2, `${streams} streams, ${proxy.heldUpgrades} upgrades held`)
+  assert.equal(plain.realtime.connections.size, 0)
+  assert.notEqual(c.state, 'closed')
+})
