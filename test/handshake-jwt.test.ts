@@ -10,6 +10,7 @@ import { startApp, SECRET, type TestApp } from './helpers/app.js'
 import { connect, refusalOf } from './helpers/client.js'
 import { signRaw } from './helpers/jwt.js'
 import { createHmac } from 'node:crypto'
+import { setImmediate as setImmediatePromise } from 'node:timers/promises'
 
 const revoked = new Set<string>()
 const route = {
@@ -252,4 +253,49 @@ test('an app whose @fastify/jwt reads only its cookie (verify.onlyCookie): the t
   const c = await connect(`${h.wsBase}/rt`, { headers })
   t.after(() => { c.destroy() })
   assert.equal((await c.request('whoami', null)).data.userId, 'ivan')
+})
+
+test('a handshake whose checks all answer within the call opens in the tick of its request; one that waits opens when they answer', { timeout: 15000 }, async (t) => {
+  // Each app's last `upgrade` listener runs after @fastify/websocket's, in the same tick: it sees whether the
+  // connection is already registered.
+  const openAtOnce = async (h: TestApp, headers: Record<string, string>): Promise<{ atOnce: boolean, userId: string, refused?: string }> => {
+    let atOnce: boolean | undefined
+    const listener = (): void => { atOnce ??= h.app.realtime.connections.size > 0 }
+    h.app.server.on('upgrade', listener)
+    try {
+      const c = await connect(`${h.wsBase}/rt`, { headers })
+      const { data } = await c.request('whoami', null)
+      c.destroy()
+      return { atOnce: atOnce === true, userId: data.userId }
+    } finally {
+      h.app.server.removeListener('upgrade', listener)
+    }
+  }
+  // A static key (the cache on or off), an Origin list, a synchronous `trusted`: nothing to wait for.
+  for (const jwtOptions of [{}, { verify: { cache: true } }, { trusted: () => true }]) {
+    const h = await startApp({ jwt: jwtOptions, realtime: { origins: ['http://app.test'] }, setup: (app) => { app.realtimeRoute(route) } })
+    t.after(() => h.close())
+    const opened = await openAtOnce(h, { authorization: `Bearer ${h.sign({ sub: 'quick' })}`, origin: 'http://app.test' })
+    assert.deepEqual(opened, { atOnce: true, userId: 'quick' }, JSON.stringify(jwtOptions))
+  }
+  const origins = ['http://app.test']
+  const setup = (app: FastifyInstance): void => { app.realtimeRoute(route) }
+  // What waits: a key looked up for the token, an async `trusted`, an async origin check, an async `authenticate`.
+  const waiting: Array<{ name: string, start: () => Promise<TestApp> }> = [
+    { name: 'secret lookup', start: async () => await startApp({ jwt: { secret: async () => { await setImmediatePromise(); return SECRET } }, realtime: { origins }, setup }) },
+    { name: 'async trusted', start: async () => await startApp({ jwt: { trusted: async () => { await setImmediatePromise(); return true } }, realtime: { origins }, setup }) },
+    { name: 'async origins', start: async () => await startApp({ realtime: { origins: async (origin: string) => { await setImmediatePromise(); return origin === 'http://app.test' } }, setup }) },
+    { name: 'async authenticate', start: async () => await startApp({ realtime: { origins, auth: { authenticate: async () => { await setImmediatePromise(); return { sub: 'quick' } } } }, setup }) }
+  ]
+  for (const { name, start } of waiting) {
+    const h = await start()
+    t.after(() => h.close())
+    const token = signRaw({ sub: 'quick' })
+    const opened = await openAtOnce(h, { authorization: `Bearer ${token}`, origin: 'http://app.test' })
+    assert.deepEqual(opened, { atOnce: false, userId: 'quick' }, name)
+    // And a refusal that waited is still a refusal with its code (`authenticate` here lets everyone in).
+    if (name === 'async authenticate') continue
+    const refusal = await refusalOf(connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${signRaw({ sub: 'quick' }, { key: 'another-secret-another-secret-another' })}`, origin: name === 'async origins' ? 'http://evil.test' : 'http://app.test' } }))
+    assert.deepEqual([refusal.statusCode, refusal.body.code], name === 'async origins' ? [403, 'FORBIDDEN_ORIGIN'] : [401, 'INVALID_TOKEN'], name)
+  }
 })
