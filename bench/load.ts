@@ -37,8 +37,9 @@ async function openSocketIo (port: number, transport: 'websocket' | 'polling' = 
 }
 
 async function openWs (kind: string, port: number): Promise<Peer> {
-  // fastify-ws and realtime check a JWT before the upgrade (for D; the other workloads pay it once per connection).
-  const headers = kind.startsWith('realtime') || kind === 'fastify-ws' ? { authorization: `Bearer ${token}` } : {}
+  // fastify-ws and realtime check a JWT before the upgrade (for D; the other workloads pay it once per connection);
+  // fastify-ws-open is sent the same request and checks nothing.
+  const headers = kind.startsWith('realtime') || kind.startsWith('fastify-ws') ? { authorization: `Bearer ${token}` } : {}
   const ws = new WebSocket(`ws://127.0.0.1:${port}/rt`, { headers, perMessageDeflate: false })
   await new Promise<void>((resolve, reject) => { ws.once('open', resolve); ws.once('error', reject) })
   // Errors after the open (a reset when a server stops) are the runner's business, not a crash.

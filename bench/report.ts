@@ -120,6 +120,8 @@ export function targets (rows: Row[], results: Result[]): Target[] {
   add('B fan-out, history room over plain room', within('B', 'realtime-history', 'realtime'), 1.3, false, '×')
   add('C heap, ratio to raw ws', row('C')?.ratio, 2.0, false, '')
   add('D set-up, ratio to raw ws', row('D')?.ratio, 0.9, true, '')
+  // The same JWT check through the app's @fastify/jwt, in @fastify/websocket's own preValidation, within each repeat.
+  add('D set-up, over fastify-ws with the same JWT check', within('D', 'realtime', 'fastify-ws'), 1.0, true, '×')
   add('E reconnect storm, ms until every client recovered', row('E', 'realtime-history')?.value, 2000, false, ' ms')
   // Issue 24: the fallback's echo throughput over socket.io's long-polling, within each repeat.
   add('G echo, fallback (HTTP streaming) over socket.io long-polling', within('G-echo', 'realtime-stream', 'socket.io-polling'), 1.5, true, '×')

@@ -39,7 +39,9 @@ const PLAN: Record<Workload, Kind[]> = {
   C: KINDS,
   // realtime-observed: the same server with metrics and a tracing subscriber on (its target is a ratio to realtime).
   A: [...KINDS, 'realtime-observed'],
-  D: ['raw-ws', 'fastify-ws', 'realtime', 'socket.io'],
+  // fastify-ws-open: Fastify and @fastify/websocket checking nothing, the ceiling of any server that routes its
+  // upgrades through Fastify (and so runs the app's hooks on them).
+  D: ['raw-ws', 'fastify-ws-open', 'fastify-ws', 'realtime', 'socket.io'],
   // raw-ws-preframed: the fan-out framed once and written to every member, in plain ws code (the floor of B).
   B: ['raw-ws', 'raw-ws-preframed', 'realtime', 'realtime-history', 'socket.io'],
   E: ['raw-ws', 'realtime', 'realtime-history'],

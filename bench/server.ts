@@ -90,19 +90,27 @@ async function minimal (): Promise<number> {
   })
 }
 
-/** Fastify + @fastify/websocket, a hand-written echo, and the same JWT check before the upgrade as fastify-realtime's. */
-async function fastifyWs (): Promise<number> {
+/**
+ * Fastify + @fastify/websocket, a hand-written echo, and the same JWT check before the upgrade as fastify-realtime's:
+ * the app's @fastify/jwt, its verifier's cache on, as in `realtime`. Without `check` (`fastify-ws-open`, D only),
+ * nothing is checked before the upgrade: the most a server that routes its upgrades through Fastify can reach.
+ */
+async function fastifyWs (check = true): Promise<number> {
   const { default: Fastify } = await import('fastify')
   const { default: websocket } = await import('@fastify/websocket')
   const { default: jwt } = await import('@fastify/jwt')
   const app = Fastify()
-  await app.register(jwt, { secret: SECRET })
+  await app.register(jwt, { secret: SECRET, verify: { cache: true } })
   await app.register(websocket)
   app.get('/rt', {
     websocket: true,
-    preValidation: async (request, reply) => {
-      try { await request.jwtVerify() } catch { return await reply.code(401).send({ code: 'INVALID_TOKEN' }) }
-    }
+    ...check
+      ? {
+          preValidation: async (request: import('fastify').FastifyRequest, reply: import('fastify').FastifyReply) => {
+            try { await request.jwtVerify() } catch { return await reply.code(401).send({ code: 'INVALID_TOKEN' }) }
+          }
+        }
+      : {}
   }, (ws) => {
     connections++
     ws.on('close', () => { connections-- })
@@ -143,7 +151,8 @@ async function observe (): Promise<import('../lib/index.js').RealtimeOptions['me
 }
 
 /**
- * fastify-realtime from lib/ (through tsx), its defaults but the rate limit; with a Redis URL, on the Redis broker.
+ * fastify-realtime from lib/ (through tsx), its defaults but the rate limit, on an app whose @fastify/jwt keeps its
+ * verifier's cache (`verify: { cache: true }`, as docs/13 advises: the handshake uses the app's verifier); with a Redis URL, on the Redis broker.
  * With `history`, the room keeps history (`realtime-history`): numbered frames, and a join that replays. With
  * `observed`, Prometheus metrics and a tracing subscriber are on (`realtime-observed`). With `fallback`, the route
  * also serves the HTTP-streaming fallback (`realtime-stream`, G): the same handlers over an SSE stream and POSTed
@@ -155,7 +164,7 @@ async function fastifyRealtime ({ history = false, observed = false, rooms = fal
   const { Type } = await import('@sinclair/typebox')
   const { default: realtime } = await import('../lib/index.js')
   const app = Fastify()
-  await app.register(jwt, { secret: SECRET })
+  await app.register(jwt, { secret: SECRET, verify: { cache: true } })
   const broker = redisUrl !== undefined ? (await import('../lib/redis.js')).redisBroker(brokerConnection(redisUrl, prefix)) : undefined
   const metrics = observed ? await observe() : undefined
   // The echo runs 16 requests in flight per connection, far above the default 100 messages a second.
@@ -225,7 +234,8 @@ const servers: Record<string, () => Promise<number>> = {
   'raw-ws': rawWs,
   'raw-ws-preframed': rawWsPreframed,
   minimal,
-  'fastify-ws': fastifyWs,
+  'fastify-ws': async () => await fastifyWs(),
+  'fastify-ws-open': async () => await fastifyWs(false),
   realtime: async () => await fastifyRealtime(),
   'realtime-history': async () => await fastifyRealtime({ history: true }),
   'realtime-observed': async () => await fastifyRealtime({ observed: true }),

@@ -3,7 +3,7 @@
 import type { ChildProcess } from 'node:child_process'
 import { command, expect, sleep, spawn, stop } from './children.js'
 
-export type Kind = 'raw-ws' | 'raw-ws-preframed' | 'fastify-ws' | 'minimal' | 'realtime' | 'socket.io' | 'realtime-redis' | 'realtime-history' | 'realtime-history-redis' | 'realtime-observed' | 'realtime-rooms' | 'realtime-stream' | 'socket.io-polling'
+export type Kind = 'raw-ws' | 'raw-ws-preframed' | 'fastify-ws' | 'fastify-ws-open' | 'minimal' | 'realtime' | 'socket.io' | 'realtime-redis' | 'realtime-history' | 'realtime-history-redis' | 'realtime-observed' | 'realtime-rooms' | 'realtime-stream' | 'socket.io-polling'
 
 export interface Sizes {
   repeats: number
