@@ -8,7 +8,7 @@ import { RT_ERR_RESERVED_TYPE, RT_ERR_ROUTE, RT_ERR_SCHEMA } from './errors.js'
 import { checkOrigins, resolveAuth, type ResolvedAuth, type ResolvedOptions } from './options.js'
 import { checkKeys } from './option-keys.js'
 import { compileOriginCheck, normalizeOrigin, type OriginCheck } from './handshake/origin.js'
-import { checkSession, isPromise, type Session, type Settled } from './handshake/session.js'
+import { checkSession, type Session } from './handshake/session.js'
 import { allowOrigin, allowedOrigin, answerPreflight } from './handshake/cors.js'
 import { kAdmission, kProtocolToken } from './symbols.js'
 import type { CompiledMessage, DispatchContext, DispatchRoute } from './dispatch.js'
@@ -177,40 +177,26 @@ function sameOriginFetch (request: FastifyRequest): boolean {
  * or when the socket closes before it opens. The fallback's stream is admitted as an upgrade is (it opens a
  * connection); its batches with the same Origin and session checks, and no capacity check (their session is open).
  */
-function admit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest, slots: Slots, kind: RequestKind): Settled<Session> {
-  const { registry } = ctx
+async function admit (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest, slots: Slots, kind: RequestKind): Promise<Session> {
+  const { registry, options } = ctx
   if (registry.closing) throw new HandshakeError('SHUTTING_DOWN')
   // Node hands an upgrade's body to ws as if it were frames: such a request is no WebSocket handshake.
   if (kind === 'upgrade' && (Number(request.headers['content-length'] ?? 0) > 0 || request.headers['transfer-encoding'] !== undefined)) {
     throw new HandshakeError('BODY_NOT_ALLOWED')
   }
   const origin = request.headers.origin
+  const connecting = kind === 'upgrade' || kind === 'stream'
   // A same-origin fetch carries no Origin; a plain GET cannot open a socket, so the missing-Origin rules apply to
   // what opens a connection or writes to one, and a page can still learn why its handshake failed.
   if (origin === undefined) {
     if (route.requireOrigin && (kind === 'upgrade' || ((kind === 'stream' || kind === 'batch') && !sameOriginFetch(request)))) {
       throw new HandshakeError('FORBIDDEN_ORIGIN', 'an Origin header is required')
     }
-    return admitFrom(ctx, instance, route, request, slots, kind)
+  } else {
+    const normalized = normalizeOrigin(origin)
+    if (normalized === undefined || !(await route.originCheck(normalized, request))) throw new HandshakeError('FORBIDDEN_ORIGIN')
   }
-  const normalized = normalizeOrigin(origin)
-  if (normalized === undefined) throw new HandshakeError('FORBIDDEN_ORIGIN')
-  const allowed = route.originCheck(normalized, request)
-  if (isPromise(allowed)) {
-    return allowed.then((ok) => {
-      if (!ok) throw new HandshakeError('FORBIDDEN_ORIGIN')
-      return admitFrom(ctx, instance, route, request, slots, kind)
-    })
-  }
-  if (!allowed) throw new HandshakeError('FORBIDDEN_ORIGIN')
-  return admitFrom(ctx, instance, route, request, slots, kind)
-}
-
-/** The handshake from its protocol check on, once the Origin passed. */
-function admitFrom (ctx: RealtimeContext, instance: FastifyInstance, route: CompiledRoute, request: FastifyRequest, slots: Slots, kind: RequestKind): Settled<Session> {
-  const { registry, options } = ctx
   checkProtocols(route, request)
-  const connecting = kind === 'upgrade' || kind === 'stream'
   if (connecting) {
     if (registry.connections.size + registry.reserved >= options.limits.maxConnections) throw new HandshakeError('SERVER_FULL')
     slots.reserve()
@@ -221,28 +207,20 @@ function admitFrom (ctx: RealtimeContext, instance: FastifyInstance, route: Comp
   } else if (kind === 'diagnosis' && registry.connections.size >= options.limits.maxConnections) {
     throw new HandshakeError('SERVER_FULL')
   }
-  if (route.auth === false) return admitSession(ctx, request, slots, kind, ANONYMOUS)
-  const checked = checkSession(instance, request, route.auth)
-  if (isPromise(checked)) return checked.then((c) => admitChecked(ctx, request, slots, kind, c))
-  return admitChecked(ctx, request, slots, kind, checked)
-}
-
-function admitChecked (ctx: RealtimeContext, request: FastifyRequest, slots: Slots, kind: RequestKind, checked: { session: Session, fromCookie: boolean }): Session {
-  // A browser sends cookies on a cross-site upgrade too; without an Origin nothing shows where it came from.
-  if (checked.fromCookie && request.headers.origin === undefined && kind !== 'diagnosis' && !(kind !== 'upgrade' && sameOriginFetch(request))) {
-    throw new HandshakeError('FORBIDDEN_ORIGIN', 'a session cookie needs an Origin header')
+  let session = ANONYMOUS
+  if (route.auth !== false) {
+    const checked = await checkSession(instance, request, route.auth)
+    // A browser sends cookies on a cross-site upgrade too; without an Origin nothing shows where it came from.
+    if (checked.fromCookie && origin === undefined && kind !== 'diagnosis' && !(kind !== 'upgrade' && sameOriginFetch(request))) {
+      throw new HandshakeError('FORBIDDEN_ORIGIN', 'a session cookie needs an Origin header')
+    }
+    session = checked.session
   }
-  return admitSession(ctx, request, slots, kind, checked.session)
-}
-
-/** The per-user limit, once the session is known. */
-function admitSession (ctx: RealtimeContext, request: FastifyRequest, slots: Slots, kind: RequestKind, session: Session): Session {
-  const { registry, options } = ctx
   if (session.userId !== undefined && kind !== 'batch') {
     if (registry.userCount(session.userId) + registry.reservedFor(session.userId) >= options.limits.maxConnectionsPerUser) {
       throw new HandshakeError('TOO_MANY_CONNECTIONS')
     }
-    if (kind === 'upgrade' || kind === 'stream') slots.reserveUser(session.userId)
+    if (connecting) slots.reserveUser(session.userId)
   }
   if (kind === 'diagnosis') throw new HandshakeError('UPGRADE_REQUIRED')
   return session
@@ -342,45 +320,25 @@ export function addRoute<S extends Record<string, SchemaLike>, M extends Message
   }
   ctx.routes.push({ route, instance })
   ctx.addPath(route.path)
-  // The route's own hook: one added with addHook inside a fastify-plugin-wrapped plugin would reach every route. In
-  // the callback form: a handshake whose checks all answer within the call (an Origin list, a JWT that @fastify/jwt
-  // verifies synchronously) goes on to the upgrade without waiting a tick; what waits (an async origin check or
-  // `authenticate`, a key fetched for the token) goes on when it is done.
-  const preValidation = function realtimePreValidation (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void): void {
+  // The route's own hook: one added with addHook inside a fastify-plugin-wrapped plugin would reach every route.
+  const preValidation = async function realtimePreValidation (request: FastifyRequest, reply: FastifyReply): Promise<FastifyReply | undefined> {
     const slots = new Slots(ctx.registry)
     const kind = kindOf(route, request)
-    let session: Settled<Session>
     try {
-      session = traced(handshakeChannel) ? traceAdmit(ctx, instance, route, request, slots, kind) : admit(ctx, instance, route, request, slots, kind)
-    } catch (err) {
-      refused(request, reply, done, slots, kind, err)
-      return
-    }
-    if (isPromise(session)) {
-      session.then((s) => { admitted(request, done, slots, kind, s) }, (err: unknown) => { refused(request, reply, done, slots, kind, err) })
-    } else {
-      admitted(request, done, slots, kind, session)
-    }
-  }
-  const admitted = (request: FastifyRequest, done: (err?: Error) => void, slots: Slots, kind: RequestKind, session: Session): void => {
-    ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request, release: slots.release }
-    if (kind !== 'batch') {
+      const session = traced(handshakeChannel) ? await traceAdmit(ctx, instance, route, request, slots, kind) : await admit(ctx, instance, route, request, slots, kind)
+      ;(request.raw as FastifyRequest['raw'] & { [kAdmission]?: Admission })[kAdmission] = { route, session, request, release: slots.release }
+      if (kind === 'batch') return undefined
       // An upgrade (or a stream) that never opens (the client hung up, ws refused it) gives its slots back with its
       // socket (injectWS's request has a socket of its own making, without events). `on`, not `once`: release is
       // idempotent, and openConnection takes the listener off (a `once` wrapper is two more objects a handshake).
       const socket = request.raw.socket as { on?: (event: 'close', listener: () => void) => void } | undefined
       if (typeof socket?.on === 'function') socket.on('close', slots.release)
+    } catch (err) {
+      slots.release()
+      if (!(err instanceof HandshakeError)) throw err
+      return await refuse(ctx, route, request, reply, err, kind)
     }
-    done()
-  }
-  // A refusal is answered here, and the hook chain ends with the answer; anything else is Fastify's error.
-  const refused = (request: FastifyRequest, reply: FastifyReply, done: (err?: Error) => void, slots: Slots, kind: RequestKind, err: unknown): void => {
-    slots.release()
-    if (!(err instanceof HandshakeError)) {
-      done(err instanceof Error ? err : new Error(String(err)))
-      return
-    }
-    refuse(ctx, route, request, reply, err, kind).then(undefined, done)
+    return undefined
   }
   instance.route({
     method: 'GET',

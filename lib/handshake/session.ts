@@ -70,15 +70,7 @@ function algorithmOf (token: string): string | undefined {
   return alg
 }
 
-/** @fastify/jwt's `request.jwtVerify(options, callback)`: with a callback it returns nothing, and calls it once. */
-type Verify = (this: FastifyRequest, options: object | undefined, callback: (err: unknown, user?: unknown) => void) => unknown
-
-/** A value, or the promise of one: what the handshake's steps return, so that one done without waiting never waits. */
-export type Settled<T> = T | Promise<T>
-
-export function isPromise<T> (value: Settled<T>): value is Promise<T> {
-  return typeof (value as { then?: unknown } | null)?.then === 'function'
-}
+type Verify = (this: FastifyRequest, options?: object) => Promise<unknown>
 
 /**
  * Whether @fastify/jwt, left to find the token itself, reads the Authorization header: not when the app gave it
@@ -93,32 +85,6 @@ function readsHeader (request: FastifyRequest, auth: ResolvedAuth): boolean {
 }
 
 /**
- * Calls the request's verifier in its callback form, and gives its result as it came: at once when the verifier
- * answered within the call (@fastify/jwt does, for a static key, its `verify.cache` and a synchronous `trusted`),
- * so that a handshake with nothing to wait for never waits a tick; otherwise a promise. A verifier that answers with
- * a promise instead (not @fastify/jwt's) is waited for too.
- */
-function callVerify (request: FastifyRequest, verify: Verify, options: object | undefined): Settled<unknown> {
-  // 0 waiting, 1 verified (value: the user), 2 refused (value: the error).
-  let state = 0 as 0 | 1 | 2
-  let value: unknown
-  let settled: (() => void) | undefined
-  const settle = (err: unknown, user?: unknown): void => {
-    if (state !== 0) return
-    state = err === null || err === undefined ? 1 : 2
-    value = state === 1 ? user : err
-    settled?.()
-  }
-  const returned = verify.call(request, options, settle)
-  if (state === 1) return value
-  if (state === 2) throw value
-  return new Promise((resolve, reject) => {
-    settled = () => { if (state === 1) resolve(value); else reject(value) }
-    if (isPromise(returned)) returned.then((user) => { settle(null, user) }, (err: unknown) => { settle(err ?? new Error('verifier rejected')) })
-  })
-}
-
-/**
  * Runs the request's verifier without options, so that @fastify/jwt uses the app's own verifier (built once, with
  * its `verify.cache`): handed any options, it builds a new verifier for the call and no cache can ever hit. It then
  * finds the token itself, in the Authorization header: for the synchronous part of the call, where @fastify/jwt reads
@@ -126,28 +92,18 @@ function callVerify (request: FastifyRequest, verify: Verify, options: object | 
  * written to, is put back before anything else runs. Undefined when the header cannot carry the token there (the app
  * looks elsewhere, or a hook replaced `request.headers`).
  */
-function verifyWithAppVerifier (request: FastifyRequest, auth: ResolvedAuth, verify: Verify, token: string): { result: Settled<unknown> } | undefined {
+function verifyWithAppVerifier (request: FastifyRequest, auth: ResolvedAuth, verify: Verify, token: string): Promise<unknown> | undefined {
   if (!readsHeader(request, auth)) return undefined
   const raw = request.raw
   const headers = raw.headers
   const bearer = `Bearer ${token}`
   if (headers.authorization !== bearer) raw.headers = { ...headers, authorization: bearer }
   try {
-    return request.headers.authorization === bearer ? { result: callVerify(request, verify, undefined) } : undefined
+    return request.headers.authorization === bearer ? verify.call(request) : undefined
   } finally {
     raw.headers = headers
   }
 }
-
-/** Every verifier failure is a 401 code: @fastify/jwt answers some (a future `nbf`, an algorithm outside the list) with 500. */
-function refusalOf (err: unknown): HandshakeError {
-  const code = (err as { code?: string } | null)?.code
-  if (code === 'FAST_JWT_EXPIRED' || code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED') return new HandshakeError('TOKEN_EXPIRED')
-  if (code === 'FST_JWT_AUTHORIZATION_TOKEN_UNTRUSTED') return new HandshakeError('INVALID_TOKEN', 'session token not trusted (revoked)')
-  return new HandshakeError('INVALID_TOKEN')
-}
-
-const refuseWith = (err: unknown): never => { throw refusalOf(err) }
 
 /**
  * Verifies a JWT through the request's own @fastify/jwt verifier (`request.jwtVerify()`, or `<namespace>JwtVerify`
@@ -157,22 +113,22 @@ const refuseWith = (err: unknown): never => { throw refusalOf(err) }
  * `verifyWithAppVerifier`); when the app looks for tokens elsewhere (`verify.extractToken`, `onlyCookie`), the token
  * is handed over as an option, which costs a verifier a call. Every failure is a 401 code: @fastify/jwt answers
  * some (a future `nbf`, an algorithm outside the list) with 500, and a garbage token must never be a 500. The
- * algorithm is pinned here first, from the token's header. The user at once when the verifier answered at once
- * (see `callVerify`), else a promise of it; a refusal is thrown, or rejects the promise.
+ * algorithm is pinned here first, from the token's header.
  */
-export function verifyToken (request: FastifyRequest, auth: ResolvedAuth, token: string): Settled<unknown> {
+export async function verifyToken (request: FastifyRequest, auth: ResolvedAuth, token: string): Promise<unknown> {
   if (token.length > 8192) throw new HandshakeError('INVALID_TOKEN', 'session token too long')
   const alg = algorithmOf(token)
   if (alg === undefined || !auth.algorithms.includes(alg)) throw new HandshakeError('INVALID_TOKEN')
   const verify = (request as unknown as Record<string, unknown>)[auth.verifier]
   if (typeof verify !== 'function') throw new HandshakeError('INVALID_TOKEN', `no request.${auth.verifier}(): is @fastify/jwt registered${auth.namespace === undefined ? '' : ` with namespace "${auth.namespace}"`}?`)
-  let result: Settled<unknown>
   try {
-    result = (verifyWithAppVerifier(request, auth, verify as Verify, token) ?? { result: callVerify(request, verify as Verify, { extractToken: () => token }) }).result
+    return await (verifyWithAppVerifier(request, auth, verify as Verify, token) ?? (verify as Verify).call(request, { extractToken: () => token }))
   } catch (err) {
-    throw refusalOf(err)
+    const code = (err as { code?: string }).code
+    if (code === 'FAST_JWT_EXPIRED' || code === 'FST_JWT_AUTHORIZATION_TOKEN_EXPIRED') throw new HandshakeError('TOKEN_EXPIRED')
+    if (code === 'FST_JWT_AUTHORIZATION_TOKEN_UNTRUSTED') throw new HandshakeError('INVALID_TOKEN', 'session token not trusted (revoked)')
+    throw new HandshakeError('INVALID_TOKEN')
   }
-  return isPromise(result) ? result.then(undefined, refuseWith) : result
 }
 
 /** Builds the session from a verified token or from `auth.authenticate`. */
@@ -201,34 +157,21 @@ function missingTokenMessage (request: FastifyRequest, auth: ResolvedAuth): stri
   return message
 }
 
-type Checked = { session: Session, fromCookie: boolean }
-
-/**
- * The session check of the handshake. Throws a `HandshakeError` for every refusal; at once when nothing in it had to
- * wait (a verifier or an `authenticate` that answers within the call), else through the promise it returns.
- */
-export function checkSession (app: FastifyInstance, request: FastifyRequest, auth: ResolvedAuth): Settled<Checked> {
+/** The session check of the handshake. Throws a `HandshakeError` for every refusal. */
+export async function checkSession (app: FastifyInstance, request: FastifyRequest, auth: ResolvedAuth): Promise<{ session: Session, fromCookie: boolean }> {
   if (auth.authenticate !== undefined) {
     let user: unknown
     try {
-      user = auth.authenticate(request)
+      user = await auth.authenticate(request)
     } catch (err) {
-      throw authenticateRefusal(err)
+      if (err instanceof HandshakeError) throw err
+      throw new HandshakeError('INVALID_TOKEN')
     }
-    return isPromise(user) ? user.then((u) => authenticated(auth, u), (err: unknown) => { throw authenticateRefusal(err) }) : authenticated(auth, user)
+    if (user === undefined || user === null || user === false) throw new HandshakeError('MISSING_TOKEN')
+    return { session: sessionOf(auth, user), fromCookie: false }
   }
   const found = findToken(request, auth)
   if (found === undefined) throw new HandshakeError('MISSING_TOKEN', missingTokenMessage(request, auth))
-  const user = verifyToken(request, auth, found.token)
-  const fromCookie = found.fromCookie
-  return isPromise(user) ? user.then((u) => ({ session: sessionOf(auth, u), fromCookie })) : { session: sessionOf(auth, user), fromCookie }
-}
-
-function authenticateRefusal (err: unknown): HandshakeError {
-  return err instanceof HandshakeError ? err : new HandshakeError('INVALID_TOKEN')
-}
-
-function authenticated (auth: ResolvedAuth, user: unknown): Checked {
-  if (user === undefined || user === null || user === false) throw new HandshakeError('MISSING_TOKEN')
-  return { session: sessionOf(auth, user), fromCookie: false }
+  const user = await verifyToken(request, auth, found.token)
+  return { session: sessionOf(auth, user), fromCookie: found.fromCookie }
 }
