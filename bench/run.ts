@@ -124,9 +124,23 @@ async function runEcho (servers: ServerSet, slots: Kind[], repeat: number, workl
   }
 }
 
-/** D in rounds: each round sets up a share of the connections on every server in turn. */
+/**
+ * D in rounds: each round sets up a share of the connections on every server in turn. First an unrecorded 1,500
+ * set-ups on each (as many as the whole of D in a quick run): a server's first thousand or two cost up to twice what
+ * later ones do while its JIT compiles the handshake's code (more of it the more code a server has), and D measures
+ * what a server that has been up for a while pays.
+ */
 async function runSetup (servers: ServerSet, slots: Kind[], repeat: number): Promise<void> {
   const slices = new Map<Kind, Slice[]>(slots.map((slot) => [slot, []]))
+  for (const slot of slots) {
+    try {
+      const t = await servers.target(slot)
+      await setup(pool, t.server, t.kind, sizes, quick ? sizes.setupTotal : 1500)
+    } catch (err) {
+      slices.delete(slot)
+      await failed(servers, repeat, 'D', slot, err)
+    }
+  }
   for (let round = 0; round < sizes.rounds; round++) {
     for (const slot of turn([...slices.keys()], round)) {
       try {
