@@ -39,11 +39,13 @@ async function measure (variant: string, lib: string, members: number, sends: nu
   }
   const routeMeter = registry.meter?.route('/rt', ['news'])
   const request = { log: { child: () => ({ info () {}, error () {} }) }, ip: '127.0.0.1' }
+  // The connection reads its registry and limits from the context, its metrics from the route.
+  const ctx = { registry, limits: options.limits }
+  const route = { meter: routeMeter }
   const padding: unknown[] = []
   for (let i = 0; i < members; i++) {
     for (let bytes = 0; bytes < pad; bytes += 64) padding.push({ a: i, b: bytes, c: null, d: null, e: null, f: null })
-    const conn = new Connection(fakeSocket(), request, null, undefined, options.limits, registry.counters, registry)
-    conn.meter = routeMeter
+    const conn = new Connection(fakeSocket(), request, null, undefined, ctx, route)
     registry.add(conn)
     await conn.join('room')
   }

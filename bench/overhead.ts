@@ -47,9 +47,9 @@ async function measure (variant: string, lib: string, messages: number): Promise
     auth: false
   }
   const socket = { readyState: 1, bufferedAmount: 0, send () {}, _socket: { cork () {}, uncork () {} } }
-  const conn = new Connection(socket, { log: undefined }, null, undefined, options.limits, registry.counters, registry)
-  conn.meter = routeMeter
   const ctx = { app: undefined, registry, limits: options.limits }
+  // The connection reads its registry and limits from the context, its metrics from the route.
+  const conn = new Connection(socket, { log: undefined }, null, undefined, ctx, route)
   const frames = Array.from({ length: 64 }, (_, i) => Buffer.from(JSON.stringify({ type: 'echo', data: { text: 'a message of about a hundred bytes', n: i, tags: ['x', 'y'] }, id: i })))
   const run = async (count: number): Promise<void> => {
     for (let i = 0; i < count; i++) {
