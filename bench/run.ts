@@ -126,7 +126,7 @@ async function runEcho (servers: ServerSet, slots: Kind[], repeat: number, workl
 
 /**
  * D in rounds: each round sets up a share of the connections on every server in turn. First an unrecorded 1,500
- * set-ups on each (as many as the whole of D in a quick run): a server's first thousand or two cost up to twice what
+ * set-ups on each (in a quick run, as many as D itself): a server's first thousand or two cost up to twice what
  * later ones do while its JIT compiles the handshake's code (more of it the more code a server has), and D measures
  * what a server that has been up for a while pays.
  */

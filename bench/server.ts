@@ -152,7 +152,8 @@ async function observe (): Promise<import('../lib/index.js').RealtimeOptions['me
 
 /**
  * fastify-realtime from lib/ (through tsx), its defaults but the rate limit, on an app whose @fastify/jwt keeps its
- * verifier's cache (`verify: { cache: true }`, as docs/13 advises: the handshake uses the app's verifier); with a Redis URL, on the Redis broker.
+ * verifier's cache (`verify: { cache: true }`, which docs/12 advises: the handshake uses the app's verifier); with a
+ * Redis URL, on the Redis broker.
  * With `history`, the room keeps history (`realtime-history`): numbered frames, and a join that replays. With
  * `observed`, Prometheus metrics and a tracing subscriber are on (`realtime-observed`). With `fallback`, the route
  * also serves the HTTP-streaming fallback (`realtime-stream`, G): the same handlers over an SSE stream and POSTed

@@ -276,3 +276,15 @@ test('checks that wait (a key fetched for the token, an async trusted, an async 
     assert.deepEqual([refusal.statusCode, refusal.body.code], name === 'async origins' ? [403, 'FORBIDDEN_ORIGIN'] : [401, 'INVALID_TOKEN'], name)
   }
 })
+
+test('a cached token is refused once its exp has passed: the cache is no way around the expiry (docs/12)', { timeout: 10000 }, async (t) => {
+  const { h, lookups } = await cachingApp(t)
+  const token = h.sign({ sub: 'judy', exp: now() + 2 })
+  const c = await connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${token}` } })
+  c.destroy()
+  const cached = lookups.length
+  await new Promise((resolve) => setTimeout(resolve, 2600))
+  const refusal = await refusalOf(connect(`${h.wsBase}/rt`, { headers: { authorization: `Bearer ${token}` } }))
+  assert.deepEqual([refusal.statusCode, refusal.body.code], [401, 'TOKEN_EXPIRED'])
+  assert.ok(lookups.length > cached, 'the second handshake went through the cache')
+})
